@@ -1,0 +1,53 @@
+# Developer commands (kubebuilder-style). Everything runs from the repository root.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+KUBECONFIG  ?= $(CURDIR)/.cluster/kubeconfig
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/tools
+CLUSTER     := $(PY) -m localcluster
+
+.PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment with the pinned dependencies
+
+cluster: venv ## start the local control plane (kubeconfig at .cluster/kubeconfig)
+	$(CLUSTER) up
+
+cluster-down: ## stop the local control plane; leaves no process behind
+	@if [ -x $(PY) ]; then $(CLUSTER) down; else echo "no virtualenv: nothing to stop"; fi
+
+test: venv ## unit tests, then the end-to-end tests on the local control plane
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: venv ## only the tests that need no cluster
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+demo: cluster ## a sample bot joins a local meeting about a minute from now
+	$(PY) -m localcluster.demo
+
+run: venv ## run the operator against the current kubeconfig
+	$(VENV)/bin/scheduledbot-operator
+
+crds: venv ## regenerate crds/ from the pydantic models
+	$(PY) -m scheduledbot.api.crd > crds/meetingbots.dev_scheduledbots.yaml
+
+install: ## apply the CRD to the current kubeconfig's cluster
+	kubectl apply --server-side -f crds/
+
+deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply)
+	kubectl apply --server-side -k manifests/
+
+bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
+	$(PY) -m bench $(if $(FULL),--full,)
