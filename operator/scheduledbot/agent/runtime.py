@@ -17,7 +17,8 @@ What it adds around the bot
   room included: it is time the bot holds a seat) the agent leaves.
 * **SIGTERM.** Kubernetes sends it when the Pod is deleted; the agent leaves
   the meeting gracefully and exits. This is how a bot leaves even when the
-  operator is down at deletion. A second SIGTERM/SIGINT exits at once.
+  operator is down at deletion. SIGINT does the same; a second SIGINT exits
+  at once.
 * **Exit.** After ``ended``/``failed`` the agent keeps serving until that final
   document has been read once by an authenticated caller (the operator), or
   for ``linger`` seconds, then exits 0 (ended) or 1 (failed).
@@ -165,11 +166,18 @@ class Agent:
         finally:
             await self.stop()
 
-    def terminate(self) -> None:
-        """SIGTERM: leave the meeting if in one, then exit; a second call exits at once."""
-        if self._terminating:
-            logger.warning("Terminating again: exiting without waiting for the bot.")
+    def terminate(self, *, force: bool = False) -> None:
+        """SIGTERM: leave the meeting if in one, then exit; ``force``: exit at once.
+
+        Repeated calls without ``force`` change nothing: a SIGTERM may arrive
+        twice (sent to the Pod's process and to its process group), and the
+        second must not cut the graceful leave short.
+        """
+        if force:
+            logger.warning("Exiting without waiting for the bot.")
             self._stop.set()
+            return
+        if self._terminating:
             return
         self._terminating = True
         self._may_exit.set()
@@ -338,9 +346,16 @@ def run_bot(bot: Bot, settings: AgentSettings | None = None) -> int:
 
     async def main() -> int:
         agent = Agent(bot, settings)
+        interrupts = 0
+
+        def interrupt() -> None:  # Ctrl-C leaves gracefully; a second Ctrl-C does not wait
+            nonlocal interrupts
+            interrupts += 1
+            agent.terminate(force=interrupts > 1)
+
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, agent.terminate)
+        loop.add_signal_handler(signal.SIGTERM, agent.terminate)
+        loop.add_signal_handler(signal.SIGINT, interrupt)
         return await agent.run()
 
     return asyncio.run(main())
