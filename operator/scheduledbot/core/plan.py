@@ -1,0 +1,398 @@
+"""The operator's decisions: `plan(bot, observed, defaults, now) -> Plan`.
+
+How a pass works
+================
+The runtime observes (the ScheduledBot, its Pod, the bot's last state report, the
+join dispatcher's last outcome), calls `plan` once with `now` read once, executes
+the actions through the adapters, publishes the status if it changed, and sleeps
+until `wake_at` or the next watch event. `plan` re-derives everything from what it
+is shown (kopf's and kubebuilder's "react to state, not to events"), so a restart,
+a duplicate event or a lost one cannot leave a bot half-done.
+
+One transition per pass
+=======================
+A pass moves the state at most one step (scheduled -> staged, staged -> joining,
+...) and asks to be woken at `now` when another step is due at once. Each step is
+thus one status write that a `kubectl get sbot -w` user sees.
+
+Why the join itself is not decided here
+=======================================
+The join signal must leave within milliseconds of `joinAt`, for a thousand bots at
+once. `plan` only *arms* it (`ArmJoin`) while the bot is staged and Ready; the
+runtime's dispatcher holds pre-opened connections and fires them all at the
+instant, then reports the outcome, which the next pass turns into status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from scheduledbot.api.joinat import format_time, parse_join_at
+from scheduledbot.api.models import BotState, JoinedBy, ScheduledBotStatus, ValidSpec
+from scheduledbot.core.children import pod_name
+from scheduledbot.core.conditions import build_conditions
+from scheduledbot.core.model import (
+    FINALIZER,
+    IN_MEETING,
+    LEAVE_TIMEOUT_SECONDS,
+    MIN_RECOMMENDED_LEAD_SECONDS,
+    PRE_JOIN,
+    SIGNAL_RETRY_SECONDS,
+    TERMINAL,
+    Action,
+    AddFinalizer,
+    ArmJoin,
+    BotReport,
+    BotView,
+    CreatePod,
+    CreateSecret,
+    Defaults,
+    DeletePod,
+    DisarmJoin,
+    Emit,
+    EventType,
+    Leave,
+    MoveSelfJoin,
+    Observed,
+    Plan,
+    PodView,
+    RemoveFinalizer,
+)
+
+__all__ = ["FINALIZER", "plan", "request_id"]
+
+_BOT_STATES = {s.value for s in BotState}
+
+
+def request_id(*, uid: str, join_at: datetime) -> str:
+    """The join request id: the same for the same bot and time, across restarts."""
+    return f"{uid}@{format_time(join_at)}"
+
+
+def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime) -> Plan:
+    """Decide the next step for one ScheduledBot. Pure: no clock, no I/O."""
+    state = bot.status.state
+    if bot.deleted_at is not None:
+        return _deleting(bot, observed, now)
+    if state in TERMINAL:
+        return Plan(status=bot.status, actions=_release_finalizer(bot))
+    if bot.spec is None:
+        if state in IN_MEETING:  # CEL keeps the meeting fields fixed; a bad edit elsewhere waits
+            return _in_meeting(bot, bot.status, observed, defaults, now)
+        return _fail(bot, now, "InvalidSpec", bot.spec_error or "invalid spec", _drop_pod(observed))
+    spec = bot.spec
+    timing = _Timing(spec, defaults)
+    if state is None:
+        return _first_sight(bot, spec, timing, now)
+    if state in PRE_JOIN:
+        moved = _reschedule_note(bot, spec, timing)
+        base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
+        if state is BotState.SCHEDULED:
+            return _scheduled(bot, base, observed, timing, now, moved)
+        return _staged(bot, base, observed, timing, now, moved)
+    return _in_meeting(bot, bot.status, observed, defaults, now)
+
+
+class _Timing:
+    """The instants of one spec: when to stage, join, and give up."""
+
+    def __init__(self, spec: ValidSpec, defaults: Defaults) -> None:
+        self.lead = _or(spec.staging_lead_seconds, defaults.staging_lead_seconds)
+        self.join_at = spec.join_at
+        self.stage_at = spec.join_at - timedelta(seconds=self.lead)
+        self.deadline = spec.join_at + timedelta(
+            seconds=_or(spec.join_deadline_seconds, defaults.join_deadline_seconds)
+        )
+        self.max_duration = timedelta(seconds=_or(spec.max_duration_seconds, defaults.max_duration_seconds))
+
+    def status_fields(self, spec: ValidSpec, generation: int) -> dict[str, object]:
+        return {
+            "join_at": format_time(self.join_at),
+            "stage_at": format_time(self.stage_at),
+            "platform": spec.platform,
+            "observed_generation": generation,
+        }
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _first_sight(bot: BotView, spec: ValidSpec, timing: _Timing, now: datetime) -> Plan:
+    """A new ScheduledBot: accept it as scheduled, or fail it if its time is gone."""
+    base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
+    if timing.join_at < bot.created_at:
+        # The admission webhook rejects these; this is the backstop when it was not called.
+        why = (
+            f"joinAt cannot be in the past: {format_time(timing.join_at)} is before the "
+            f"ScheduledBot was created ({format_time(bot.created_at)})"
+        )
+        return _fail(bot, now, "JoinAtInPast", why, (), base=base)
+    if now > timing.deadline:
+        return _missed(bot, now, timing, base=base)
+    actions: list[Action] = [
+        Emit(type=EventType.NORMAL, reason="Scheduled",
+             message=f"will stage at {format_time(timing.stage_at)} and join at {format_time(timing.join_at)}")
+    ]
+    if timing.lead < MIN_RECOMMENDED_LEAD_SECONDS:
+        actions.append(Emit(
+            type=EventType.WARNING, reason="ShortLead",
+            message=(f"stagingLeadSeconds is {timing.lead}; under {MIN_RECOMMENDED_LEAD_SECONDS} s "
+                     "the bot Pod may not be warm by joinAt. Staging at once."),
+        ))
+    status = _with_state(bot, base, BotState.SCHEDULED, now, "Scheduled",
+                         f"joins at {format_time(timing.join_at)}", scheduled_at=format_time(now))
+    return Plan(status=status, actions=tuple(actions), wake_at=max(now, timing.stage_at))
+
+
+def _reschedule_note(bot: BotView, spec: ValidSpec, timing: _Timing) -> Emit | None:
+    old = bot.status.join_at
+    new = format_time(spec.join_at)
+    if old is None or old == new:
+        return None
+    return Emit(type=EventType.NORMAL, reason="Rescheduled", message=f"joinAt moved from {old} to {new}")
+
+
+def _scheduled(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
+               now: datetime, moved: Emit | None) -> Plan:
+    notes: tuple[Action, ...] = (moved,) if moved else ()
+    if now > timing.deadline:
+        return _missed(bot, now, timing, base=base)
+    pod = observed.pod
+    if pod is not None:
+        # A Pod released by a reschedule that has not gone yet: finish releasing it.
+        drop = () if pod.deleting else (DeletePod(uid=pod.uid),)
+        return Plan(status=base, actions=notes + drop, wake_at=max(now, timing.stage_at))
+    if now < timing.stage_at:
+        return Plan(status=base, actions=notes, wake_at=timing.stage_at)
+    actions: list[Action] = list(notes)
+    if not observed.secret:
+        actions.append(CreateSecret())
+    actions.append(CreatePod(join_at=timing.join_at))
+    actions.append(Emit(type=EventType.NORMAL, reason="Staged",
+                        message=f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}"))
+    status = _with_state(bot, base, BotState.STAGED, now, "Staged", "bot Pod created, warming up",
+                         pod_name=_pod_name(bot), staged_at=format_time(now))
+    return Plan(status=status, actions=tuple(actions), wake_at=timing.deadline)
+
+
+def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
+            now: datetime, moved: Emit | None) -> Plan:
+    pod = observed.pod
+    notes: list[Action] = [moved] if moved else []
+    if moved is not None and now < timing.stage_at:
+        # The new time is beyond the lead: release the Pod and wait to stage again.
+        notes.append(DisarmJoin())
+        if pod is not None and not pod.deleting:
+            notes.append(DeletePod(uid=pod.uid))
+        status = _with_state(bot, base, BotState.SCHEDULED, now, "Rescheduled",
+                             f"bot Pod released; stages again at {format_time(timing.stage_at)}",
+                             pod_name=None, staged_at=None)
+        return Plan(status=status, actions=tuple(notes), wake_at=timing.stage_at)
+    joined = _joined_plan(bot, base, observed, timing, now)
+    if joined is not None:
+        return joined
+    if moved is not None and pod is not None and pod.ready and pod.ip:
+        notes.append(MoveSelfJoin(join_at=timing.join_at, address=_address(pod)))
+    signal = observed.signal
+    if signal is not None and signal.error and signal.join_at == timing.join_at:
+        if now >= timing.deadline:
+            return _fail(bot, now, "SignalFailed", f"the join signal could not reach the bot: {signal.error}",
+                         _drop_pod(observed), base=base)
+        notes.append(Emit(type=EventType.WARNING, reason="SignalFailed", message=signal.error))
+    if pod is None:
+        if now >= timing.deadline:
+            return _missed(bot, now, timing, base=base)
+        notes.append(CreatePod(join_at=timing.join_at))
+        notes.append(Emit(type=EventType.WARNING, reason="PodRecreated",
+                          message=f"bot Pod {_pod_name(bot)} was deleted before joinAt; created it again"))
+        return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
+    if pod.deleting:
+        return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
+    if pod.finished:
+        return _fail(bot, now, "BotExited", f"bot Pod {pod.name} exited before joining{_code(pod.exit_code)}",
+                     tuple(notes), base=base)
+    if not pod.ready or not pod.ip:
+        if now >= timing.deadline:
+            why = f"bot Pod {pod.name} was not Ready by {format_time(timing.deadline)}"
+            if pod.waiting_reason:
+                why += f": {pod.waiting_reason}"
+                if pod.waiting_message:
+                    why += f" ({pod.waiting_message})"
+            return _fail(bot, now, "NotReadyInTime", why, (DeletePod(uid=pod.uid),), base=base)
+        return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
+    address = _address(pod)
+    retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
+    notes.append(ArmJoin(
+        join_at=timing.join_at, address=address, request_id=request_id(uid=bot.uid, join_at=timing.join_at),
+        not_before=now + timedelta(seconds=SIGNAL_RETRY_SECONDS) if retry else None,
+    ))
+    return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline, follow=address)
+
+
+def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
+                 now: datetime) -> Plan | None:
+    """Staged -> joining: the dispatcher wrote the signal, or the bot reports it joined."""
+    signal, report, pod = observed.signal, observed.report, observed.pod
+    sent_at = (signal.sent_at if signal is not None and signal.error is None and signal.join_at == timing.join_at
+               else None)
+    joined = report if report is not None and report.in_meeting_or_after else None
+    if sent_at is None and joined is None:
+        return None
+    by = joined.joined_by if joined is not None and joined.joined_by else JoinedBy.SIGNAL
+    state = _reported_state(joined, BotState.JOINING) if joined is not None else BotState.JOINING
+    fields: dict[str, object] = {"joined_by": by}
+    if by is JoinedBy.DEADLINE:
+        # The operator was away at joinAt; the bot's own safety net joined it.
+        reason, message = "JoinedByDeadline", "no join signal reached the bot in time; it joined on its own"
+        event = Emit(type=EventType.WARNING, reason=reason, message=message)
+        if joined is not None and joined.since is not None:
+            fields["join_lateness_ms"] = _ms(joined.since - timing.join_at)
+    elif sent_at is not None:
+        lateness = _ms(sent_at - timing.join_at)
+        fields |= {"join_signaled_at": format_time(sent_at), "join_lateness_ms": lateness}
+        reason, message = "JoinSignaled", f"join signal sent {lateness} ms after joinAt"
+        event = Emit(type=EventType.NORMAL, reason=reason, message=message)
+    else:
+        # Signalled before a restart that lost the send record: the bot says so itself.
+        reason, message = "JoinSignaled", "the bot had been signalled before the operator restarted"
+        event = Emit(type=EventType.NORMAL, reason=reason, message=message)
+    address = _address(pod) if pod is not None and pod.ip else None
+    status = _with_state(bot, base, state, now, reason, message, **fields)
+    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event), wake_at=now, follow=address)
+
+
+def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults,
+                now: datetime) -> Plan:
+    state = base.state
+    pod = observed.pod
+    address = _address(pod) if pod is not None and pod.ip and not pod.finished else None
+    report = observed.report
+    actions: list[Action] = []
+    if not bot.has_finalizer:
+        actions.append(AddFinalizer())
+    if report is not None and report.joined_by is not None and report.joined_by != base.joined_by:
+        # The bot knows best how it joined (a signal may have raced its own deadline).
+        base = base.model_copy(update={"joined_by": report.joined_by})
+    if report is not None and report.state in _BOT_STATES and report.state != state:
+        new = BotState(report.state)
+        fields: dict[str, object] = {}
+        if new is BotState.JOINED and base.joined_at is None:
+            fields["joined_at"] = format_time(report.since or now)
+            actions.append(Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting"))
+        if new in TERMINAL:
+            fields["ended_at"] = format_time(report.since or now)
+        if new is BotState.FAILED:
+            why = report.reason or "BotFailed"
+            text = report.message or "the bot reported a failure"
+            actions.append(Emit(type=EventType.WARNING, reason="Failed", message=f"{why}: {text}"))
+            actions.append(RemoveFinalizer())
+            return Plan(status=_with_state(bot, base, new, now, why, text, **fields), actions=tuple(actions))
+        if new is BotState.ENDED:
+            actions.append(Emit(type=EventType.NORMAL, reason="Ended", message=report.message or "the bot left"))
+            actions.append(RemoveFinalizer())
+            return Plan(status=_with_state(bot, base, new, now, "Ended", report.message or "the bot left", **fields),
+                        actions=tuple(actions))
+        status = _with_state(bot, base, new, now, _camel(new), report.message or f"the bot is {new.value}", **fields)
+        return Plan(status=status, actions=tuple(actions), wake_at=now, follow=address)
+    if pod is None or pod.finished:
+        code = pod.exit_code if pod is not None else None
+        if pod is not None and pod.phase == "Succeeded":
+            return Plan(status=_with_state(bot, base, BotState.ENDED, now, "Ended", "the bot Pod completed",
+                                           ended_at=format_time(now)),
+                        actions=(*actions, RemoveFinalizer()))
+        why = f"bot Pod {_pod_name(bot)} {'is gone' if pod is None else 'failed'}{_code(code)}"
+        return _fail(bot, now, "PodFailed", why, tuple(actions), base=base)
+    wake_at: datetime | None = None
+    if base.joined_at is not None and state is not BotState.LEAVING:
+        spec = bot.spec
+        max_seconds = _or(spec.max_duration_seconds if spec else None, defaults.max_duration_seconds)
+        until = _parse(base.joined_at) + timedelta(seconds=max_seconds)
+        if now >= until and address is not None:
+            actions.append(Leave(address=address, reason="maxDurationSeconds reached"))
+            actions.append(Emit(type=EventType.WARNING, reason="MaxDurationReached",
+                                message=f"in the meeting for {max_seconds} s; asked the bot to leave"))
+        else:
+            wake_at = until
+    return Plan(status=base, actions=tuple(actions), wake_at=wake_at, follow=address)
+
+
+def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
+    """Deletion cancels. Only a bot in a meeting holds a finalizer: it leaves first."""
+    if not bot.has_finalizer:
+        return Plan(status=bot.status)
+    pod = observed.pod
+    report = observed.report
+    gone = pod is None or pod.finished or (report is not None and report.state in ("ended", "failed"))
+    assert bot.deleted_at is not None
+    give_up = bot.deleted_at + timedelta(seconds=LEAVE_TIMEOUT_SECONDS)
+    if bot.status.state in IN_MEETING and not gone and now < give_up and pod is not None and pod.ip:
+        address = _address(pod)
+        return Plan(status=bot.status, actions=(
+            Leave(address=address, reason="ScheduledBot deleted"),
+            Emit(type=EventType.NORMAL, reason="Cancelled", message="deleted during the meeting; asked the bot to leave"),
+        ), wake_at=give_up, follow=address)
+    return Plan(status=bot.status, actions=(RemoveFinalizer(),))
+
+
+def _missed(bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus) -> Plan:
+    why = (f"the operator could not act before the join deadline {format_time(timing.deadline)} "
+           f"(joinAt {format_time(timing.join_at)})")
+    return _fail(bot, now, "Missed", why, (), base=base)
+
+
+def _fail(bot: BotView, now: datetime, reason: str, message: str, actions: tuple[Action, ...],
+          *, base: ScheduledBotStatus | None = None) -> Plan:
+    status = _with_state(bot, base or bot.status, BotState.FAILED, now, reason, message,
+                         ended_at=format_time(now))
+    return Plan(status=status, actions=(
+        *actions, DisarmJoin(), *_release_finalizer(bot),
+        Emit(type=EventType.WARNING, reason="Failed", message=f"{reason}: {message}"),
+    ))
+
+
+def _release_finalizer(bot: BotView) -> tuple[Action, ...]:
+    return (RemoveFinalizer(),) if bot.has_finalizer else ()
+
+
+def _drop_pod(observed: Observed) -> tuple[Action, ...]:
+    pod = observed.pod
+    return (DeletePod(uid=pod.uid),) if pod is not None and not pod.deleting else ()
+
+
+def _with_state(bot: BotView, base: ScheduledBotStatus, state: BotState, now: datetime, reason: str,
+                message: str, **fields: object) -> ScheduledBotStatus:
+    conditions = build_conditions(state=state, reason=reason, message=message, generation=bot.generation,
+                                  previous=base.conditions or [], now=now)
+    return base.model_copy(update={
+        "state": state, "reason": reason, "message": message, "observed_generation": bot.generation,
+        "conditions": conditions, **fields,
+    })
+
+
+def _reported_state(report: BotReport, default: BotState) -> BotState:
+    return BotState(report.state) if report.state in _BOT_STATES else default
+
+
+def _camel(state: BotState) -> str:
+    return "".join(part.capitalize() for part in state.value.split("_"))
+
+
+def _pod_name(bot: BotView) -> str:
+    return pod_name(bot.name)
+
+
+def _address(pod: PodView) -> str:
+    return f"{pod.ip}:{pod.control_port}"
+
+
+def _code(code: int | None) -> str:
+    return "" if code is None else f" with exit code {code}"
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _parse(text: str) -> datetime:
+    return parse_join_at(text)
