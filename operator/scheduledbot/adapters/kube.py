@@ -1,0 +1,181 @@
+"""The Kubernetes side: the only code that writes to the API server.
+
+Why its own client beside kopf's
+================================
+kopf watches and serves the webhook; these writes (children, status, finalizers,
+events, the webhook configuration) go through one `kubernetes_asyncio` client built
+at start-up and passed in (never at import time, STYLE.md lesson 2).
+
+Responses are read as raw JSON (`_preload_content=False`): the runtime needs the
+written object back as a dict to refresh its cache, and turning it into generated
+model classes only to turn it back would cost more than the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Any, Final
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from scheduledbot.api.joinat import format_time
+
+log = logging.getLogger(__name__)
+
+GROUP: Final = "meetingbots.dev"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "scheduledbots"
+COMPONENT: Final = "scheduledbot-operator"
+_MERGE: Final = "application/merge-patch+json"
+_JSON_PATCH: Final = "application/json-patch+json"
+
+
+class Kube:
+    """Writes for the runtime. Create calls treat AlreadyExists as success."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._admission = client.AdmissionregistrationV1Api(api)
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In a Pod, its ServiceAccount; elsewhere, the current kubeconfig."""
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Pod; False when it already exists (which is success)."""
+        return await _create(self._core.create_namespaced_pod(namespace, body, _preload_content=False))
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return await _json(response)
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly the observed Pod (a precondition on its uid), if still there."""
+        body = {"preconditions": {"uid": uid}}
+        try:
+            await self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch `.status`; returns the object as written, None if it is gone."""
+        try:
+            response = await self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                _content_type=_MERGE, _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return await _json(response)
+
+    async def set_finalizer(self, body: dict[str, Any], finalizer: str, *, present: bool) -> dict[str, Any] | None:
+        """Add or remove one finalizer with a JSON patch guarded by the observed list."""
+        meta = body["metadata"]
+        current = list(meta.get("finalizers") or [])
+        if (finalizer in current) == present:
+            return None
+        wanted = current + [finalizer] if present else [f for f in current if f != finalizer]
+        # `test` makes the patch fail (422) if someone changed the list meanwhile;
+        # the next watch event brings the new list and the pass runs again.
+        ops: list[dict[str, Any]] = (
+            [{"op": "test", "path": "/metadata/finalizers", "value": current}] if "finalizers" in meta else []
+        ) + [{"op": "add", "path": "/metadata/finalizers", "value": wanted}]
+        try:
+            response = await self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], ops,
+                _content_type=_JSON_PATCH, _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status in (404, 422):
+                return None
+            raise
+        return await _json(response)
+
+    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str,
+                         now: datetime) -> None:
+        meta = body["metadata"]
+        stamp = format_time(now)
+        event = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledBot", "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        }
+        try:
+            await self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        except ApiException as error:
+            # An event is a courtesy: losing one must not fail the pass that emitted it.
+            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"],
+                        error.reason)
+
+    async def apply_webhook_configuration(self, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        try:
+            await self._admission.create_validating_webhook_configuration(body, _preload_content=False)
+            return
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        current = await _json(await self._admission.read_validating_webhook_configuration(
+            name, _preload_content=False))
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+        await self._admission.replace_validating_webhook_configuration(name, body, _preload_content=False)
+
+    async def delete_webhook_configuration(self, name: str, *, ca_bundle: str) -> None:
+        """Delete the configuration if it still carries our CA (a successor's is left alone)."""
+        try:
+            current = await _json(await self._admission.read_validating_webhook_configuration(
+                name, _preload_content=False))
+            if any(w.get("clientConfig", {}).get("caBundle") != ca_bundle for w in current.get("webhooks") or []):
+                return
+            body = {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}}
+            await self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+
+async def _create(call: Any) -> bool:
+    try:
+        response = await call
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+    response.release()
+    return True
+
+
+async def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(await response.read())
+    return data

@@ -1,0 +1,200 @@
+"""The join dispatcher: every armed join signal leaves at its instant, in one batch.
+
+Why not kopf timers or one task per bot
+=======================================
+kopf timers run on intervals and `TemporaryError` delays are rounded and jittered;
+one asyncio task per bot wakes a thousand tasks at the instant, each building its
+request and awaiting its own write, so the last bot of a batch hears about it
+~190 ms late on this machine. Here all bots sharing an instant share *one* timer
+(`loop.call_at`), and the callback writes pre-built requests on connections opened
+while the bots were staged, without a single `await` between the first write and
+the last. The answers are read afterwards, off the critical path.
+
+Precision
+=========
+The event loop wakes a timer within about a millisecond, sometimes early. The timer
+is set `SPIN_AHEAD` before the instant and the callback spins on the wall clock for
+the rest, so the first byte leaves at the instant, not up to a millisecond after.
+
+A second, earlier timer (`REFRESH_AHEAD`) reopens the connections a bot closed while
+it waited (idle time-outs), so none has to be opened at the instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from scheduledbot.adapters.bots import BotUnreachable, JoinLine
+from scheduledbot.core.model import SignalOutcome
+
+log = logging.getLogger(__name__)
+
+SPIN_AHEAD: Final = 0.002
+REFRESH_AHEAD: Final = 1.0
+#: The longest the callback spins: a guard against a clock step, not a tuning knob.
+_MAX_SPIN: Final = 0.05
+
+#: Called when a signal was written (`sent_at` set), when the bot answered it (`report`
+#: set), or when it could not be sent (`error` set). Must be cheap: it runs in the batch.
+Report = Callable[[Hashable, SignalOutcome], None]
+
+
+@dataclass(slots=True)
+class _Armed:
+    key: Hashable
+    join_at: datetime
+    fire: float
+    request_id: str
+    line: JoinLine
+    opening: asyncio.Task[None] | None = None
+    #: Written; kept until disarmed, so that re-arming the same join cannot send it twice.
+    fired: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    keys: set[Hashable] = field(default_factory=set)
+    fire_timer: asyncio.TimerHandle | None = None
+    refresh_timer: asyncio.TimerHandle | None = None
+
+
+class JoinDispatcher:
+    """Holds armed joins; `report(key, outcome)` hears what became of each."""
+
+    def __init__(self, *, report: Report) -> None:
+        self._report = report
+        self._armed: dict[Hashable, _Armed] = {}
+        self._batches: dict[float, _Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def armed(self, key: Hashable) -> bool:
+        return key in self._armed
+
+    def arm(self, key: Hashable, *, join_at: datetime, not_before: datetime | None, line: JoinLine,
+            request_id: str) -> None:
+        """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
+        fire = max(join_at, not_before or join_at).timestamp()
+        current = self._armed.get(key)
+        if (current is not None and current.request_id == request_id and current.line.address == line.address
+                and (current.fire == fire or (current.fired and not_before is None))):
+            return
+        self.disarm(key)
+        armed = _Armed(key=key, join_at=join_at, fire=fire, request_id=request_id, line=line)
+        armed.opening = self._spawn(self._open(armed))
+        self._armed[key] = armed
+        batch = self._batches.get(fire)
+        if batch is None:
+            batch = self._batches[fire] = _Batch()
+            loop = asyncio.get_running_loop()
+            ahead = fire - time.time()
+            batch.fire_timer = loop.call_at(loop.time() + ahead - SPIN_AHEAD, self._fire, fire)
+            if ahead > REFRESH_AHEAD:
+                batch.refresh_timer = loop.call_at(loop.time() + ahead - REFRESH_AHEAD, self._refresh, fire)
+        batch.keys.add(key)
+
+    def disarm(self, key: Hashable) -> None:
+        armed = self._armed.pop(key, None)
+        if armed is None:
+            return
+        if armed.opening is not None:
+            armed.opening.cancel()
+        armed.line.close()
+        batch = self._batches.get(armed.fire)
+        if batch is not None:
+            batch.keys.discard(key)
+            if not batch.keys:
+                self._drop_batch(armed.fire)
+
+    async def close(self) -> None:
+        for key in list(self._armed):
+            self.disarm(key)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _drop_batch(self, fire: float) -> None:
+        batch = self._batches.pop(fire)
+        for timer in (batch.fire_timer, batch.refresh_timer):
+            if timer is not None:
+                timer.cancel()
+
+    def _refresh(self, fire: float) -> None:
+        batch = self._batches.get(fire)
+        for key in batch.keys if batch else ():
+            armed = self._armed[key]
+            if not armed.line.ready and (armed.opening is None or armed.opening.done()):
+                armed.opening = self._spawn(self._open(armed))
+
+    def _fire(self, fire: float) -> None:
+        batch = self._batches.pop(fire, None)
+        if batch is None:
+            return
+        if batch.refresh_timer is not None:
+            batch.refresh_timer.cancel()
+        now = time.time()
+        if 0 < fire - now < _MAX_SPIN:
+            while time.time() < fire:
+                pass
+        late: list[_Armed] = []
+        sent: list[tuple[_Armed, float]] = []
+        for key in batch.keys:
+            armed = self._armed[key]
+            armed.fired = True
+            if armed.line.ready:
+                armed.line.write()
+                sent.append((armed, time.time()))
+            else:
+                late.append(armed)
+        # Everything below is off the critical path: all ready bots have their bytes.
+        for armed, at in sent:
+            self._sent(armed, at)
+            self._spawn(self._answer(armed))
+        for armed in late:
+            self._spawn(self._send_late(armed))
+
+    async def _open(self, armed: _Armed) -> None:
+        try:
+            await armed.line.open()
+        except (OSError, asyncio.TimeoutError) as error:
+            # Not fatal: the refresh timer and the instant itself try again.
+            log.debug("pre-connect to %s failed: %r", armed.line.address, error)
+
+    async def _send_late(self, armed: _Armed) -> None:
+        try:
+            if armed.opening is not None and not armed.opening.done():
+                await armed.opening
+            if not armed.line.ready:
+                await armed.line.open()
+            armed.line.write()
+        except (OSError, asyncio.TimeoutError) as error:
+            message = f"could not connect to the bot at {armed.line.address}: {error!r}"
+            self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=None, error=message, report=None))
+            return
+        self._sent(armed, time.time())
+        await self._answer(armed)
+
+    def _sent(self, armed: _Armed, at: float) -> None:
+        """The signal is out: that is the join, as far as timing goes."""
+        sent_at = datetime.fromtimestamp(at, UTC)
+        self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=sent_at, error=None, report=None))
+
+    async def _answer(self, armed: _Armed) -> None:
+        """The bot's answer carries its state; a lost answer is left to the state long-poll."""
+        try:
+            report = await armed.line.answer()
+        except BotUnreachable as error:
+            log.warning("join signal sent, but no answer: %s", error)
+            return
+        self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=None, error=None, report=report))
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,50 @@
+"""`scheduledbot-operator`: parse the settings, set up logging, run kopf."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import kopf
+
+from scheduledbot.runtime import config as config_module
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _logging(level: str, form: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if form == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # kopf logs every watch event at DEBUG/INFO; keep it a notch quieter than ours.
+    logging.getLogger("kopf").setLevel(max(logging.getLevelName(level), logging.INFO))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = config_module.load(argv)
+    _logging(settings.log_level, settings.log_format)
+    from scheduledbot.runtime import handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(settings=settings),
+    )
+
+
+if __name__ == "__main__":
+    main()

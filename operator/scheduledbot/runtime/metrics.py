@@ -1,0 +1,53 @@
+"""Prometheus metrics: punctuality, bots by state, failures, staging time.
+
+The registry is the operator's own (not the process-global default) so that tests
+can run several engines in one process without duplicate-metric errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Join lateness lives in milliseconds: the buckets start well under one.
+_LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_STAGING_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+class _States(Collector):
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("scheduledbot_bots", "ScheduledBots known to the operator, by state",
+                                   labels=["state"])
+        for state, count in sorted(self.source().items()):
+            family.add_metric([state], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.join_lateness = Histogram(
+            "scheduledbot_join_lateness_seconds", "Join signal written minus joinAt",
+            buckets=_LATENESS_BUCKETS, registry=self.registry)
+        self.signal_failures = Counter(
+            "scheduledbot_join_signal_failures", "Join signals that could not be sent", registry=self.registry)
+        self.staging_time = Histogram(
+            "scheduledbot_pod_staging_seconds", "Bot Pod created to Ready", buckets=_STAGING_BUCKETS,
+            registry=self.registry)
+        self.status_writes = Counter(
+            "scheduledbot_status_writes", "Status patches sent to the API server", registry=self.registry)
+        self._states = _States()
+        self.registry.register(self._states)
+
+    def bind_states(self, source: Callable[[], dict[str, int]]) -> None:
+        self._states.source = source
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, registry=self.registry)
