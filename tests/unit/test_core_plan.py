@@ -103,8 +103,11 @@ CASES = [
          bot(), NOW, state=BotState.SCHEDULED, reason="Scheduled", wake_at=at(-300),
          check=lambda p: p.status.stage_at == iso(at(-300)) and p.status.join_at == iso(JOIN)
          and events(p) == ["Scheduled"]),
-    Case("a new bot with a lead under 2 minutes is flagged and wakes at once to stage",
-         bot(lead=60), NOW + timedelta(minutes=9, seconds=30), state=BotState.SCHEDULED, wake_at=NOW + timedelta(minutes=9, seconds=30),
+    Case("a new bot created 90 s before joinAt is flagged ShortLead and wakes at once to stage",
+         bot(), at(-90), state=BotState.SCHEDULED, wake_at=at(-90),
+         check=lambda p: events(p) == ["Scheduled", "ShortLead"]),
+    Case("a new bot with a stagingLeadSeconds under 2 minutes is flagged and stages at its stageAt",
+         bot(lead=60), NOW, state=BotState.SCHEDULED, wake_at=at(-60),
          check=lambda p: events(p) == ["Scheduled", "ShortLead"]),
     Case("a new bot whose joinAt was before its creation fails with JoinAtInPast",
          bot(join=NOW - timedelta(minutes=5)), NOW, state=BotState.FAILED, reason="JoinAtInPast", actions=(DisarmJoin,),

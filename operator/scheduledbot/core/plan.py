@@ -134,11 +134,13 @@ def _first_sight(bot: BotView, spec: ValidSpec, timing: _Timing, now: datetime) 
         Emit(type=EventType.NORMAL, reason="Scheduled",
              message=f"will stage at {format_time(timing.stage_at)} and join at {format_time(timing.join_at)}")
     ]
-    if timing.lead < MIN_RECOMMENDED_LEAD_SECONDS:
+    # The lead the bot really gets: a bot created closer to joinAt than its lead is staged at once.
+    lead = (timing.join_at - max(now, timing.stage_at)).total_seconds()
+    if lead < MIN_RECOMMENDED_LEAD_SECONDS:
         actions.append(Emit(
             type=EventType.WARNING, reason="ShortLead",
-            message=(f"stagingLeadSeconds is {timing.lead}; under {MIN_RECOMMENDED_LEAD_SECONDS} s "
-                     "the bot Pod may not be warm by joinAt. Staging at once."),
+            message=(f"the bot Pod gets {lead:.0f} s before joinAt (under {MIN_RECOMMENDED_LEAD_SECONDS} s) "
+                     f"and may not be warm in time; staging {'at once' if timing.stage_at <= now else 'at stageAt'}"),
         ))
     status = _with_state(bot, base, BotState.SCHEDULED, now, "Scheduled",
                          f"joins at {format_time(timing.join_at)}", scheduled_at=format_time(now))

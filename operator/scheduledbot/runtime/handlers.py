@@ -32,6 +32,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # its 0.1 s default would delay every state report by as much.
     settings.batching.batch_window = 0.01
     settings.watching.server_timeout = 600
+    # The resources are known in advance: no watching of CRDs and namespaces, and no RBAC for it.
+    settings.scanning.disabled = True
     kube = await Kube.connect()
     metrics = Metrics()
     metrics.serve(config.metrics_port)

@@ -1,0 +1,133 @@
+"""The join dispatcher against small real HTTP receivers on loopback.
+
+What is asserted is behaviour (who got a join, how many, what was reported), never
+how fast: timings belong in bench/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+
+from scheduledbot.adapters.bots import JoinLine
+from scheduledbot.core.model import SignalOutcome
+from scheduledbot.runtime.dispatcher import JoinDispatcher
+
+TOKEN = "secret-token"
+
+
+class Receiver:
+    """A bot's control port reduced to `join`: records each request it gets."""
+
+    def __init__(self) -> None:
+        self.joins: list[dict[str, str]] = []
+        self.auth: list[str] = []
+        self.address = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/join", self._join)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.address = f"127.0.0.1:{port}"
+
+    async def _join(self, request: web.Request) -> web.Response:
+        self.joins.append(await request.json())
+        self.auth.append(request.headers.get("Authorization", ""))
+        return web.json_response({"protocol": "v1", "version": 2, "state": "joining", "since": "2026-01-01T00:00:00Z",
+                                  "message": "", "reason": None, "joinedBy": "signal",
+                                  "requestId": self.joins[0]["requestId"], "exitCode": None})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[list[Receiver]]:
+    started = [Receiver() for _ in range(3)]
+    for r in started:
+        await r.start()
+    yield started
+    for r in started:
+        await r.stop()
+
+
+def line(receiver: Receiver, request_id: str, join_at: datetime) -> JoinLine:
+    return JoinLine(address=receiver.address, token=TOKEN, request_id=request_id,
+                    meeting_url="https://zoom.us/j/1", bot_name="Bot", join_at=join_at.isoformat())
+
+
+async def settle(outcomes: list[tuple[object, SignalOutcome]], count: int) -> None:
+    for _ in range(200):
+        if len(outcomes) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_all_bots_sharing_an_instant_get_exactly_one_join_each(receivers: list[Receiver]) -> None:
+    outcomes: list[tuple[object, SignalOutcome]] = []
+    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    join_at = datetime.now(UTC) + timedelta(milliseconds=150)
+    for i, receiver in enumerate(receivers):
+        dispatcher.arm(i, join_at=join_at, not_before=None, line=line(receiver, f"r{i}", join_at), request_id=f"r{i}")
+        # Arming the same join again (a second pass) changes nothing.
+        dispatcher.arm(i, join_at=join_at, not_before=None, line=line(receiver, f"r{i}", join_at), request_id=f"r{i}")
+    await settle(outcomes, 6)
+    assert [len(r.joins) for r in receivers] == [1, 1, 1]
+    assert [r.joins[0]["requestId"] for r in receivers] == ["r0", "r1", "r2"]
+    assert all(auth == f"Bearer {TOKEN}" for r in receivers for auth in r.auth)
+    sent = sorted(k for k, o in outcomes if o.sent_at is not None)
+    answered = sorted(k for k, o in outcomes if o.report is not None)
+    assert sent == [0, 1, 2] and answered == [0, 1, 2]
+    assert all(o.sent_at is None or o.sent_at >= join_at for _, o in outcomes), "never before joinAt"
+    # A pass after the signal re-arms the same join: it must not be sent twice.
+    dispatcher.arm(0, join_at=join_at, not_before=None, line=line(receivers[0], "r0", join_at), request_id="r0")
+    await asyncio.sleep(0.05)
+    assert len(receivers[0].joins) == 1
+    await dispatcher.close()
+
+
+async def test_a_disarmed_join_is_never_sent(receivers: list[Receiver]) -> None:
+    outcomes: list[tuple[object, SignalOutcome]] = []
+    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    join_at = datetime.now(UTC) + timedelta(milliseconds=100)
+    dispatcher.arm("a", join_at=join_at, not_before=None, line=line(receivers[0], "a", join_at), request_id="a")
+    dispatcher.arm("b", join_at=join_at, not_before=None, line=line(receivers[1], "b", join_at), request_id="b")
+    dispatcher.disarm("a")
+    await settle(outcomes, 2)
+    await asyncio.sleep(0.05)
+    assert len(receivers[0].joins) == 0 and len(receivers[1].joins) == 1
+    assert {k for k, _ in outcomes} == {"b"}
+    await dispatcher.close()
+
+
+async def test_an_unreachable_bot_is_reported_as_an_error() -> None:
+    outcomes: list[tuple[object, SignalOutcome]] = []
+    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    join_at = datetime.now(UTC) + timedelta(milliseconds=50)
+    nowhere = JoinLine(address="127.0.0.1:9", token=TOKEN, request_id="x", meeting_url="https://zoom.us/j/1",
+                       bot_name="Bot", join_at=join_at.isoformat())
+    dispatcher.arm("x", join_at=join_at, not_before=None, line=nowhere, request_id="x")
+    await settle(outcomes, 1)
+    assert len(outcomes) == 1 and outcomes[0][1].error is not None and outcomes[0][1].sent_at is None
+    await dispatcher.close()
+
+
+def test_a_join_request_is_prebuilt_http_with_the_bearer_token() -> None:
+    built = JoinLine(address="127.0.0.10:8181", token=TOKEN, request_id="rid", meeting_url="https://zoom.us/j/1",
+                     bot_name="Bot", join_at="2026-01-01T00:00:00Z").request
+    head, _, body = built.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/join HTTP/1.1\r\n")
+    assert f"Authorization: Bearer {TOKEN}".encode() in head
+    assert json.loads(body)["requestId"] == "rid"
+    assert f"Content-Length: {len(body)}".encode() in head
