@@ -1,0 +1,511 @@
+"""Start, check and stop the local control plane.
+
+The cluster is etcd, kube-apiserver, kube-controller-manager (built from the
+pinned Go modules by tools/cluster/build.sh) and the fake kubelet of
+`localcluster.kubelet`, each a background process leading its own process
+group, with its log and pid file under `.cluster/` at the repository root.
+
+Why every `up` of a stopped or broken cluster starts from nothing (new PKI,
+empty etcd): a test cluster is only useful when its state is known. Repairing
+a half-dead cluster (an etcd that lost its apiserver, Pods whose kubelet died
+with the shell) costs more code than the ten seconds a fresh start takes.
+`down` keeps the files, so the logs of a failed run can still be read.
+
+Ports are picked free by the OS at each start, so two checkouts (or another
+program on 6443) never collide; the kubeconfig is rewritten to match.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from localcluster import pki as pki_mod
+from localcluster import procs
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT: Final = REPO_ROOT / "tools" / "cluster" / "build.sh"
+NODE_NAME: Final = "local-node"
+# Stopped in this order: the kubelet first, so that it does not report Pods
+# failing while the control plane goes away.
+COMPONENTS: Final = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
+CONTROLLERS: Final = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    # Creates the `default` ServiceAccount that Pod admission requires.
+    "serviceaccount-controller",
+    # Publishes kube-root-ca.crt into every namespace, as clients expect.
+    "root-ca-certificate-publisher-controller",
+    # So that manifests with a Deployment (the operator's own) can be applied.
+    "deployment-controller",
+    "replicaset-controller",
+)
+START_TIMEOUT: Final = 120.0
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives under the cluster directory."""
+
+    root: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def pki(self) -> pki_mod.Pki:
+        return pki_mod.Pki(self.root / "pki")
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def pods(self) -> Path:
+        return self.root / "pods"
+
+    def pidfile(self, component: str) -> Path:
+        return self.run / f"{component}.pid"
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+
+DEFAULT_LAYOUT: Final = Layout(REPO_ROOT / ".cluster")
+
+
+def say(message: str) -> None:
+    print(f"localcluster: {message}", flush=True)
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    """One `up`/`down` at a time: `make cluster` and a test session may race."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another localcluster command to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+# --- talking to the running cluster -------------------------------------------------
+
+
+def _state(layout: Layout) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(layout.state.read_text())
+        return state
+    except (OSError, ValueError):
+        return None
+
+
+def _ssl_context(layout: Layout) -> ssl.SSLContext:
+    p = layout.pki
+    context = ssl.create_default_context(cafile=str(p.ca_cert))
+    context.load_cert_chain(str(p.admin_cert), str(p.admin_key))
+    return context
+
+
+def _get(url: str, *, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (OSError, ssl.SSLError):
+        return 0, b""
+
+
+def _api_get(layout: Layout, path: str) -> tuple[int, bytes]:
+    state = _state(layout)
+    if state is None:
+        return 0, b""
+    return _get(f"{state['server']}{path}", context=_ssl_context(layout))
+
+
+def _apiserver_ready(layout: Layout) -> bool:
+    return _api_get(layout, "/readyz")[0] == 200
+
+
+def _node_ready(layout: Layout) -> bool:
+    status, body = _api_get(layout, f"/api/v1/nodes/{NODE_NAME}")
+    if status != 200:
+        return False
+    conditions = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _default_service_account_exists(layout: Layout) -> bool:
+    return _api_get(layout, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+
+
+def _component_refs(layout: Layout) -> dict[str, procs.ProcessRef | None]:
+    return {c: procs.ProcessRef.read(layout.pidfile(c)) for c in COMPONENTS}
+
+
+def _all_alive(layout: Layout) -> bool:
+    return all(ref is not None and ref.alive() for ref in _component_refs(layout).values())
+
+
+def healthy(layout: Layout = DEFAULT_LAYOUT) -> bool:
+    return (
+        _all_alive(layout)
+        and _apiserver_ready(layout)
+        and _node_ready(layout)
+        and _default_service_account_exists(layout)
+    )
+
+
+# --- up --------------------------------------------------------------------------------
+
+
+def _build() -> Path:
+    """Build (or find cached) binaries; the script's progress goes to our stderr."""
+    result = subprocess.run(
+        [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wipe(layout: Layout) -> None:
+    for entry in layout.root.iterdir():
+        if entry == layout.lock:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _write_kubeconfig(layout: Layout, server: str) -> None:
+    p = layout.pki
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    # Embedded data, not paths: the file stays valid when copied elsewhere.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "localcluster",
+                "cluster": {"server": server, "certificate-authority-data": b64(p.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate-data": b64(p.admin_cert),
+                    "client-key-data": b64(p.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "localcluster",
+                "context": {"cluster": "localcluster", "user": "admin", "namespace": "default"},
+            }
+        ],
+        "current-context": "localcluster",
+    }
+    tmp = layout.kubeconfig.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(layout.kubeconfig)
+
+
+def _spawn(
+    layout: Layout, component: str, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    # Never our stdout: a caller capturing `up`'s output (pytest) would wait
+    # for EOF until the cluster stops.
+    with open(layout.log(component), "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=layout.root,
+            env=env,
+            start_new_session=True,
+        )
+    ref = procs.ProcessRef.of(process.pid)
+    if ref is None:
+        raise ClusterError(f"{component} exited at once; see {layout.log(component)}")
+    ref.write(layout.pidfile(component))
+    return process
+
+
+def _log_tail(layout: Layout, component: str, lines: int = 25) -> str:
+    try:
+        text = layout.log(component).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait(
+    layout: Layout,
+    what: str,
+    check: Callable[[], bool],
+    watched: dict[str, subprocess.Popen[bytes]],
+    started: float,
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not check():
+        for component, process in watched.items():
+            if process.poll() is not None:
+                raise ClusterError(
+                    f"{component} exited with code {process.returncode} while waiting for {what}; "
+                    f"last lines of {layout.log(component)}:\n{_log_tail(layout, component)}"
+                )
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {START_TIMEOUT:.0f} s waiting for {what}")
+        time.sleep(0.1)
+    say(f"{what} ({time.monotonic() - started:.1f} s)")
+
+
+def _start(layout: Layout, bin_dir: Path) -> None:
+    started = time.monotonic()
+    for d in (layout.logs, layout.run, layout.pods):
+        d.mkdir(parents=True, exist_ok=True)
+    p = pki_mod.generate(layout.pki.dir)
+    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    server = f"https://127.0.0.1:{api_port}"
+    layout.state.write_text(json.dumps({"server": server, "etcd_port": etcd_port, "bin": str(bin_dir)}))
+    _write_kubeconfig(layout, server)
+
+    watched: dict[str, subprocess.Popen[bytes]] = {}
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    peer_url = f"http://127.0.0.1:{etcd_peer_port}"
+    watched["etcd"] = _spawn(
+        layout,
+        "etcd",
+        [
+            str(bin_dir / "etcd"),
+            "--name=local",
+            f"--data-dir={layout.etcd_data}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=local={peer_url}",
+            # Test data: durability is worthless, and fsync dominates write
+            # latency on small disks.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
+    _wait(
+        layout,
+        f"etcd healthy on {etcd_url}",
+        lambda: b'"health":"true"' in _get(f"{etcd_url}/health")[1],
+        watched,
+        started,
+    )
+
+    watched["kube-apiserver"] = _spawn(
+        layout,
+        "kube-apiserver",
+        [
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--tls-cert-file={p.apiserver_cert}",
+            f"--tls-private-key-file={p.apiserver_key}",
+            f"--client-ca-file={p.ca_cert}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.service_account_pub}",
+            f"--service-account-signing-key-file={p.service_account_key}",
+            f"--service-cluster-ip-range={pki_mod.SERVICE_CLUSTER_IP_RANGE}",
+            # `kubectl logs` is proxied to the fake kubelet's HTTPS endpoint.
+            f"--kubelet-certificate-authority={p.ca_cert}",
+            f"--kubelet-client-certificate={p.apiserver_kubelet_client_cert}",
+            f"--kubelet-client-key={p.apiserver_kubelet_client_key}",
+            "--kubelet-preferred-address-types=InternalIP",
+            # It taints new Nodes not-ready, and only the node lifecycle
+            # controller (not run here) would take the taint away.
+            "--disable-admission-plugins=TaintNodesByCondition",
+            "--profiling=false",
+        ],
+    )
+    _wait(layout, f"kube-apiserver ready on {server}", lambda: _apiserver_ready(layout), watched, started)
+
+    watched["kube-controller-manager"] = _spawn(
+        layout,
+        "kube-controller-manager",
+        [
+            str(bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--root-ca-file={p.ca_cert}",
+            "--secure-port=0",
+            "--leader-elect=false",
+        ],
+    )
+    env = dict(os.environ)
+    # The kubelet passes its PATH to Pod processes: with the interpreter's own
+    # bin directory first, `python` and the venv's console scripts resolve.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = str(REPO_ROOT / "tools")
+    watched["kubelet"] = _spawn(
+        layout,
+        "kubelet",
+        [
+            sys.executable,
+            "-m",
+            "localcluster.kubelet",
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--pods-dir={layout.pods}",
+            f"--node-name={NODE_NAME}",
+            f"--tls-cert-file={p.kubelet_cert}",
+            f"--tls-private-key-file={p.kubelet_key}",
+            f"--client-ca-file={p.ca_cert}",
+        ],
+        env,
+    )
+    _wait(layout, f"node {NODE_NAME} ready", lambda: _node_ready(layout), watched, started)
+    _wait(
+        layout,
+        "default ServiceAccount created",
+        lambda: _default_service_account_exists(layout),
+        watched,
+        started,
+    )
+    say(f"cluster up in {time.monotonic() - started:.1f} s; KUBECONFIG={layout.kubeconfig}")
+
+
+def up(layout: Layout = DEFAULT_LAYOUT) -> None:
+    with _locked(layout):
+        if healthy(layout):
+            say(f"already running; KUBECONFIG={layout.kubeconfig}")
+            return
+        bin_dir = _build()
+        if _state(layout) is not None or any(_component_refs(layout).values()):
+            say("cleaning up a previous run")
+        _stop(layout)
+        _wipe(layout)
+        try:
+            _start(layout, bin_dir)
+        except BaseException:
+            # A half-started cluster is worse than none; the logs stay.
+            _stop(layout)
+            raise
+
+
+# --- down --------------------------------------------------------------------------------
+
+
+def _pod_refs(layout: Layout) -> list[procs.ProcessRef]:
+    if not layout.pods.is_dir():
+        return []
+    refs = (procs.ProcessRef.read(d / "pid") for d in layout.pods.iterdir())
+    return [r for r in refs if r is not None]
+
+
+def _stop(layout: Layout) -> None:
+    refs = _component_refs(layout)
+    kubelet = refs.pop("kubelet")
+    if kubelet is not None:
+        procs.stop_groups([kubelet], grace=5)
+    procs.stop_groups([r for r in refs.values() if r is not None] + _pod_refs(layout), grace=10)
+    # Backstop for processes whose pid files were lost (a deleted .cluster/).
+    strays = procs.component_processes(
+        ("etcd", "kube-apiserver", "kube-controller-manager", "localcluster.kubelet"),
+        str(layout.root),
+    ) + procs.marked_processes(f"{procs.POD_MARKER_VAR}={layout.pods}/")
+    stray_refs = [r for r in map(procs.ProcessRef.of, strays) if r is not None]
+    if stray_refs:
+        say(f"stopping {len(stray_refs)} process(es) without a pid file")
+        procs.stop_groups(stray_refs, grace=5)
+    for component in COMPONENTS:
+        layout.pidfile(component).unlink(missing_ok=True)
+
+
+def down(layout: Layout = DEFAULT_LAYOUT) -> None:
+    started = time.monotonic()
+    if not layout.root.exists():
+        say("not running")
+        return
+    with _locked(layout):
+        _stop(layout)
+    say(f"stopped in {time.monotonic() - started:.1f} s")
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def status(layout: Layout = DEFAULT_LAYOUT) -> bool:
+    """Print what runs; true when the cluster is fully usable."""
+    for component, ref in _component_refs(layout).items():
+        state = f"running (pid {ref.pid})" if ref is not None and ref.alive() else "not running"
+        say(f"{component:24} {state}")
+    state = _state(layout)
+    if state is None:
+        say("no cluster state (never started, or wiped)")
+        return False
+    checks = {
+        f"apiserver /readyz ({state['server']})": _apiserver_ready(layout),
+        f"node {NODE_NAME} Ready": _node_ready(layout),
+        "default ServiceAccount": _default_service_account_exists(layout),
+    }
+    for what, ok in checks.items():
+        say(f"{what:24} {'ok' if ok else 'NOT ok'}")
+    ok = _all_alive(layout) and all(checks.values())
+    say(f"KUBECONFIG={layout.kubeconfig}" if ok else "not healthy; `up` starts it afresh")
+    return ok

@@ -1,0 +1,179 @@
+"""Pid files and process-group signalling shared by the launcher and the kubelet.
+
+Every process the local cluster starts (control-plane components and Pod
+processes) leads its own process group (`start_new_session`), so signalling the
+group reaches its children too, and a shell's Ctrl-C never reaches the cluster.
+
+A pid file holds `<pid> <start time>`: the start time (field 22 of
+/proc/<pid>/stat) tells a live process of ours from an unrelated process that
+got the same pid after a crash. The group is signalled when its leader is
+verified, or when no process holds the pid any more: while any member of our
+group lives, Linux never hands that pid to a new process, so the group can only
+be ours.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Final
+
+# Set by the kubelet in every Pod process's environment to its Pod directory.
+POD_MARKER_VAR: Final = "LOCALCLUSTER_POD_DIR"
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    pid: int
+    start_time: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        start_time = _start_time(pid)
+        return cls(pid, start_time) if start_time is not None else None
+
+    @classmethod
+    def read(cls, path: Path) -> ProcessRef | None:
+        try:
+            pid, start_time = path.read_text().split()
+            return cls(int(pid), start_time)
+        except (OSError, ValueError):
+            return None
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{self.pid} {self.start_time}\n")
+        tmp.replace(path)
+
+    def alive(self) -> bool:
+        """The very process we started exists and is not a zombie."""
+        return _start_time(self.pid) == self.start_time and _state(self.pid) not in ("Z", "X")
+
+    def group_may_be_ours(self) -> bool:
+        return self.alive() or _start_time(self.pid) is None
+
+    def group_exists(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A group whose only members are zombies is as good as gone.
+        return any(_state(pid) not in ("Z", "X", None) for pid in _group_members(self.pid))
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        if not self.group_may_be_ours():
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def stop_groups(refs: list[ProcessRef], *, grace: float) -> None:
+    """SIGTERM each group, wait up to `grace` seconds, then SIGKILL what is left."""
+    for ref in refs:
+        ref.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    remaining = [r for r in refs if r.group_may_be_ours()]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.05)
+        remaining = [r for r in remaining if r.group_may_be_ours() and r.group_exists()]
+    for ref in remaining:
+        ref.signal_group(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(r.group_may_be_ours() and r.group_exists() for r in remaining):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Pids whose environment has `marker` (a `NAME=value-prefix`) in it.
+
+    The backstop for Pod processes whose pid file is gone: the kubelet puts a
+    marker into every Pod process's environment, and children inherit it.
+    """
+    needle = b"\0" + marker.encode()
+
+    def marked(pid: int) -> bool:
+        return needle in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+
+    return _scan(marked)
+
+
+def component_processes(names: tuple[str, ...], fragment: str) -> list[int]:
+    """Pids of programs called one of `names` whose arguments contain `fragment`.
+
+    The backstop for control-plane components whose pid file is gone; the
+    fragment (the cluster directory) keeps other clusters' components and
+    anyone's `tail -f .cluster/logs/...` out.
+    """
+
+    def matches(pid: int) -> bool:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return fragment.encode() in b" ".join(argv) and any(
+            Path(arg.decode(errors="replace")).name in names for arg in argv[:3]
+        )
+
+    return _scan(matches)
+
+
+def _scan(predicate: Callable[[int], bool]) -> list[int]:
+    """Live pids satisfying `predicate`, never this process or its ancestors."""
+    excluded = _ancestors()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in excluded:
+            continue
+        try:
+            if predicate(int(entry.name)) and _state(int(entry.name)) not in ("Z", "X", None):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _ancestors() -> set[int]:
+    pids = set()
+    pid = os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        fields = _stat_fields(pid)
+        if not fields:
+            break
+        pid = int(fields[1])
+    return pids
