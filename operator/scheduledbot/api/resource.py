@@ -1,0 +1,20 @@
+"""The ScheduledBot resource's identity: group, version, names.
+
+Kept apart from the CRD generator so that the runtime can name the resource
+(kopf handlers, API calls) without importing the generator.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "meetingbots.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ScheduledBot"
+LIST_KIND: Final = "ScheduledBotList"
+PLURAL: Final = "scheduledbots"
+SINGULAR: Final = "scheduledbot"
+SHORT_NAMES: Final = ("sbot",)
+CATEGORIES: Final = ("meetingbots",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
