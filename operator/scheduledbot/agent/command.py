@@ -55,7 +55,7 @@ REASON_COMMAND_NOT_STARTED: Final = "CommandNotStarted"
 
 def parse_state_line(line: str) -> tuple[p.BotState, str] | None:
     """``@state recording Started`` -> ``("recording", "Started")``; None if not a valid state line."""
-    words = line.rstrip("\r\n").split(maxsplit=2)
+    words = line.strip().split(maxsplit=2)
     if len(words) < 2 or words[0] != STATE_LINE_PREFIX or words[1] not in p.REPORTABLE_STATES:
         return None
     state: p.BotState = words[1]  # type: ignore[assignment]  # checked against REPORTABLE_STATES
