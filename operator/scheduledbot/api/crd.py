@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import yaml
+from pydantic import BaseModel
 
 from scheduledbot.api import resource
 from scheduledbot.api.models import RESCHEDULABLE_STATES, ScheduledBotSpec, ScheduledBotStatus
@@ -126,8 +127,8 @@ PRINTER_COLUMNS: Final = (
 
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition (apiextensions.k8s.io/v1) for ScheduledBot, as a plain dict."""
-    spec = _model_schema(ScheduledBotSpec, path="spec")
-    status = _model_schema(ScheduledBotStatus, path="status")
+    spec = structural_schema(ScheduledBotSpec, path="spec")
+    status = structural_schema(ScheduledBotStatus, path="status")
     root = {
         "type": "object",
         "description": (
@@ -188,7 +189,8 @@ def render_crd() -> str:
     return HEADER + body
 
 
-def _model_schema(model: type[Any], *, path: str) -> dict[str, Any]:
+def structural_schema(model: type[BaseModel], *, path: str) -> dict[str, Any]:
+    """`model`'s JSON Schema as a structural OpenAPI v3 schema; `path` names fields in errors."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     return _structural(schema, defs=schema.get("$defs", {}), path=path)
 

@@ -230,7 +230,10 @@ def parse_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSpec:
     failed = {error.path for error in errors}
     join_at: datetime | None = None
     platform: Platform | None = None
-    join_at_text, url = spec.get("joinAt"), spec.get("meetingUrl")
+    # From the model when it validated (it also accepts snake_case keys), else
+    # straight from the input, so that every field's problems are reported at once.
+    join_at_text = raw.join_at if raw is not None else spec.get("joinAt")
+    url = raw.meeting_url if raw is not None else spec.get("meetingUrl")
     if "spec.joinAt" not in failed and isinstance(join_at_text, str):
         try:
             join_at = parse_join_at(join_at_text)
