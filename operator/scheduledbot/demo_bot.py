@@ -100,10 +100,15 @@ class DemoBot(Bot):
                     if response.status == 201:
                         logger.info("Arrived in %s as %s (%s).", meeting.url, name, body["status"])
                         return body
-                    raise BotFailure("JoinRefused", f"the meeting refused the join: {response.status} {body.get('error', '')}".rstrip())
+                    raise BotFailure(
+                        "JoinRefused",
+                        f"the meeting refused the join: {response.status} {body.get('error', '')}".rstrip(),
+                    )
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 if delay is None or self.leave_requested.is_set():
-                    raise BotFailure("JoinFailed", f"cannot reach {meeting.url} after {attempt} attempts: {exc!r}") from None
+                    raise BotFailure(
+                        "JoinFailed", f"cannot reach {meeting.url} after {attempt} attempts: {exc!r}"
+                    ) from None
                 logger.warning("Cannot reach %s (%r); retrying in %g s.", meeting.url, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -276,7 +276,7 @@ async def test_a_deadline_shorter_than_the_delay_reports_missed_at_the_deadline(
 ) -> None:
     agent = await make_agent(join_at=T0 + 100, self_join_delay=5.0, join_deadline=3.0)
     doc = await until(agent, "failed")
-    assert (looptime, doc.reason) == (103, "Missed")
+    assert looptime == 103 and doc.reason == "Missed"
 
 
 # -- the long-poll ------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ async def test_the_bot_leaves_on_its_own_after_the_maximum_duration(
     await asyncio.sleep(10)
     await call(http, agent, "POST", "/v1/join", json=JOIN)
     doc = await until(agent, "leaving")
-    assert (looptime, doc.reason) == (60, "MaxDuration")
+    assert looptime == 60 and doc.reason == "MaxDuration"
     await until(agent, "ended")
 
 
@@ -401,9 +401,7 @@ async def test_a_failed_warm_up_fails_the_bot_and_it_never_gets_ready(
     assert (await call(http, agent, "GET", "/v1/ready", token=None))[0] == 503
 
 
-async def test_sigterm_in_a_meeting_leaves_and_then_exits(
-    make_agent: MakeAgent, http: aiohttp.ClientSession
-) -> None:
+async def test_sigterm_in_a_meeting_leaves_and_then_exits(make_agent: MakeAgent, http: aiohttp.ClientSession) -> None:
     bot = FakeBot()
     agent = await make_agent(bot)
     await call(http, agent, "POST", "/v1/join", json=JOIN)

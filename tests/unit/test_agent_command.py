@@ -96,7 +96,12 @@ def test_state_lines(line: str, expected: tuple[str, str] | None) -> None:
 
 def test_the_command_gets_the_meeting_and_how_it_was_joined_in_its_environment() -> None:
     meeting = Meeting(
-        url=MEETING_URL, bot_name="Notetaker", join_at=1_750_000_000.0, config={"a": 1}, request_id=None, joined_by="deadline"
+        url=MEETING_URL,
+        bot_name="Notetaker",
+        join_at=1_750_000_000.0,
+        config={"a": 1},
+        request_id=None,
+        joined_by="deadline",
     )
     env = command_environment(meeting, {"PATH": "/bin"})
     assert env == {
@@ -231,13 +236,20 @@ async def test_help() -> None:
     assert b"scheduledbot-agent [options] -- COMMAND" in stdout and b"@state <state> [message...]" in stdout
 
 
+SIGTERM_RECORDER = """
+    import signal, sys, time
+    signal.signal(signal.SIGTERM, lambda *_: (print("bye"), sys.exit(0)))
+    print("@state recording")
+    time.sleep(30)
+"""
+
+
 @pytest.fixture
 async def agent_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``scheduledbot-agent`` wrapping a command that records SIGTERM; yields it and its base URL."""
     port = _free_port()
-    script = 'import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: (print("bye"), sys.exit(0)))\nprint("@state recording")\ntime.sleep(30)'
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "scheduledbot.agent.cli", "--grace-period", "5", "--", sys.executable, "-u", "-c", script,
+        sys.executable, "-m", "scheduledbot.agent.cli", "--grace-period", "5", "--", *python(SIGTERM_RECORDER),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_agent_env(tmp_path, port),
     )  # fmt: skip
     assert process.stderr is not None

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from looptime import LoopTimeProxy
 
 from scheduledbot.agent import protocol as p
 from scheduledbot.agent.protocol import JoinRequest, StateDoc
@@ -95,7 +96,7 @@ def test_the_state_document_in_json() -> None:
 
 
 @pytest.mark.looptime
-async def test_a_waiter_wakes_on_the_change_not_before(looptime: float) -> None:
+async def test_a_waiter_wakes_on_the_change_not_before(looptime: LoopTimeProxy) -> None:
     holder = StateHolder(clock=FakeClock())
     waiter = asyncio.create_task(holder.wait_after(1, 30))
     await asyncio.sleep(5)
@@ -107,7 +108,7 @@ async def test_a_waiter_wakes_on_the_change_not_before(looptime: float) -> None:
 
 
 @pytest.mark.looptime
-async def test_a_waiter_gets_the_current_document_on_timeout(looptime: float) -> None:
+async def test_a_waiter_gets_the_current_document_on_timeout(looptime: LoopTimeProxy) -> None:
     holder = StateHolder(clock=FakeClock())
     doc = await holder.wait_after(1, 7)
     assert doc.version == 1
@@ -115,7 +116,7 @@ async def test_a_waiter_gets_the_current_document_on_timeout(looptime: float) ->
 
 
 @pytest.mark.looptime
-async def test_closing_releases_waiters(looptime: float) -> None:
+async def test_closing_releases_waiters(looptime: LoopTimeProxy) -> None:
     holder = StateHolder(clock=FakeClock())
     waiter = asyncio.create_task(holder.wait_after(1, None))
     await asyncio.sleep(3)
@@ -134,9 +135,7 @@ async def test_closing_releases_waiters(looptime: float) -> None:
         (5.0, 3.0, T0 - 600, ("miss", T0 + 3)),  # the deadline comes before the self-join
     ],
 )
-def test_the_safety_net_plan(
-    delay: float, deadline: float | None, now: float, expected: tuple[str, float]
-) -> None:
+def test_the_safety_net_plan(delay: float, deadline: float | None, now: float, expected: tuple[str, float]) -> None:
     assert self_join_plan(join_at=T0, delay=delay, deadline=deadline, now=now) == expected
 
 

@@ -177,7 +177,17 @@ async def test_without_auto_create_unknown_meetings_are_404(http: aiohttp.Client
 def test_as_a_subprocess_it_writes_its_port_and_prints_its_url(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "localcluster.meeting", "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)],
+        [
+            sys.executable,
+            "-m",
+            "localcluster.meeting",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={"PYTHONPATH": TOOLS},

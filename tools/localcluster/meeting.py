@@ -255,7 +255,12 @@ class MeetingServer:
             if participant.status in _PRESENT:
                 _set_status(participant, "ended")
                 meeting.departures.append(
-                    Record(participant_id=participant.participant_id, name=participant.name, timestamp=now, cause="meetingEnded")
+                    Record(
+                        participant_id=participant.participant_id,
+                        name=participant.name,
+                        timestamp=now,
+                        cause="meetingEnded",
+                    )
                 )
         _wake(meeting)
 
@@ -310,7 +315,12 @@ class MeetingServer:
             return _error(404, "no such meeting")
         present = sum(1 for p in meeting.participants.values() if p.status in _PRESENT)
         return web.json_response(
-            {"meetingId": meeting.meeting_id, "waitingRoom": meeting.waiting_room, "ended": meeting.ended, "participants": present}
+            {
+                "meetingId": meeting.meeting_id,
+                "waitingRoom": meeting.waiting_room,
+                "ended": meeting.ended,
+                "participants": present,
+            }
         )
 
     async def _poll(self, request: web.Request) -> web.Response:
@@ -343,7 +353,12 @@ class MeetingServer:
         if participant.status in _PRESENT:
             _set_status(participant, "left")
             meeting.departures.append(
-                Record(participant_id=participant.participant_id, name=participant.name, timestamp=self._clock(), cause="left")
+                Record(
+                    participant_id=participant.participant_id,
+                    name=participant.name,
+                    timestamp=self._clock(),
+                    cause="left",
+                )
             )
             _wake(meeting)
         return web.json_response(meeting.participant_json(participant))

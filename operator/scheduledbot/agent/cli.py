@@ -97,10 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"scheduledbot-agent: {exc}", file=sys.stderr)
         return 2
-    overrides: dict[str, float] = {"linger": args.linger}
-    if args.self_join_delay is not None:
-        overrides["self_join_delay"] = args.self_join_delay
-    settings = dataclasses.replace(settings, **overrides)
+    settings = dataclasses.replace(
+        settings,
+        linger=args.linger,
+        self_join_delay=settings.self_join_delay if args.self_join_delay is None else args.self_join_delay,
+    )
     bot = CommandBot(args.command, grace_period=args.grace_period, wait_for_state_line=args.wait_for_state_line)
     return run_bot(bot, settings)
 

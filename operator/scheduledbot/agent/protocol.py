@@ -50,9 +50,7 @@ ENV_MAX_DURATION_SECONDS: Final = "MAX_DURATION_SECONDS"
 ENV_JOIN_REQUEST_ID: Final = "JOIN_REQUEST_ID"
 ENV_JOINED_BY: Final = "JOINED_BY"
 
-BotState: TypeAlias = Literal[
-    "ready", "joining", "waiting_room", "joined", "recording", "leaving", "ended", "failed"
-]
+BotState: TypeAlias = Literal["ready", "joining", "waiting_room", "joined", "recording", "leaving", "ended", "failed"]
 JoinedBy: TypeAlias = Literal["signal", "deadline"]
 
 ALL_STATES: Final[frozenset[str]] = frozenset(get_args(BotState))

@@ -269,7 +269,9 @@ class Agent:
         try:
             await self._bot.join(meeting)
         except BotFailure as failure:
-            self._state.transition("failed", reason=failure.reason, message=failure.message, exit_code=failure.exit_code)
+            self._state.transition(
+                "failed", reason=failure.reason, message=failure.message, exit_code=failure.exit_code
+            )
         except Exception as exc:
             logger.exception("The bot's session failed.")
             self._state.transition("failed", reason=p.REASON_BOT_FAILED, message=_describe(exc))
@@ -294,7 +296,9 @@ class Agent:
                     await asyncio.shield(self._session_task)
         except TimeoutError:
             logger.warning("The bot did not leave within %g s: stopping its session.", timeout)
-            self._state.transition("ended", reason=reason, message=f"the bot did not leave within {timeout:g} s; stopped")
+            self._state.transition(
+                "ended", reason=reason, message=f"the bot did not leave within {timeout:g} s; stopped"
+            )
         except Exception as exc:
             logger.exception("The bot failed to leave.")
             self._state.transition("failed", reason=p.REASON_BOT_FAILED, message=f"leave failed: {_describe(exc)}")
@@ -335,9 +339,7 @@ def run_bot(bot: Bot, settings: AgentSettings | None = None) -> int:
     Reads the settings from the Pod environment unless given, logs to stderr
     (stdout is left to the bot), and turns SIGTERM/SIGINT into a graceful leave.
     """
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings or AgentSettings.from_env()
     except SettingsError as exc:
