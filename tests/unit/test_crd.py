@@ -1,0 +1,186 @@
+"""The committed CRD is the models' CRD, and it is one the apiserver accepts:
+structural, bounded, with the CEL rules and columns the design asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel, Field
+
+from scheduledbot.api.crd import ROOT_RULES, build_crd, render_crd, structural_schema
+from scheduledbot.api.joinat import JOIN_AT_PATTERN
+from scheduledbot.api.models import RESCHEDULABLE_STATES, ScheduledBotSpec, ScheduledBotStatus
+
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "meetingbots.dev_scheduledbots.yaml"
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return build_crd()
+
+
+@pytest.fixture(scope="module")
+def schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_crd_matches_models() -> None:
+    assert CRD_FILE.read_text() == render_crd(), (
+        f"{CRD_FILE.name} is out of date with scheduledbot.api.models: run `make crds` and commit the result"
+    )
+
+
+def test_the_rendered_yaml_is_the_built_crd() -> None:
+    assert yaml.safe_load(render_crd()) == build_crd()
+
+
+def test_the_crd_names_the_resource_as_the_design_does(crd: dict[str, Any]) -> None:
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"]["name"] == "scheduledbots.meetingbots.dev"
+    spec = crd["spec"]
+    assert spec["group"] == "meetingbots.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": "ScheduledBot",
+        "listKind": "ScheduledBotList",
+        "plural": "scheduledbots",
+        "singular": "scheduledbot",
+        "shortNames": ["sbot"],
+        "categories": ["meetingbots"],
+    }
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+def test_the_printer_columns(crd: dict[str, Any]) -> None:
+    columns = {
+        column["name"]: (column["type"], column["jsonPath"], column.get("priority", 0))
+        for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
+    assert columns == {
+        "State": ("string", ".status.state", 0),
+        # A future `date` column would print <invalid>.
+        "Join At": ("string", ".status.joinAt", 0),
+        "Platform": ("string", ".status.platform", 0),
+        "Pod": ("string", ".status.podName", 0),
+        "Lateness(ms)": ("integer", ".status.joinLatenessMs", 0),
+        "Age": ("date", ".metadata.creationTimestamp", 0),
+        "Reason": ("string", ".status.reason", 1),
+    }
+
+
+def _nodes(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from _nodes(child, f"{path}.{name}")
+    if "items" in node:
+        yield from _nodes(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _nodes(node["additionalProperties"], f"{path}.*")
+
+
+def test_the_schema_is_structural_and_bounded(schema: dict[str, Any]) -> None:
+    for path, node in _nodes(schema, ""):
+        assert not {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title"} & node.keys(), path
+        assert "type" in node, f"{path} has no type"
+        # apiVersion and kind are the apiserver's own, and no rule reads them.
+        if node["type"] == "string" and path not in (".apiVersion", ".kind"):
+            assert "maxLength" in node, f"{path} is an unbounded string"
+        if node["type"] == "array":
+            assert "maxItems" in node, f"{path} is an unbounded list"
+        if "default" in node:
+            assert node["default"] is not None, path
+
+
+def test_every_spec_and_status_field_is_described(schema: dict[str, Any]) -> None:
+    for part in ("spec", "status"):
+        for path, node in _nodes(schema["properties"][part], part):
+            assert node.get("description"), f"{path} has no description for kubectl explain"
+
+
+def test_the_schema_lists_every_model_field(schema: dict[str, Any]) -> None:
+    for part, model in (("spec", ScheduledBotSpec), ("status", ScheduledBotStatus)):
+        aliases = {field.alias for field in model.model_fields.values()}
+        assert set(schema["properties"][part]["properties"]) == aliases
+
+
+def test_only_the_pass_through_objects_keep_unknown_fields(schema: dict[str, Any]) -> None:
+    keeping = [path for path, node in _nodes(schema, "") if node.get("x-kubernetes-preserve-unknown-fields")]
+    assert keeping == [".spec.botConfig", ".spec.template"]
+    for path in keeping:
+        node = schema["properties"]["spec"]["properties"][path.rsplit(".", 1)[1]]
+        assert node["type"] == "object"
+
+
+def test_join_at_is_checked_by_cel_not_by_date_time_format(schema: dict[str, Any]) -> None:
+    join_at = schema["properties"]["spec"]["properties"]["joinAt"]
+    assert "format" not in join_at and "pattern" not in join_at  # date-time rejects +0000
+    rules = join_at["x-kubernetes-validations"]
+    assert rules[0]["rule"] == f"self.matches('{JOIN_AT_PATTERN}')"
+    assert all("messageExpression" in rule and "message" in rule for rule in rules)
+
+
+def test_meeting_url_is_checked_as_an_http_url(schema: dict[str, Any]) -> None:
+    [rule] = schema["properties"]["spec"]["properties"]["meetingUrl"]["x-kubernetes-validations"]
+    assert "isURL(self)" in rule["rule"] and "getScheme()" in rule["rule"]
+    assert "Zoom" in rule["message"]
+
+
+def test_spec_requires_the_meeting_and_the_time(schema: dict[str, Any]) -> None:
+    assert schema["required"] == ["spec"]
+    assert schema["properties"]["spec"]["required"] == ["meetingUrl", "joinAt"]
+    assert schema["properties"]["spec"]["properties"]["botName"]["default"] == "Meeting Bot"
+
+
+def test_the_meeting_fields_freeze_once_the_bot_is_joining(schema: dict[str, Any]) -> None:
+    frozen = {rule["fieldPath"]: rule for rule in schema["x-kubernetes-validations"] if "fieldPath" in rule}
+    assert set(frozen) == {".spec.joinAt", ".spec.meetingUrl"}
+    for field_path, rule in frozen.items():
+        field = field_path.removeprefix(".spec.")
+        # A status write or a metadata edit leaves the field as it was, so it passes.
+        assert rule["rule"].startswith(f"self.spec.{field} == oldSelf.spec.{field} || ")
+        for state in RESCHEDULABLE_STATES:
+            assert f"'{state}'" in rule["rule"]
+        assert "oldSelf.status.state" in rule["messageExpression"]
+        assert rule["reason"] == "FieldValueForbidden"
+
+
+def test_the_root_rules_are_the_ones_published(schema: dict[str, Any]) -> None:
+    assert schema["x-kubernetes-validations"] == [dict(rule) for rule in ROOT_RULES]
+
+
+def test_conditions_are_a_map_keyed_by_type(schema: dict[str, Any]) -> None:
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+
+
+class _Unbounded(BaseModel):
+    name: str = Field(description="no maxLength")
+
+
+class _Undescribed(BaseModel):
+    name: str = Field(max_length=5)
+
+
+class _Union(BaseModel):
+    value: int | str = Field(description="either")
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        pytest.param(_Unbounded, "x.name: a string needs a maximum length", id="a string without a maximum length"),
+        pytest.param(_Undescribed, "x.name: every field needs a description", id="a field without a description"),
+        pytest.param(_Union, "x.value: a union of several types", id="a union of types"),
+    ],
+)
+def test_the_generator_refuses_what_the_apiserver_would(model: type[BaseModel], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        structural_schema(model, path="x")
