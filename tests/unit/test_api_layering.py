@@ -11,8 +11,17 @@ import pytest
 import scheduledbot.api
 
 API_DIR = Path(scheduledbot.api.__file__).parent
-FORBIDDEN = ("kopf", "kubernetes", "kubernetes_asyncio", "asyncio", "aiohttp", "scheduledbot.core",
-             "scheduledbot.runtime", "scheduledbot.adapters", "scheduledbot.agent")
+FORBIDDEN = (
+    "kopf",
+    "kubernetes",
+    "kubernetes_asyncio",
+    "asyncio",
+    "aiohttp",
+    "scheduledbot.core",
+    "scheduledbot.runtime",
+    "scheduledbot.adapters",
+    "scheduledbot.agent",
+)
 
 
 def _imports(path: Path) -> set[str]:

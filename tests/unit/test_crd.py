@@ -25,7 +25,8 @@ def crd() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def schema(crd: dict[str, Any]) -> dict[str, Any]:
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
 
 
 def test_crd_matches_models() -> None:

@@ -75,8 +75,7 @@ def _frozen_while_joining(field: str) -> dict[str, str]:
             f"!has(oldSelf.status.state) || oldSelf.status.state in [{allowed}]"
         ),
         "message": (
-            f"spec.{field} cannot change once the bot has started joining; "
-            "delete the ScheduledBot and create a new one"
+            f"spec.{field} cannot change once the bot has started joining; delete the ScheduledBot and create a new one"
         ),
         "messageExpression": (
             f"'spec.{field} cannot change once the bot has started joining (state: ' + oldSelf.status.state"

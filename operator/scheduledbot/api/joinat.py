@@ -43,9 +43,7 @@ JOIN_AT_PATTERN: Final = f"^{_DATE}T{_TIME}{_OFFSET}$"
 LOCAL_DATE_TIME_PATTERN: Final = f"^{_DATE}T{_TIME}$"
 
 #: The tail of every `joinAt` message, shared with the CRD's CEL messages.
-EXPECTED_FORM: Final = (
-    "expected ISO 8601 with an offset, e.g. 2025-06-16T16:24:00Z or 2025-06-16T16:24:00+0000"
-)
+EXPECTED_FORM: Final = "expected ISO 8601 with an offset, e.g. 2025-06-16T16:24:00Z or 2025-06-16T16:24:00+0000"
 
 _JOIN_AT_RE: Final = re.compile(JOIN_AT_PATTERN)
 

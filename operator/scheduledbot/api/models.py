@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonValue
 
 from scheduledbot.api.errors import FieldError, SpecError, quote_value
 from scheduledbot.api.joinat import (
@@ -70,7 +71,7 @@ def _cel_string(text: str) -> str:
     return f"'{text}'"
 
 
-def _join_at_rules() -> list[dict[str, str]]:
+def _join_at_rules() -> list[JsonValue]:
     # Two rules, so that the calendar check only speaks about strings the first
     # accepted; `!matches || ...` also keeps substring() away from short strings.
     pattern, hint = _cel_string(JOIN_AT_PATTERN), _cel_string(EXPECTED_FORM)
@@ -94,7 +95,7 @@ def _join_at_rules() -> list[dict[str, str]]:
     ]
 
 
-def _meeting_url_rules() -> list[dict[str, str]]:
+def _meeting_url_rules() -> list[JsonValue]:
     return [
         {
             "rule": "isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",
