@@ -181,6 +181,28 @@ async def test_the_bot_joins_only_after_its_warm_up(make_agent: MakeAgent, http:
     await until(agent, "joined")
 
 
+@pytest.mark.looptime(end=10_000)
+async def test_a_connection_opened_while_staged_still_carries_the_join_two_hours_later(
+    make_agent: MakeAgent, looptime: LoopTimeProxy
+) -> None:
+    connections: list[str] = []
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_create_end.append(lambda *_: _record(connections, "new"))
+    tracing.on_connection_reuseconn.append(lambda *_: _record(connections, "reused"))
+    agent = await make_agent()
+    connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=10_000)
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[tracing]) as staged:
+        assert (await call(staged, agent, "GET", "/v1/ready", token=None))[0] == 200
+        await asyncio.sleep(7200)  # longer than aiohttp's default server keep-alive (3630 s)
+        status, answer = await call(staged, agent, "POST", "/v1/join", json=JOIN)
+    assert (status, answer["state"]) == (200, "joining")
+    assert connections == ["new", "reused"]
+
+
+async def _record(log: list[str], what: str) -> None:
+    log.append(what)
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token", ""], ids=["no-token", "wrong-token", "empty-token"])
 @pytest.mark.parametrize(
     ("method", "path", "body"),
@@ -450,3 +472,19 @@ async def test_after_the_end_the_agent_lingers_when_nobody_reads(
     await call(http, agent, "POST", "/v1/join", json=JOIN)
     assert await agent.wait() == 1
     assert looptime == 60
+
+
+async def test_a_bot_that_reports_ended_but_never_returns_does_not_hold_the_pod(
+    make_agent: MakeAgent, http: aiohttp.ClientSession, looptime: LoopTimeProxy
+) -> None:
+    class HangingBot(FakeBot):
+        leave_timeout = 15.0
+
+        async def join(self, meeting: Meeting) -> None:
+            await self.reporter.report("ended", "hung up")
+            await asyncio.Event().wait()
+
+    agent = await make_agent(HangingBot(), linger=0.0)
+    await call(http, agent, "POST", "/v1/join", json=JOIN)
+    assert await agent.wait() == 0
+    assert looptime == 15

@@ -315,7 +315,9 @@ class Agent:
         while not doc.terminal and not self._state.closed:
             doc = await self._state.wait_after(doc.version, None)
         if self._session_task is not None:
-            await asyncio.wait([self._session_task])
+            # A bot may report `ended` before its join() returns (hanging up); give it the
+            # same time as a leave, and do not hang the Pod on a join() that never returns.
+            await asyncio.wait([self._session_task], timeout=self._bot.leave_timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.linger):
                 await self._may_exit.wait()
