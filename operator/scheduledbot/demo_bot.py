@@ -136,7 +136,7 @@ class DemoBot(Bot):
             async with session.delete(url) as response:
                 response.raise_for_status()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # Out of the meeting either way: the Pod goes; the server will see the seat empty.
+            # Leaving anyway: the Pod is going; only the record of the departure is lost.
             logger.warning("Could not say goodbye to the meeting server: %r", exc)
         else:
             logger.info("Left the meeting.")
