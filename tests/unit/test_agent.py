@@ -280,6 +280,32 @@ async def test_a_signal_before_join_at_plus_the_delay_disarms_the_safety_net(
     assert len(bot.joins) == 1
 
 
+async def test_a_moved_join_at_moves_the_safety_net_with_it(
+    make_agent: MakeAgent, http: aiohttp.ClientSession, looptime: LoopTimeProxy
+) -> None:
+    bot = FakeBot()
+    agent = await make_agent(bot, join_at=T0 + 100, self_join_delay=2.0, join_deadline=300.0)
+    status, answer = await call(http, agent, "POST", "/v1/schedule", json={"joinAt": "2025-06-15T15:09:40Z"})
+    assert (status, answer["state"]) == (200, "ready")  # T0 + 180
+    doc = await until(agent, "joining")
+    assert looptime == 182, "the old JOIN_AT + 2 s passed without a join"
+    assert doc.joined_by == "deadline"
+    await until(agent, "joined")
+    assert len(bot.joins) == 1
+
+
+async def test_a_schedule_without_the_token_or_a_join_at_changes_nothing(
+    make_agent: MakeAgent, http: aiohttp.ClientSession, looptime: LoopTimeProxy
+) -> None:
+    agent = await make_agent(FakeBot(), join_at=T0 + 100, self_join_delay=2.0, join_deadline=300.0)
+    status, _ = await call(http, agent, "POST", "/v1/schedule", token=None, json={"joinAt": "2025-06-15T15:09:40Z"})
+    assert status == 401
+    status, _ = await call(http, agent, "POST", "/v1/schedule", json={"joinAt": "soon"})
+    assert status == 400
+    await until(agent, "joining")
+    assert looptime == 102
+
+
 async def test_a_pod_started_past_the_deadline_reports_missed_and_never_joins(
     make_agent: MakeAgent, http: aiohttp.ClientSession, looptime: LoopTimeProxy
 ) -> None:

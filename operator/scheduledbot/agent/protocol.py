@@ -25,6 +25,7 @@ READY_PATH: Final = "/v1/ready"
 JOIN_PATH: Final = "/v1/join"
 LEAVE_PATH: Final = "/v1/leave"
 STATE_PATH: Final = "/v1/state"
+SCHEDULE_PATH: Final = "/v1/schedule"
 
 DEFAULT_CONTROL_PORT: Final = 8181
 CONTROL_PORT_NAME: Final = "control"

@@ -81,6 +81,8 @@ class Agent:
         self._leave_task: asyncio.Task[None] | None = None
         self._finish_task: asyncio.Task[None] | None = None
         self._self_join_timer: asyncio.TimerHandle | None = None
+        #: JOIN_AT, until the operator moves it (a reschedule that kept this staged Pod).
+        self._join_at = settings.join_at
         self._max_duration_timer: asyncio.TimerHandle | None = None
         self._may_exit = asyncio.Event()  # the final document was read, or SIGTERM came
         self._stop = asyncio.Event()
@@ -117,6 +119,16 @@ class Agent:
                     joined_by="signal",
                 )
             )
+        return self._state.doc
+
+    def request_schedule(self, join_at: float) -> StateDoc:
+        """The operator moved joinAt and kept this Pod: the safety net moves with it."""
+        if self._state.doc.state == "ready":
+            if self._self_join_timer is not None:
+                self._self_join_timer.cancel()
+                self._self_join_timer = None
+            self._join_at = join_at
+            self._arm_self_join(self._clock())
         return self._state.doc
 
     def request_leave(self, reason: str) -> StateDoc:
@@ -203,10 +215,10 @@ class Agent:
 
     def _arm_self_join(self, now: float) -> None:
         settings = self._settings
-        if settings.join_at is None:
+        if self._join_at is None:
             return  # no schedule known: only the operator's signal can start the join
         _, at = self_join_plan(
-            join_at=settings.join_at, delay=settings.self_join_delay, deadline=settings.join_deadline, now=now
+            join_at=self._join_at, delay=settings.self_join_delay, deadline=settings.join_deadline, now=now
         )
         loop = asyncio.get_running_loop()
         self._self_join_timer = loop.call_later(max(0.0, at - now), self._on_self_join_timer)
@@ -214,10 +226,10 @@ class Agent:
     def _on_self_join_timer(self) -> None:
         self._self_join_timer = None
         settings = self._settings
-        assert settings.join_at is not None  # armed only with a join time
+        assert self._join_at is not None  # armed only with a join time
         now = self._clock()
         action, at = self_join_plan(
-            join_at=settings.join_at, delay=settings.self_join_delay, deadline=settings.join_deadline, now=now
+            join_at=self._join_at, delay=settings.self_join_delay, deadline=settings.join_deadline, now=now
         )
         if at - now > _EARLY_TOLERANCE_SECONDS:
             self._arm_self_join(now)
@@ -238,7 +250,7 @@ class Agent:
                 Meeting(
                     url=settings.meeting_url,
                     bot_name=settings.bot_name,
-                    join_at=settings.join_at,
+                    join_at=self._join_at,
                     config=settings.bot_config,
                     request_id=None,
                     joined_by="deadline",

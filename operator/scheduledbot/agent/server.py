@@ -48,6 +48,8 @@ class Controls(Protocol):
 
     def request_leave(self, reason: str) -> StateDoc: ...
 
+    def request_schedule(self, join_at: float) -> StateDoc: ...
+
     def served(self, doc: StateDoc) -> None: ...
 
 
@@ -65,6 +67,7 @@ class ControlServer:
         app.router.add_get(p.READY_PATH, self._ready)
         app.router.add_post(p.JOIN_PATH, self._join)
         app.router.add_post(p.LEAVE_PATH, self._leave)
+        app.router.add_post(p.SCHEDULE_PATH, self._schedule)
         app.router.add_get(p.STATE_PATH, self._state)
         self._runner = web.AppRunner(
             app,
@@ -124,6 +127,18 @@ class ControlServer:
         except ValueError as exc:
             return _bad_request(str(exc))
         return self._answer(self._controls.request_leave(reason))
+
+    async def _schedule(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("joinAt"), str):
+                raise ValueError("the body must be a JSON object with joinAt (RFC 3339 with an offset)")
+            join_at = p.parse_timestamp(body["joinAt"])
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return self._answer(self._controls.request_schedule(join_at))
 
     async def _state(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

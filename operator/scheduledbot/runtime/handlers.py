@@ -69,17 +69,17 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("meetingbots.dev", "v1alpha1", "scheduledbots")
-def bot_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def bot_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     memo.engine.bot_event(event.get("type"), event["object"])
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL: kopf.PRESENT})
-def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     memo.engine.pod_event(event.get("type"), event["object"])
 
 
 @kopf.on.validate("meetingbots.dev", "v1alpha1", "scheduledbots", id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
-def validate(body: kopf.Body, old: kopf.Body | None, operation: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def validate(body: kopf.Body, old: kopf.Body | None, operation: str | None, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
     errors = admit(
         operation=operation or "CREATE",
