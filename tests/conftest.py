@@ -18,11 +18,10 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-
 from localcluster import cluster as localcluster
 from localcluster.testing import Cluster
 
@@ -81,12 +80,12 @@ def cluster() -> Iterator[Cluster]:
         _localcluster("down", timeout=120)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     # Lets the `namespace` fixture know, at teardown, whether the test failed.
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     setattr(item, f"report_{report.when}", report)
+    return report
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-
 from localcluster.testing import Cluster, KubectlError
 
 pytestmark = pytest.mark.cluster
@@ -69,9 +68,7 @@ def test_the_apiserver_reports_the_pinned_version(cluster: Cluster) -> None:
     assert version["gitVersion"] == "v1.34.4"
 
 
-def test_a_crd_installs_and_the_server_enforces_its_schema(
-    cluster: Cluster, namespace: str, crd: str
-) -> None:
+def test_a_crd_installs_and_the_server_enforces_its_schema(cluster: Cluster, namespace: str, crd: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=gadget("good", namespace, 3))
 
     with pytest.raises(KubectlError) as rejected:
@@ -87,25 +84,19 @@ def test_a_crd_installs_and_the_server_enforces_its_schema(
 
 def test_deleting_the_owner_garbage_collects_the_pod_it_owns(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("create", "configmap", "owner", "-n", namespace)
-    owner_uid = cluster.kubectl(
-        "get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
-    ).stdout
+    owner_uid = cluster.kubectl("get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": "owned",
             "namespace": namespace,
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
-            ],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}],
         },
         "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"]}]},
     }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
-    cluster.wait_for_pod(
-        namespace, "owned", lambda p: p["status"].get("phase") == "Running", what="Running"
-    )
+    cluster.wait_for_pod(namespace, "owned", lambda p: p["status"].get("phase") == "Running", what="Running")
 
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
-
 from localcluster import procs
-from localcluster.testing import Cluster, Obj
+from localcluster.podspec import Obj
+from localcluster.testing import Cluster
 
 pytestmark = pytest.mark.cluster
 
-HTTP_SERVER = {
+HTTP_SERVER: Obj = {
     "command": ["python", "-m", "http.server"],
     "args": ["--bind", "$(POD_IP)", "8000"],
     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
@@ -74,9 +74,9 @@ def test_an_http_server_pod_becomes_ready_on_its_own_address_and_stops_when_dele
 
     pod = cluster.wait_for_pod(namespace, "web", ready, what="Ready")
 
-    address = ipaddress.ip_address(pod["status"]["podIP"])
+    address = ipaddress.IPv4Address(pod["status"]["podIP"])
     # Pods get 127.0.0.10 and up; below is the control plane's 127.0.0.1.
-    assert ipaddress.ip_address("127.0.0.10") <= address < ipaddress.ip_address("128.0.0.0")
+    assert ipaddress.IPv4Address("127.0.0.10") <= address < ipaddress.IPv4Address("128.0.0.0")
     assert pod["status"]["phase"] == "Running"
     assert pod["status"]["podIPs"] == [{"ip": str(address)}]
     assert container_state(pod)["running"]["startedAt"]
@@ -91,9 +91,7 @@ def test_an_http_server_pod_becomes_ready_on_its_own_address_and_stops_when_dele
         get(f"http://{address}:8000/")
 
 
-def test_two_pods_get_different_addresses_and_serve_the_same_port(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_two_pods_get_different_addresses_and_serve_the_same_port(cluster: Cluster, namespace: str) -> None:
     apply_pod(cluster, namespace, "one", **HTTP_SERVER)
     apply_pod(cluster, namespace, "two", **HTTP_SERVER)
 
@@ -121,12 +119,8 @@ def test_an_unpullable_image_shows_image_pull_back_off(cluster: Cluster, namespa
     )
 
 
-def test_a_command_exiting_3_under_restart_policy_never_fails_the_pod(
-    cluster: Cluster, namespace: str
-) -> None:
-    apply_pod(
-        cluster, namespace, "exit3", restart_policy="Never", command=["python", "-c", "raise SystemExit(3)"]
-    )
+def test_a_command_exiting_3_under_restart_policy_never_fails_the_pod(cluster: Cluster, namespace: str) -> None:
+    apply_pod(cluster, namespace, "exit3", restart_policy="Never", command=["python", "-c", "raise SystemExit(3)"])
 
     pod = cluster.wait_for_pod(namespace, "exit3", phase_is("Succeeded", "Failed"), what="finished")
 
@@ -135,9 +129,7 @@ def test_a_command_exiting_3_under_restart_policy_never_fails_the_pod(
     assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
 
 
-def test_a_crashing_container_is_restarted_with_crash_loop_back_off(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_a_crashing_container_is_restarted_with_crash_loop_back_off(cluster: Cluster, namespace: str) -> None:
     apply_pod(cluster, namespace, "crash", command=["python", "-c", "raise SystemExit(1)"])
 
     pod = cluster.wait_for_pod(
@@ -153,9 +145,7 @@ def test_a_crashing_container_is_restarted_with_crash_loop_back_off(
     assert pod["status"]["phase"] == "Running"
 
 
-def test_a_command_that_does_not_exist_fails_the_pod_with_start_error(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_a_command_that_does_not_exist_fails_the_pod_with_start_error(cluster: Cluster, namespace: str) -> None:
     apply_pod(cluster, namespace, "missing", restart_policy="Never", command=["no-such-command"])
 
     pod = cluster.wait_for_pod(namespace, "missing", phase_is("Succeeded", "Failed"), what="finished")
@@ -166,9 +156,7 @@ def test_a_command_that_does_not_exist_fails_the_pod_with_start_error(
     assert 'exec: "no-such-command": executable file not found in $PATH' in terminated["message"]
 
 
-def test_a_secret_reaches_the_process_as_env_var_and_as_volume_file(
-    cluster: Cluster, namespace: str
-) -> None:
+def test_a_secret_reaches_the_process_as_env_var_and_as_volume_file(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("create", "secret", "generic", "token", "-n", namespace, "--from-literal=token=s3cret")
     check = (
         "import os, sys\n"

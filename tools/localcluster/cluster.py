@@ -43,9 +43,7 @@ from localcluster import procs
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / "tools" / "cluster" / "build.sh"
 NODE_NAME: Final = "local-node"
-# Stopped in this order: the kubelet first, so that it does not report Pods
-# failing while the control plane goes away.
-COMPONENTS: Final = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
+COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kubelet")
 CONTROLLERS: Final = (
     "garbage-collector-controller",
     "namespace-controller",
@@ -109,7 +107,10 @@ class Layout:
         return self.logs / f"{component}.log"
 
 
-DEFAULT_LAYOUT: Final = Layout(REPO_ROOT / ".cluster")
+# LOCALCLUSTER_DIR gives a second cluster its own directory (processes, ports
+# and Pod addresses never overlap), for example to try the tooling itself
+# while the suite of the same checkout uses the default one.
+DEFAULT_LAYOUT: Final = Layout(Path(os.environ.get("LOCALCLUSTER_DIR", REPO_ROOT / ".cluster")).resolve())
 
 
 def say(message: str) -> None:
@@ -202,9 +203,7 @@ def healthy(layout: Layout = DEFAULT_LAYOUT) -> bool:
 
 def _build() -> Path:
     """Build (or find cached) binaries; the script's progress goes to our stderr."""
-    result = subprocess.run(
-        [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
-    )
+    result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
         raise ClusterError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
     return Path(result.stdout.strip().splitlines()[-1])
@@ -381,6 +380,10 @@ def _start(layout: Layout, bin_dir: Path) -> None:
             # It taints new Nodes not-ready, and only the node lifecycle
             # controller (not run here) would take the taint away.
             "--disable-admission-plugins=TaintNodesByCondition",
+            # The default reconciler publishes the advertise address as the
+            # `kubernetes` Service's endpoint, and loopback addresses are
+            # invalid there: it would log an error every 10 s.
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
         ],
     )
@@ -460,10 +463,19 @@ def _pod_refs(layout: Layout) -> list[procs.ProcessRef]:
 
 def _stop(layout: Layout) -> None:
     refs = _component_refs(layout)
-    kubelet = refs.pop("kubelet")
-    if kubelet is not None:
-        procs.stop_groups([kubelet], grace=5)
-    procs.stop_groups([r for r in refs.values() if r is not None] + _pod_refs(layout), grace=10)
+    # In stages, each with its grace period in seconds: the kubelet first, so
+    # that it does not report Pods failing as they stop; etcd last, as an
+    # apiserver without its etcd stalls its shutdown. The apiserver drains
+    # open watches (of an operator, of `kubectl get -w`) for a long time: a
+    # test cluster has no clients worth that wait.
+    stages = (
+        (5, [refs["kubelet"]]),
+        (10, [refs["kube-controller-manager"], *_pod_refs(layout)]),
+        (2, [refs["kube-apiserver"]]),
+        (5, [refs["etcd"]]),
+    )
+    for grace, stage in stages:
+        procs.stop_groups([r for r in stage if r is not None], grace=grace)
     # Backstop for processes whose pid files were lost (a deleted .cluster/).
     strays = procs.component_processes(
         ("etcd", "kube-apiserver", "kube-controller-manager", "localcluster.kubelet"),
@@ -473,15 +485,13 @@ def _stop(layout: Layout) -> None:
     if stray_refs:
         say(f"stopping {len(stray_refs)} process(es) without a pid file")
         procs.stop_groups(stray_refs, grace=5)
+    procs.wait_reaped([r for _, stage in stages for r in stage if r is not None] + stray_refs, timeout=3)
     for component in COMPONENTS:
         layout.pidfile(component).unlink(missing_ok=True)
 
 
 def down(layout: Layout = DEFAULT_LAYOUT) -> None:
     started = time.monotonic()
-    if not layout.root.exists():
-        say("not running")
-        return
     with _locked(layout):
         _stop(layout)
     say(f"stopped in {time.monotonic() - started:.1f} s")
@@ -493,8 +503,8 @@ def down(layout: Layout = DEFAULT_LAYOUT) -> None:
 def status(layout: Layout = DEFAULT_LAYOUT) -> bool:
     """Print what runs; true when the cluster is fully usable."""
     for component, ref in _component_refs(layout).items():
-        state = f"running (pid {ref.pid})" if ref is not None and ref.alive() else "not running"
-        say(f"{component:24} {state}")
+        running = f"running (pid {ref.pid})" if ref is not None and ref.alive() else "not running"
+        say(f"{component:24} {running}")
     state = _state(layout)
     if state is None:
         say("no cluster state (never started, or wiped)")

@@ -116,7 +116,7 @@ def _issue(
     ip_addresses: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -155,7 +155,7 @@ def generate(directory: Path) -> Pki:
     """Write a new CA and every certificate and key the cluster needs."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     ca_key = _new_key()
     ca_name = _name("localcluster-ca")
@@ -182,9 +182,7 @@ def generate(directory: Path) -> Pki:
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     _write(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), private=False)
@@ -235,9 +233,7 @@ def generate(directory: Path) -> Pki:
     _write(pki.service_account_key, _key_pem(sa_key), private=True)
     _write(
         pki.service_account_pub,
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         private=False,
     )
     return pki

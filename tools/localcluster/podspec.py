@@ -39,7 +39,7 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
                     advance = 1
                 else:
                     name = rest[1:closing]
-                    out.append(variables[name] if name in variables else f"$({name})")
+                    out.append(variables.get(name, f"$({name})"))
                     advance = closing + 1
             else:
                 out.append("$" + rest[0])
@@ -142,4 +142,3 @@ def should_restart(restart_policy: str, exit_code: int) -> bool:
 
 
 TERMINAL_PHASES: Final = ("Succeeded", "Failed")
-

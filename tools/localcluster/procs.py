@@ -14,12 +14,14 @@ be ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Final
+from typing import Final
 
 # Set by the kubelet in every Pod process's environment to its Pod directory.
 POD_MARKER_VAR: Final = "LOCALCLUSTER_POD_DIR"
@@ -68,10 +70,8 @@ class ProcessRef:
     def signal_group(self, sig: signal.Signals) -> None:
         if not self.group_may_be_ours():
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -118,6 +118,17 @@ def stop_groups(refs: list[ProcessRef], *, grace: float) -> None:
     while any(r.group_may_be_ours() and r.group_exists() for r in remaining):
         if time.monotonic() > deadline:
             break
+        time.sleep(0.05)
+
+
+def wait_reaped(refs: list[ProcessRef], *, timeout: float) -> None:
+    """Wait until dead processes have been reaped by their new parent (init).
+
+    They are not our children, so we cannot reap them; until init does,
+    `pgrep` lists them as <defunct>, which looks like a leak.
+    """
+    deadline = time.monotonic() + timeout
+    while any(_start_time(r.pid) == r.start_time for r in refs) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

@@ -1,8 +1,8 @@
-"""What tests need from the local cluster: kubectl, an API client, bounded waits.
+"""What tests need from the local cluster: kubectl, bounded waits, diagnostics.
 
-The pytest fixtures in tests/conftest.py hand out a `Cluster`. Waits use
-watches with a server-side timeout, so that no test can hang and none sleeps
-longer than the cluster takes.
+The pytest fixtures in tests/conftest.py hand out a `Cluster`. Waits list the
+object, then watch it with a server-side timeout: no test can hang, none polls,
+and none waits longer than the cluster takes.
 """
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ from __future__ import annotations
 import functools
 import json
 import os
+import ssl
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
+from http.client import HTTPResponse
 from pathlib import Path
-from typing import Any
-
-import kubernetes
 
 from localcluster.cluster import DEFAULT_LAYOUT, Layout
-
-Obj = dict[str, Any]
+from localcluster.kubeapi import load_kubeconfig
+from localcluster.podspec import Obj
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -52,21 +53,9 @@ class Cluster:
             raise KubectlError(result.returncode, command, result.stdout, result.stderr)
         return result
 
-    @functools.cached_property
-    def api(self) -> kubernetes.client.ApiClient:
-        """A synchronous client for reads and waits (kubectl is slow to poll)."""
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
-
     def pod_dir(self, namespace: str, name: str) -> Path:
         """The fake kubelet's directory of a Pod (its cwd, log, volumes, pid)."""
         return self.layout.pods / f"{namespace}_{name}"
-
-    def get_pod(self, namespace: str, name: str) -> Obj:
-        response = kubernetes.client.CoreV1Api(self.api).read_namespaced_pod(
-            name, namespace, _preload_content=False
-        )
-        pod: Obj = json.loads(response.data)
-        return pod
 
     def wait_for_pod(
         self,
@@ -78,59 +67,23 @@ class Cluster:
         timeout: int = 60,
     ) -> Obj:
         """The Pod once `condition` holds for it; fails after `timeout` seconds."""
-        core = kubernetes.client.CoreV1Api(self.api)
-        return self._wait(core.list_namespaced_pod, namespace, name, condition, what, timeout)
-
-    def wait_for_service_account(self, namespace: str, name: str = "default", *, timeout: int = 30) -> None:
-        core = kubernetes.client.CoreV1Api(self.api)
-        self._wait(core.list_namespaced_service_account, namespace, name, bool, "created", timeout)
-
-    def _wait(
-        self,
-        list_function: Callable[..., Any],
-        namespace: str,
-        name: str,
-        condition: Callable[[Obj], bool],
-        what: str,
-        timeout: int,
-    ) -> Obj:
-        last: Obj | None = None
-        watch = kubernetes.watch.Watch()
-        # Without a resourceVersion the watch starts with the current object.
-        for event in watch.stream(
-            list_function,
-            namespace,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=timeout,
-            _request_timeout=timeout + 10,
-        ):
-            last = event["raw_object"]
-            if event["type"] != "DELETED" and condition(last):
-                watch.stop()
-                return last
-        raise AssertionError(
-            f"{namespace}/{name}: not {what} within {timeout} s; last seen status:\n"
-            + json.dumps((last or {}).get("status"), indent=2)
+        pod = self._wait(
+            f"/api/v1/namespaces/{namespace}/pods",
+            name,
+            lambda obj: obj is not None and condition(obj),
+            what=what,
+            timeout=timeout,
         )
+        assert pod is not None
+        return pod
 
     def wait_for_pod_deleted(self, namespace: str, name: str, *, timeout: int = 60) -> None:
-        watch = kubernetes.watch.Watch()
-        core = kubernetes.client.CoreV1Api(self.api)
-        pods = core.list_namespaced_pod(namespace, field_selector=f"metadata.name={name}")
-        if not pods.items:
-            return
-        for event in watch.stream(
-            core.list_namespaced_pod,
-            namespace,
-            field_selector=f"metadata.name={name}",
-            resource_version=pods.metadata.resource_version,
-            timeout_seconds=timeout,
-            _request_timeout=timeout + 10,
-        ):
-            if event["type"] == "DELETED":
-                watch.stop()
-                return
-        raise AssertionError(f"pod {namespace}/{name} still exists after {timeout} s")
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        self._wait(path, name, lambda obj: obj is None, what="deleted", timeout=timeout)
+
+    def wait_for_service_account(self, namespace: str, name: str = "default", *, timeout: int = 30) -> None:
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+        self._wait(path, name, lambda obj: obj is not None, what="created", timeout=timeout)
 
     def diagnostics(self, namespace: str) -> str:
         """What a developer wants to see when a test in `namespace` failed."""
@@ -140,3 +93,50 @@ class Cluster:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
                 parts.append(f"--- {log.relative_to(self.layout.root)} (last 30 lines)\n{tail}")
         return "\n".join(parts)
+
+    @functools.cached_property
+    def _endpoint(self) -> tuple[str, ssl.SSLContext]:
+        return load_kubeconfig(self.kubeconfig)
+
+    def _open(self, path: str, params: dict[str, str], *, timeout: float) -> HTTPResponse:
+        server, context = self._endpoint
+        url = f"{server}{path}?{urllib.parse.urlencode(params)}"
+        response: HTTPResponse = urllib.request.urlopen(url, context=context, timeout=timeout)
+        return response
+
+    def _wait(
+        self,
+        collection: str,
+        name: str,
+        condition: Callable[[Obj | None], bool],
+        *,
+        what: str,
+        timeout: int,
+    ) -> Obj | None:
+        """List, then watch, one object until `condition` holds (None: the object is absent)."""
+        selector = {"fieldSelector": f"metadata.name={name}"}
+        with self._open(collection, selector, timeout=30) as response:
+            listing = json.load(response)
+        current: Obj | None = listing["items"][0] if listing["items"] else None
+        if condition(current):
+            return current
+        watch = {
+            **selector,
+            "watch": "1",
+            "resourceVersion": listing["metadata"]["resourceVersion"],
+            # The server ends the watch at the deadline; the socket timeout
+            # only guards against a server that stopped answering.
+            "timeoutSeconds": str(timeout),
+        }
+        with self._open(collection, watch, timeout=timeout + 10) as response:
+            for line in response:
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    break
+                current = None if event["type"] == "DELETED" else event["object"]
+                if condition(current):
+                    return current
+        raise AssertionError(
+            f"{collection}/{name}: not {what} within {timeout} s; last seen status:\n"
+            + json.dumps((current or {}).get("status"), indent=2)
+        )
