@@ -1,0 +1,244 @@
+"""manifests/ without a cluster: it parses, it grants exactly what the operator uses, its
+Deployment is restricted and agrees with the operator's flags, and its CRD is crds/'s.
+
+tests/e2e/test_install.py applies the same files to the local control plane.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduledbot.api.models import parse_spec
+from scheduledbot.api.platforms import Platform
+from scheduledbot.runtime import config
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+CRD = "meetingbots.dev_scheduledbots.yaml"
+
+Obj = dict[str, Any]
+
+
+def load(relative: str) -> list[Obj]:
+    return [d for d in yaml.safe_load_all((MANIFESTS / relative).read_text()) if d is not None]
+
+
+def one(relative: str, kind: str) -> Obj:
+    [found] = [d for d in load(relative) if d["kind"] == kind]
+    return found
+
+
+def kustomized(directory: Path) -> list[Path]:
+    """The files a kustomization lists, following its sub-directories."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    files: list[Path] = []
+    for entry in kustomization["resources"]:
+        path = directory / entry
+        files += kustomized(path) if path.is_dir() else [path]
+    return files
+
+
+def test_every_manifest_parses_and_names_what_it_is() -> None:
+    files = sorted(MANIFESTS.rglob("*.yaml"))
+    assert len(files) > 10
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc, f"{path}: empty document"
+            assert {"apiVersion", "kind"} <= doc.keys(), path
+            if doc["kind"] != "Kustomization":
+                assert doc["metadata"]["name"], path
+
+
+def test_every_kustomization_lists_files_that_exist_and_every_file_is_listed() -> None:
+    listed = {p.resolve() for k in MANIFESTS.rglob("kustomization.yaml") for p in kustomized(k.parent)}
+    assert all(p.exists() for p in listed)
+    # argocd/ is a patch of Argo CD's own ConfigMap, applied to Argo CD's installation.
+    unlisted = {p.resolve() for p in MANIFESTS.rglob("*.yaml")
+                if p.name != "kustomization.yaml" and p.parent.name != "argocd"} - listed
+    assert not unlisted
+
+
+def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_other_crds() -> None:
+    files = kustomized(MANIFESTS)
+    kinds = sorted(d["kind"] for f in files for d in yaml.safe_load_all(f.read_text()))
+    assert kinds == sorted(["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                            "Namespace", "Deployment", "Service"])
+    assert yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["namespace"] == "scheduledbot-system"
+    assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
+
+
+def test_the_kustomize_crd_is_a_copy_of_crds() -> None:
+    assert (MANIFESTS / "crd" / CRD).read_text() == (ROOT / "crds" / CRD).read_text(), (
+        "manifests/crd/ must hold the CRD of crds/: run `make crds`")
+
+
+# --- RBAC --------------------------------------------------------------------------------
+
+#: (apiGroup, resource, verb, resourceName or None): every call of adapters/kube.py and
+#: kopf's watches, and nothing else.
+OPERATOR_CALLS = {
+    ("meetingbots.dev", "scheduledbots", "list", None),
+    ("meetingbots.dev", "scheduledbots", "watch", None),
+    ("meetingbots.dev", "scheduledbots", "patch", None),
+    ("meetingbots.dev", "scheduledbots/status", "patch", None),
+    ("meetingbots.dev", "scheduledbots/finalizers", "update", None),
+    ("", "pods", "list", None),
+    ("", "pods", "watch", None),
+    ("", "pods", "create", None),
+    ("", "pods", "delete", None),
+    ("", "secrets", "get", None),
+    ("", "secrets", "create", None),
+    ("", "events", "create", None),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", None),
+    *{("admissionregistration.k8s.io", "validatingwebhookconfigurations", verb, "scheduledbot-operator")
+      for verb in ("get", "update", "delete")},
+}
+
+
+def granted(role: Obj) -> set[tuple[str, str, str, str | None]]:
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [None]
+    }
+
+
+def test_the_cluster_role_grants_exactly_what_the_operator_calls() -> None:
+    role = one("rbac/role.yaml", "ClusterRole")
+    assert granted(role) == OPERATOR_CALLS
+    assert not any("*" in rule[key] for rule in role["rules"] for key in ("apiGroups", "resources", "verbs"))
+
+
+def test_the_webhook_rule_names_the_configuration_the_operator_manages_by_default() -> None:
+    names = {n for (_, r, _, n) in granted(one("rbac/role.yaml", "ClusterRole")) if r.startswith("validating") and n}
+    assert names == {config.parser().get_default("webhook_config_name")}
+
+
+def test_the_binding_gives_the_role_to_the_deployments_service_account() -> None:
+    binding = one("rbac/role_binding.yaml", "ClusterRoleBinding")
+    account = one("rbac/service_account.yaml", "ServiceAccount")["metadata"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": one("rbac/role.yaml", "ClusterRole")["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
+                                    "namespace": account["namespace"]}]
+    assert deployment()["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
+
+
+# --- the Deployment ------------------------------------------------------------------------
+
+def deployment() -> Obj:
+    return one("manager/manager.yaml", "Deployment")
+
+
+def container() -> Obj:
+    [only] = deployment()["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def test_one_replica_replaced_by_recreate_and_no_disruption_budget() -> None:
+    spec = deployment()["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    kinds = {d["kind"] for f in MANIFESTS.rglob("*.yaml") for d in yaml.safe_load_all(f.read_text())}
+    assert "PodDisruptionBudget" not in kinds
+
+
+def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = deployment()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is True
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
+    security = container()["securityContext"]
+    assert security == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]}}
+    assert [v for v in pod["volumes"] if "emptyDir" not in v] == []
+    assert {m["mountPath"] for m in container()["volumeMounts"]} == {"/tmp"}
+
+
+def test_the_image_runs_as_the_user_the_pod_declares() -> None:
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert user, "the Dockerfile must set a numeric USER"
+    pod = deployment()["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (int(user[1]), int(user[2]))
+
+
+def test_the_arguments_are_valid_operator_flags_for_the_in_cluster_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SCHEDULEDBOT_WEBHOOK_SERVICE", "SCHEDULEDBOT_METRICS_PORT", "SCHEDULEDBOT_HEALTH_PORT",
+                 "SCHEDULEDBOT_WEBHOOK_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    pod_namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    assert pod_namespace in container()["env"]
+    namespace = deployment()["metadata"]["namespace"]
+    args = [a.replace("$(POD_NAMESPACE)", namespace) for a in container()["args"]]
+    settings = config.load(args)
+    service = one("webhook/service.yaml", "Service")["metadata"]
+    assert settings.webhook_service == f"{service['namespace']}/{service['name']}"
+    assert settings.webhook_cert_dir is not None and settings.webhook_cert_dir.is_relative_to("/tmp")
+    assert settings.webhook
+    ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
+    assert ports == {"metrics": settings.metrics_port, "health": settings.health_port,
+                     "webhook": settings.webhook_port}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container()[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_bots_without_a_template_run_the_operators_own_image() -> None:
+    assert container()["image"] == config.DEFAULT_IMAGE
+
+
+def test_requests_and_a_memory_limit_but_no_cpu_limit() -> None:
+    resources = container()["resources"]
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    assert resources["limits"].keys() == {"memory"}
+
+
+# --- Services ------------------------------------------------------------------------------
+
+def test_the_webhook_service_sends_443_to_the_webhook_port() -> None:
+    service = one("webhook/service.yaml", "Service")
+    assert service["spec"]["selector"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook"}]
+
+
+def test_the_service_monitor_scrapes_the_metrics_service_only() -> None:
+    monitor = one("prometheus/monitor.yaml", "ServiceMonitor")
+    metrics = one("prometheus/metrics_service.yaml", "Service")
+    webhook = one("webhook/service.yaml", "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+
+    def selected(service: Obj) -> bool:
+        return selector.items() <= (service["metadata"].get("labels") or {}).items()
+
+    assert selected(metrics) and not selected(webhook)
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in metrics["spec"]["ports"]]
+    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+# --- samples -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sample", "platform"), [
+    ("zoom.yaml", Platform.ZOOM),
+    ("google_meet.yaml", Platform.GOOGLE_MEET),
+    ("teams.yaml", Platform.MICROSOFT_TEAMS),
+])
+def test_each_sample_is_a_valid_scheduled_bot_of_its_platform(sample: str, platform: Platform) -> None:
+    bot = one(f"samples/{sample}", "ScheduledBot")
+    assert bot["apiVersion"] == "meetingbots.dev/v1alpha1"
+    assert parse_spec(bot["spec"], extra_hosts=frozenset()).platform is platform
+
+
+def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:
+    assert one("samples/zoom.yaml", "ScheduledBot")["spec"]["joinAt"].endswith("+0000")
+    [bot] = one("samples/google_meet.yaml", "ScheduledBot")["spec"]["template"]["spec"]["containers"]
+    assert bot["image"] != config.DEFAULT_IMAGE and bot["resources"]["requests"]
+    assert one("samples/teams.yaml", "ScheduledBot")["spec"]["botConfig"]
