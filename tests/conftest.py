@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from localcluster import cluster as localcluster
+from localcluster.cluster import BUILD_SCRIPT, healthy
 from localcluster.testing import Cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,14 +64,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        result = subprocess.run([str(localcluster.BUILD_SCRIPT)], stdout=subprocess.DEVNULL, check=False)
+        result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
-        raise pytest.UsageError(f"{localcluster.BUILD_SCRIPT} failed; the cluster tests cannot run")
+        raise pytest.UsageError(f"{BUILD_SCRIPT} failed; the cluster tests cannot run")
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    was_running = localcluster.healthy()
+    was_running = healthy()
     result = _localcluster("up", timeout=300)
     if result.returncode != 0:
         pytest.fail(f"`python -m localcluster up` failed:\n{result.stdout}\n{result.stderr}", pytrace=False)

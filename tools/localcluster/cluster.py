@@ -316,8 +316,7 @@ def _wait(
     say(f"{what} ({time.monotonic() - started:.1f} s)")
 
 
-def _start(layout: Layout, bin_dir: Path) -> None:
-    started = time.monotonic()
+def _start(layout: Layout, bin_dir: Path, started: float) -> None:
     for d in (layout.logs, layout.run, layout.pods):
         d.mkdir(parents=True, exist_ok=True)
     p = pki_mod.generate(layout.pki.dir)
@@ -434,17 +433,19 @@ def _start(layout: Layout, bin_dir: Path) -> None:
 
 
 def up(layout: Layout = DEFAULT_LAYOUT) -> None:
+    started = time.monotonic()
     with _locked(layout):
         if healthy(layout):
             say(f"already running; KUBECONFIG={layout.kubeconfig}")
             return
         bin_dir = _build()
-        if _state(layout) is not None or any(_component_refs(layout).values()):
+        say(f"Kubernetes binaries in {bin_dir} ({time.monotonic() - started:.1f} s)")
+        if any(ref is not None and ref.alive() for ref in _component_refs(layout).values()):
             say("cleaning up a previous run")
         _stop(layout)
         _wipe(layout)
         try:
-            _start(layout, bin_dir)
+            _start(layout, bin_dir, started)
         except BaseException:
             # A half-started cluster is worse than none; the logs stay.
             _stop(layout)
