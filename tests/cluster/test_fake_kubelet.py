@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -31,6 +33,7 @@ def apply_pod(
     *,
     restart_policy: str = "Always",
     volumes: list[Obj] | None = None,
+    node_selector: dict[str, str] | None = None,
     **container: Any,
 ) -> None:
     pod = {
@@ -41,6 +44,7 @@ def apply_pod(
             "restartPolicy": restart_policy,
             "containers": [{"name": "main", "image": "python:3.12-slim", **container}],
             "volumes": volumes or [],
+            "nodeSelector": node_selector or {},
         },
     }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
@@ -156,30 +160,115 @@ def test_a_command_that_does_not_exist_fails_the_pod_with_start_error(cluster: C
     assert 'exec: "no-such-command": executable file not found in $PATH' in terminated["message"]
 
 
-def test_a_secret_reaches_the_process_as_env_var_and_as_volume_file(cluster: Cluster, namespace: str) -> None:
+def test_secrets_and_config_maps_reach_the_process_as_env_vars_and_as_files(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("create", "secret", "generic", "token", "-n", namespace, "--from-literal=token=s3cret")
-    check = (
-        "import os, sys\n"
-        "from_file = open(os.environ['BOT_TOKEN_FILE']).read()\n"
-        "sys.exit(0 if from_file == os.environ['TOKEN'] == 's3cret' else 4)\n"
+    cluster.kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=mode=fast")
+    report = (
+        "import json, os\n"
+        "env = os.environ\n"
+        "print(json.dumps({name: env[name] for name in ('TOKEN', 'MODE', 'CFG_mode')}"
+        " | {'token file': open(env['BOT_TOKEN_FILE']).read(), 'settings file': open(env['SETTINGS']).read()}))\n"
     )
     apply_pod(
         cluster,
         namespace,
-        "secret",
+        "config",
         restart_policy="Never",
-        command=["python", "-c", check],
+        command=["python", "-c", report],
         env=[
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "token", "key": "token"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
             {"name": "BOT_TOKEN_FILE", "value": "/var/run/secrets/meetingbots.dev/token/token"},
+            {"name": "SETTINGS", "value": "/etc/bot/mode"},
         ],
-        volumeMounts=[{"name": "token", "mountPath": "/var/run/secrets/meetingbots.dev/token"}],
-        volumes=[{"name": "token", "secret": {"secretName": "token"}}],
+        envFrom=[{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        volumeMounts=[
+            {"name": "token", "mountPath": "/var/run/secrets/meetingbots.dev/token"},
+            {"name": "settings", "mountPath": "/etc/bot"},
+        ],
+        volumes=[
+            {"name": "token", "secret": {"secretName": "token"}},
+            {"name": "settings", "configMap": {"name": "settings"}},
+        ],
+    )
+    cluster.wait_for_pod(namespace, "config", phase_is("Succeeded"), what="Succeeded")
+
+    seen = json.loads(cluster.kubectl("logs", "config", "-n", namespace).stdout)
+
+    assert seen == {
+        "TOKEN": "s3cret",
+        "MODE": "fast",
+        "CFG_mode": "fast",
+        "token file": "s3cret",
+        "settings file": "fast",
+    }
+
+
+def test_a_pod_waits_for_a_missing_secret_and_starts_once_it_exists(cluster: Cluster, namespace: str) -> None:
+    apply_pod(
+        cluster,
+        namespace,
+        "late",
+        restart_policy="Never",
+        command=["python", "-c", "import os; print(os.environ['TOKEN'])"],
+        env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "token"}}}],
+    )
+    pod = cluster.wait_for_pod(
+        namespace,
+        "late",
+        lambda p: container_state(p).get("waiting", {}).get("reason") == "CreateContainerConfigError",
+        what="in CreateContainerConfigError",
+    )
+    assert container_state(pod)["waiting"]["message"] == 'secret "late" not found'
+
+    cluster.kubectl("create", "secret", "generic", "late", "-n", namespace, "--from-literal=token=at last")
+
+    cluster.wait_for_pod(namespace, "late", phase_is("Succeeded"), what="Succeeded")
+    assert cluster.kubectl("logs", "late", "-n", namespace).stdout == "at last\n"
+
+
+def test_a_pod_that_ignores_sigterm_is_killed_after_its_grace_period(cluster: Cluster, namespace: str) -> None:
+    stubborn = (
+        "import os, signal, socket, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "listener = socket.create_server((os.environ['POD_IP'], 9000))\n"
+        "time.sleep(600)\n"
+    )
+    apply_pod(
+        cluster,
+        namespace,
+        "stubborn",
+        command=["python", "-c", stubborn],
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        # Ready only once SIGTERM is ignored: the socket opens after that.
+        readinessProbe={"tcpSocket": {"port": 9000}, "periodSeconds": 1},
+    )
+    cluster.wait_for_pod(namespace, "stubborn", ready, what="Ready")
+    process = procs.ProcessRef.read(cluster.pod_dir(namespace, "stubborn") / "pid")
+    assert process is not None
+
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "stubborn", "-n", namespace, "--grace-period=3", "--timeout=30s", timeout=40)
+
+    assert time.monotonic() - started >= 3
+    assert not process.alive()
+
+
+def test_a_pod_whose_node_selector_matches_no_node_is_unschedulable(cluster: Cluster, namespace: str) -> None:
+    apply_pod(cluster, namespace, "picky", node_selector={"disktype": "ssd"}, command=["sleep", "600"])
+
+    pod = cluster.wait_for_pod(
+        namespace,
+        "picky",
+        lambda p: any(
+            (c["type"], c["status"], c.get("reason")) == ("PodScheduled", "False", "Unschedulable")
+            for c in p["status"].get("conditions", [])
+        ),
+        what="Unschedulable",
     )
 
-    pod = cluster.wait_for_pod(namespace, "secret", phase_is("Succeeded", "Failed"), what="finished")
-
-    assert container_state(pod)["terminated"]["exitCode"] == 0
+    assert pod["status"]["phase"] == "Pending"
+    assert "nodeName" not in pod["spec"]
 
 
 def test_command_and_args_expand_variables_and_the_output_reaches_kubectl_logs(
