@@ -13,6 +13,7 @@ stopped at its end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -63,7 +64,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not any(map(_needs_cluster, session.items)):
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
         raise pytest.UsageError(f"{BUILD_SCRIPT} failed; the cluster tests cannot run")
