@@ -234,22 +234,24 @@ def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: 
 
 def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
                  now: datetime) -> Plan | None:
-    """Staged -> joining: the dispatcher wrote the signal, or the bot reports it joined."""
+    """Staged -> joining, once the bot says it is joining (or further).
+
+    The bot's own word decides, not the dispatcher's write: its answer to the
+    signal arrives milliseconds after the signal, and only the bot knows whether
+    it joined by the signal or, while the operator was away, by its own deadline.
+    """
     signal, report, pod = observed.signal, observed.report, observed.pod
+    if report is None or not report.in_meeting_or_after:
+        return None
     sent_at = (signal.sent_at if signal is not None and signal.error is None and signal.join_at == timing.join_at
                else None)
-    joined = report if report is not None and report.in_meeting_or_after else None
-    if sent_at is None and joined is None:
-        return None
-    by = joined.joined_by if joined is not None and joined.joined_by else JoinedBy.SIGNAL
-    state = _reported_state(joined, BotState.JOINING) if joined is not None else BotState.JOINING
+    by = report.joined_by or JoinedBy.SIGNAL
     fields: dict[str, object] = {"joined_by": by}
     if by is JoinedBy.DEADLINE:
-        # The operator was away at joinAt; the bot's own safety net joined it.
         reason, message = "JoinedByDeadline", "no join signal reached the bot in time; it joined on its own"
         event = Emit(type=EventType.WARNING, reason=reason, message=message)
-        if joined is not None and joined.since is not None:
-            fields["join_lateness_ms"] = _ms(joined.since - timing.join_at)
+        if report.since is not None:
+            fields["join_lateness_ms"] = _ms(report.since - timing.join_at)
     elif sent_at is not None:
         lateness = _ms(sent_at - timing.join_at)
         fields |= {"join_signaled_at": format_time(sent_at), "join_lateness_ms": lateness}
@@ -260,7 +262,7 @@ def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, tim
         reason, message = "JoinSignaled", "the bot had been signalled before the operator restarted"
         event = Emit(type=EventType.NORMAL, reason=reason, message=message)
     address = _address(pod) if pod is not None and pod.ip else None
-    status = _with_state(bot, base, state, now, reason, message, **fields)
+    status = _with_state(bot, base, _reported_state(report, BotState.JOINING), now, reason, message, **fields)
     return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event), wake_at=now, follow=address)
 
 
