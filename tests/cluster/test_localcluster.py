@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from localcluster import procs
-from localcluster.cluster import COMPONENTS, REPO_ROOT, Layout
+from localcluster.cluster import COMPONENTS, REPO_ROOT, Layout, leftover_processes
 from localcluster.testing import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -33,12 +33,6 @@ def localcluster(command: str, directory: Path) -> subprocess.CompletedProcess[s
     )
     assert result.returncode == 0, f"localcluster {command} failed:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-def leftovers(layout: Layout) -> list[int]:
-    return procs.component_processes(
-        ("etcd", "kube-apiserver", "kube-controller-manager", "localcluster.kubelet"), str(layout.root)
-    ) + procs.marked_processes(f"{procs.POD_MARKER_VAR}={layout.pods}/")
 
 
 def test_up_reuses_a_healthy_cluster_restarts_a_broken_one_and_down_stops_everything(tmp_path: Path) -> None:
@@ -67,7 +61,7 @@ def test_up_reuses_a_healthy_cluster_restarts_a_broken_one_and_down_stops_everyt
     finally:
         localcluster("down", layout.root)
 
-    assert leftovers(layout) == []
+    assert leftover_processes(layout) == []
     assert not sleeper.alive()
     assert not any(layout.pidfile(c).exists() for c in COMPONENTS)
     assert "stopped" in localcluster("down", layout.root).stdout

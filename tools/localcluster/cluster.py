@@ -478,17 +478,21 @@ def _stop(layout: Layout) -> None:
     for grace, stage in stages:
         procs.stop_groups([r for r in stage if r is not None], grace=grace)
     # Backstop for processes whose pid files were lost (a deleted .cluster/).
-    strays = procs.component_processes(
-        ("etcd", "kube-apiserver", "kube-controller-manager", "localcluster.kubelet"),
-        str(layout.root),
-    ) + procs.marked_processes(f"{procs.POD_MARKER_VAR}={layout.pods}/")
-    stray_refs = [r for r in map(procs.ProcessRef.of, strays) if r is not None]
+    stray_refs = [r for r in map(procs.ProcessRef.of, leftover_processes(layout)) if r is not None]
     if stray_refs:
         say(f"stopping {len(stray_refs)} process(es) without a pid file")
         procs.stop_groups(stray_refs, grace=5)
     procs.wait_reaped([r for _, stage in stages for r in stage if r is not None] + stray_refs, timeout=3)
     for component in COMPONENTS:
         layout.pidfile(component).unlink(missing_ok=True)
+
+
+def leftover_processes(layout: Layout) -> list[int]:
+    """Pids of this cluster's processes, found without pid files."""
+    programs = ("etcd", "kube-apiserver", "kube-controller-manager", "localcluster.kubelet")
+    return procs.component_processes(programs, str(layout.root)) + procs.marked_processes(
+        f"{procs.POD_MARKER_VAR}={layout.pods}/"
+    )
 
 
 def down(layout: Layout = DEFAULT_LAYOUT) -> None:

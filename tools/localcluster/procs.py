@@ -55,17 +55,8 @@ class ProcessRef:
         return _start_time(self.pid) == self.start_time and _state(self.pid) not in ("Z", "X")
 
     def group_may_be_ours(self) -> bool:
-        return self.alive() or _start_time(self.pid) is None
-
-    def group_exists(self) -> bool:
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # A group whose only members are zombies is as good as gone.
-        return any(_state(pid) not in ("Z", "X", None) for pid in _group_members(self.pid))
+        """The pid is free, or still held by our process (perhaps a zombie)."""
+        return _start_time(self.pid) in (None, self.start_time)
 
     def signal_group(self, sig: signal.Signals) -> None:
         if not self.group_may_be_ours():
@@ -93,32 +84,37 @@ def _state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
+def _live_groups() -> set[int]:
+    """Ids of the process groups with a member that is not a zombie."""
+    groups = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
-            if fields and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-    return members
+            if fields and fields[0] not in ("Z", "X"):
+                groups.add(int(fields[2]))
+    return groups
+
+
+def _wait_groups_gone(refs: list[ProcessRef], timeout: float) -> list[ProcessRef]:
+    """Those of `refs` whose group still lives after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    remaining = [r for r in refs if r.group_may_be_ours()]
+    while remaining:
+        live = _live_groups()
+        remaining = [r for r in remaining if r.pid in live and r.group_may_be_ours()]
+        if not remaining or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return remaining
 
 
 def stop_groups(refs: list[ProcessRef], *, grace: float) -> None:
     """SIGTERM each group, wait up to `grace` seconds, then SIGKILL what is left."""
     for ref in refs:
         ref.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    remaining = [r for r in refs if r.group_may_be_ours()]
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
-        remaining = [r for r in remaining if r.group_may_be_ours() and r.group_exists()]
-    for ref in remaining:
+    for ref in _wait_groups_gone(refs, grace):
         ref.signal_group(signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(r.group_may_be_ours() and r.group_exists() for r in remaining):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    _wait_groups_gone(refs, 5)
 
 
 def wait_reaped(refs: list[ProcessRef], *, timeout: float) -> None:
