@@ -23,12 +23,10 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from scheduledbot.api.joinat import format_time
+from scheduledbot.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
-GROUP: Final = "meetingbots.dev"
-VERSION: Final = "v1alpha1"
-PLURAL: Final = "scheduledbots"
 COMPONENT: Final = "scheduledbot-operator"
 _MERGE: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
@@ -123,7 +121,7 @@ class Kube:
         event = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledBot", "name": meta["name"],
+                "apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                 "namespace": meta["namespace"], "uid": meta["uid"],
                 "resourceVersion": meta.get("resourceVersion"),
             },

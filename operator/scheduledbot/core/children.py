@@ -24,9 +24,8 @@ from typing import Any, Final
 
 from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec
+from scheduledbot.api.resource import API_VERSION, KIND
 
-API_VERSION: Final = "meetingbots.dev/v1alpha1"
-KIND: Final = "ScheduledBot"
 LABEL: Final = "meetingbots.dev/scheduledbot"
 JOIN_AT_ANNOTATION: Final = "meetingbots.dev/join-at"
 CONTROL_PORT_NAME: Final = "control"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from scheduledbot.api.joinat import format_time
-from scheduledbot.api.models import BotState, Condition
+from scheduledbot.api.models import BotState, Condition, ConditionStatus
 
 
 def build_conditions(
@@ -40,7 +40,7 @@ def build_conditions(
     earlier = {c.type: c for c in previous}
     out = []
     for type_, true, why, text in wanted:
-        status = "True" if true else "False"
+        status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
         before = earlier.get(type_)
         since = before.last_transition_time if before and before.status == status else format_time(now)
         out.append(

@@ -21,6 +21,7 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 from collections.abc import Hashable
@@ -32,6 +33,7 @@ from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import Kube
 from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, SpecError, parse_spec
+from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
 from scheduledbot.core.model import (
     FINALIZER,
@@ -271,7 +273,6 @@ class Engine:
             namespace, name = entry.key
             secret = await self._kube.read_secret(namespace, children.secret_name(name))
             if secret is not None:
-                import base64
                 entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
         return entry.token
 
@@ -410,7 +411,7 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
 
 def _controller(pod: dict[str, Any]) -> str | None:
     for ref in pod["metadata"].get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == children.KIND and ref.get("apiVersion") == children.API_VERSION:
+        if ref.get("controller") and ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION:
             return str(ref["name"])
     return None
 

@@ -15,6 +15,7 @@ import kopf
 
 from scheduledbot.adapters.bots import BotClient
 from scheduledbot.adapters.kube import Kube
+from scheduledbot.api.resource import GROUP, PLURAL, VERSION
 from scheduledbot.core.admission import admit
 from scheduledbot.core.children import LABEL
 from scheduledbot.runtime.config import Settings
@@ -68,7 +69,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.kube.close()
 
 
-@kopf.on.event("meetingbots.dev", "v1alpha1", "scheduledbots")
+@kopf.on.event(GROUP, VERSION, PLURAL)
 async def bot_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     memo.engine.bot_event(event.get("type"), event["object"])
 
@@ -78,7 +79,7 @@ async def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     memo.engine.pod_event(event.get("type"), event["object"])
 
 
-@kopf.on.validate("meetingbots.dev", "v1alpha1", "scheduledbots", id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
+@kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
 async def validate(body: kopf.Body, old: kopf.Body | None, operation: str | None, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
     errors = admit(

@@ -18,6 +18,7 @@ GitOps syncs with it; with `Ignore`, bad bots are still caught, only a moment la
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from pathlib import Path
@@ -27,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from scheduledbot.api.resource import GROUP, PLURAL, VERSION
 
 WEBHOOK_PATH: Final = "validate"
 WEBHOOK_NAME: Final = "validate.scheduledbots.meetingbots.dev"
@@ -74,8 +77,6 @@ def service_names(service: str) -> list[str]:
 
 def build_configuration(*, name: str, ca_pem: bytes, host: str, port: int, service: str | None,
                         namespaces: tuple[str, ...]) -> dict[str, Any]:
-    import base64
-
     if service:
         svc_namespace, _, svc_name = service.partition("/")
         client: dict[str, Any] = {"service": {"namespace": svc_namespace, "name": svc_name, "port": 443,
@@ -91,7 +92,7 @@ def build_configuration(*, name: str, ca_pem: bytes, host: str, port: int, servi
         "timeoutSeconds": 5,
         "matchPolicy": "Equivalent",
         "rules": [{
-            "apiGroups": ["meetingbots.dev"], "apiVersions": ["v1alpha1"], "resources": ["scheduledbots"],
+            "apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [PLURAL],
             "operations": ["CREATE", "UPDATE"], "scope": "Namespaced",
         }],
         "clientConfig": client,
