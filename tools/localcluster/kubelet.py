@@ -382,6 +382,7 @@ class Kubelet:
     # -- logs, for `kubectl logs` through the apiserver
 
     async def container_logs(self, request: web.Request) -> web.StreamResponse:
+        """`kubectl logs`: the container's log file, then (with follow) what it appends."""
         namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         worker = next((w for w in self.workers.values() if (w.namespace, w.name) == (namespace, pod)), None)
         if worker is None or worker.container["name"] != container:
@@ -390,30 +391,31 @@ class Kubelet:
         path = worker.previous_log_path if previous else worker.log_path
         if not path.exists():
             raise web.HTTPBadRequest(text=f'container "{container}" in pod "{pod}" is waiting to start\n')
-        data = path.read_bytes()
-        if "tailLines" in request.query:
-            lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(request.query["tailLines"]) :]) if int(request.query["tailLines"]) else b""
-        if "limitBytes" in request.query:
-            data = data[: int(request.query["limitBytes"])]
-        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await response.prepare(request)
-        await response.write(data)
         follow = request.query.get("follow") == "true" and not previous
         process_exit = worker.exit
-        if follow:
-            position = path.stat().st_size
-            with open(path, "rb") as file:
-                file.seek(position)
-                while True:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        with open(path, "rb") as file:
+            data = file.read()
+            if "tailLines" in request.query:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[max(len(lines) - int(request.query["tailLines"]), 0) :])
+            if "limitBytes" in request.query:
+                data = data[: int(request.query["limitBytes"])]
+            await response.prepare(request)
+            try:
+                await response.write(data)
+                # Following polls the file, but only while a client follows.
+                while follow:
                     chunk = file.read(65536)
                     if chunk:
                         await response.write(chunk)
-                        continue
-                    if worker.removed.is_set() or process_exit is None or process_exit.done():
+                    elif worker.removed.is_set() or process_exit is None or process_exit.done():
                         break
-                    await asyncio.sleep(0.2)
-        await response.write_eof()
+                    else:
+                        await asyncio.sleep(0.2)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client (`kubectl logs -f` interrupted) went away
         return response
 
     async def serve(self, ssl_context: ssl.SSLContext, sock: socket.socket) -> web.AppRunner:
