@@ -7,6 +7,7 @@ a local process on its own loopback address. No Docker, no VM, no network:
 the whole cluster lives in `.cluster/` and on 127.0.0.0/8.
 
 Modules: `cluster` (lifecycle of the processes), `pki` (certificates),
-`kubelet` (the fake node), `procs` (pid files, process groups), `testing`
-(helpers for the pytest fixtures).
+`procs` (pid files, process groups), `kubelet` (the fake node, with `pods`
+for one Pod, `podspec` for the pure rules of a Pod spec and `kubeapi` for
+its API calls), `testing` (helpers for the pytest fixtures).
 """

@@ -9,7 +9,8 @@ What it does
 - Registers Node `local-node` (Ready; no taints) and renews its Lease.
 - Schedules: binds every unbound Pod to the node (pods/binding) unless its
   nodeSelector does not match the node's labels (then PodScheduled=False,
-  Unschedulable, as the scheduler reports). There is no other scheduler.
+  Unschedulable, as the scheduler reports); Pods with schedulingGates wait.
+  There is no other scheduler.
 - Runs the first container of each Pod bound to the node: `command` + `args`
   after `$(VAR)` expansion, exec'd without a shell, in its own session, with
   cwd `.cluster/pods/<namespace>_<name>/` and stdout/stderr appended to
@@ -55,8 +56,9 @@ Conventions (what differs from a container)
   `BOT_TOKEN_FILE=/var/run/secrets/meetingbots.dev/token/token` names the
   real file. Volumes are written each time the container starts.
 - The image is not run (only the `.invalid` rule above reads it); only the
-  first container runs; init containers, liveness/startup probes, exec
-  probes, resources and securityContext are ignored; no Events are written.
+  first container runs; init containers, liveness/startup probes, resources
+  and securityContext are ignored, exec readiness probes count as passing;
+  no Events are written.
 
 After a kubelet restart
 -----------------------
