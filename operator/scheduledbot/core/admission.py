@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from scheduledbot.api.joinat import format_time
-from scheduledbot.api.models import SpecError, ValidSpec, parse_spec
+from scheduledbot.api.errors import SpecError
+from scheduledbot.api.models import ValidSpec, parse_spec
 
 #: The furthest ahead a bot may be scheduled.
 MAX_AHEAD: Final = timedelta(days=3 * 365)

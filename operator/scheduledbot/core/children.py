@@ -19,6 +19,7 @@ import base64
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -85,7 +86,7 @@ def build_pod(
     namespace: str,
     uid: str,
     spec: ValidSpec,
-    template: dict[str, Any],
+    template: Mapping[str, Any],
     join_at: datetime,
     join_deadline_seconds: int,
     max_duration_seconds: int,

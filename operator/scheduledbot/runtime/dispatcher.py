@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 from scheduledbot.adapters.bots import BotUnreachable, JoinLine
 from scheduledbot.core.model import SignalOutcome
@@ -40,14 +40,12 @@ REFRESH_AHEAD: Final = 1.0
 #: The longest the callback spins: a guard against a clock step, not a tuning knob.
 _MAX_SPIN: Final = 0.05
 
-#: Called when a signal was written (`sent_at` set), when the bot answered it (`report`
-#: set), or when it could not be sent (`error` set). Must be cheap: it runs in the batch.
-Report = Callable[[Hashable, SignalOutcome], None]
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(slots=True)
-class _Armed:
-    key: Hashable
+class _Armed(Generic[K]):
+    key: K
     join_at: datetime
     fire: float
     request_id: str
@@ -58,25 +56,27 @@ class _Armed:
 
 
 @dataclass(slots=True)
-class _Batch:
-    keys: set[Hashable] = field(default_factory=set)
+class _Batch(Generic[K]):
+    keys: set[K] = field(default_factory=set)
     fire_timer: asyncio.TimerHandle | None = None
     refresh_timer: asyncio.TimerHandle | None = None
 
 
-class JoinDispatcher:
-    """Holds armed joins; `report(key, outcome)` hears what became of each."""
+class JoinDispatcher(Generic[K]):
+    """Holds armed joins; `report(key, outcome)` hears what became of each.
 
-    def __init__(self, *, report: Report) -> None:
+    `report` is called when a signal was written (`sent_at` set), when the bot
+    answered it (`report` set), or when it could not be sent (`error` set). It
+    must be cheap: it runs inside the batch.
+    """
+
+    def __init__(self, *, report: Callable[[K, SignalOutcome], None]) -> None:
         self._report = report
-        self._armed: dict[Hashable, _Armed] = {}
-        self._batches: dict[float, _Batch] = {}
+        self._armed: dict[K, _Armed[K]] = {}
+        self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def armed(self, key: Hashable) -> bool:
-        return key in self._armed
-
-    def arm(self, key: Hashable, *, join_at: datetime, not_before: datetime | None, line: JoinLine,
+    def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine,
             request_id: str) -> None:
         """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
         fire = max(join_at, not_before or join_at).timestamp()
@@ -85,12 +85,12 @@ class JoinDispatcher:
                 and (current.fire == fire or (current.fired and not_before is None))):
             return
         self.disarm(key)
-        armed = _Armed(key=key, join_at=join_at, fire=fire, request_id=request_id, line=line)
+        armed: _Armed[K] = _Armed(key=key, join_at=join_at, fire=fire, request_id=request_id, line=line)
         armed.opening = self._spawn(self._open(armed))
         self._armed[key] = armed
         batch = self._batches.get(fire)
         if batch is None:
-            batch = self._batches[fire] = _Batch()
+            batch = self._batches[fire] = _Batch[K]()
             loop = asyncio.get_running_loop()
             ahead = fire - time.time()
             batch.fire_timer = loop.call_at(loop.time() + ahead - SPIN_AHEAD, self._fire, fire)
@@ -98,7 +98,7 @@ class JoinDispatcher:
                 batch.refresh_timer = loop.call_at(loop.time() + ahead - REFRESH_AHEAD, self._refresh, fire)
         batch.keys.add(key)
 
-    def disarm(self, key: Hashable) -> None:
+    def disarm(self, key: K) -> None:
         armed = self._armed.pop(key, None)
         if armed is None:
             return
@@ -141,8 +141,8 @@ class JoinDispatcher:
         if 0 < fire - now < _MAX_SPIN:
             while time.time() < fire:
                 pass
-        late: list[_Armed] = []
-        sent: list[tuple[_Armed, float]] = []
+        late: list[_Armed[K]] = []
+        sent: list[tuple[_Armed[K], float]] = []
         for key in batch.keys:
             armed = self._armed[key]
             armed.fired = True
@@ -158,14 +158,14 @@ class JoinDispatcher:
         for armed in late:
             self._spawn(self._send_late(armed))
 
-    async def _open(self, armed: _Armed) -> None:
+    async def _open(self, armed: _Armed[K]) -> None:
         try:
             await armed.line.open()
         except (OSError, asyncio.TimeoutError) as error:
             # Not fatal: the refresh timer and the instant itself try again.
             log.debug("pre-connect to %s failed: %r", armed.line.address, error)
 
-    async def _send_late(self, armed: _Armed) -> None:
+    async def _send_late(self, armed: _Armed[K]) -> None:
         try:
             if armed.opening is not None and not armed.opening.done():
                 await armed.opening
@@ -179,12 +179,12 @@ class JoinDispatcher:
         self._sent(armed, time.time())
         await self._answer(armed)
 
-    def _sent(self, armed: _Armed, at: float) -> None:
+    def _sent(self, armed: _Armed[K], at: float) -> None:
         """The signal is out: that is the join, as far as timing goes."""
         sent_at = datetime.fromtimestamp(at, UTC)
         self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=sent_at, error=None, report=None))
 
-    async def _answer(self, armed: _Armed) -> None:
+    async def _answer(self, armed: _Armed[K]) -> None:
         """The bot's answer carries its state; a lost answer is left to the state long-poll."""
         try:
             report = await armed.line.answer()
@@ -193,8 +193,8 @@ class JoinDispatcher:
             return
         self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=None, error=None, report=report))
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -24,7 +24,7 @@ import asyncio
 import base64
 import logging
 import secrets
-from collections.abc import Hashable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,8 @@ from typing import Any
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import Kube
 from scheduledbot.api.joinat import format_time, parse_join_at
-from scheduledbot.api.models import ScheduledBotStatus, SpecError, parse_spec
+from scheduledbot.api.errors import SpecError
+from scheduledbot.api.models import ScheduledBotStatus, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
 from scheduledbot.core.model import (
@@ -96,7 +97,7 @@ class Engine:
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher = JoinDispatcher(report=self._signal_outcome)
+        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
         metrics.bind_states(self._states)
 
     # Watch events (from kopf) -----------------------------------------------------------
@@ -210,10 +211,10 @@ class Engine:
                 assert entry.body is not None
                 await self._kube.post_event(entry.body, type_=type_.value, reason=reason, message=message, now=now)
             case CreateSecret():
-                token = secrets.token_urlsafe(32)
-                body = children.build_secret(name=name, namespace=namespace, uid=bot.uid, token=token)
+                fresh = secrets.token_urlsafe(32)
+                body = children.build_secret(name=name, namespace=namespace, uid=bot.uid, token=fresh)
                 if await self._kube.create_secret(namespace, body):
-                    entry.token = token
+                    entry.token = fresh
                 else:
                     await self._load_token(entry)
             case CreatePod(join_at=join_at):
@@ -276,7 +277,7 @@ class Engine:
                 entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
         return entry.token
 
-    async def _bot_call(self, call: Any) -> None:
+    async def _bot_call(self, call: Awaitable[BotReport]) -> None:
         try:
             await call
         except BotUnreachable as error:
@@ -284,8 +285,8 @@ class Engine:
 
     # The bot's own reports ---------------------------------------------------------------
 
-    def _signal_outcome(self, key: Hashable, outcome: SignalOutcome) -> None:
-        entry = self._entries.get(key)  # type: ignore[arg-type]
+    def _signal_outcome(self, key: Key, outcome: SignalOutcome) -> None:
+        entry = self._entries.get(key)
         if entry is None:
             return
         if outcome.report is not None:
@@ -383,7 +384,7 @@ class Engine:
             entry.follower.cancel()
         self.dispatcher.disarm(key)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

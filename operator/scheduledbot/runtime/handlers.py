@@ -70,17 +70,18 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def bot_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def bot_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.engine.bot_event(event.get("type"), event["object"])
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL: kopf.PRESENT})
-async def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.engine.pod_event(event.get("type"), event["object"])
 
 
 @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
-async def validate(body: kopf.Body, old: kopf.Body | None, operation: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def validate(body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None,
+                   **_: Any) -> None:
     config: Settings = memo.settings
     errors = admit(
         operation=operation or "CREATE",

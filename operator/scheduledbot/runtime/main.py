@@ -27,8 +27,10 @@ def _logging(level: str, form: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kopf logs every watch event at DEBUG/INFO; keep it a notch quieter than ours.
-    logging.getLogger("kopf").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # kopf logs every handled watch event ("Handler 'pod_event' succeeded") at INFO:
+    # thousands of lines an hour that say nothing; keep them for DEBUG.
+    if level != "DEBUG":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
