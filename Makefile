@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-KUBECONFIG  ?= $(CURDIR)/.cluster/kubeconfig
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 CLUSTER     := $(PY) -m localcluster
