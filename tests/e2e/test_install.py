@@ -1,6 +1,7 @@
 """manifests/ on the local control plane: every object passes the API server's own
 validation, the operator's Pod is admitted under the restricted Pod Security Standard,
-and the operator runs a bot's whole lifecycle with nothing but manifests/rbac/.
+the operator runs a bot's whole lifecycle with nothing but manifests/rbac/, and the
+Flux health expressions of docs/gitops.md say what that page says.
 
 The manifests are rendered as users render them, with kubectl's built-in kustomize,
 through an overlay that only moves them into the test's namespace (so that namespaced
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
 
 from .conftest import Bots, Operator, soon
@@ -249,3 +252,101 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
         pytest.xfail("operator bug: adapters/kube.py calls the API with _preload_content=False, so "
                      "kubernetes_asyncio raises no ApiException and the 409 of the create is taken for "
                      "success; the restarted operator serves a new CA while the configuration keeps the old one")
+
+
+# --- the Flux health expressions of docs/gitops.md ----------------------------------------
+
+def flux_expressions() -> Obj:
+    """The healthCheckExprs entry of the Kustomization shown in docs/gitops.md."""
+    text = (ROOT / "docs" / "gitops.md").read_text()
+    [kustomization] = [doc for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+                       if (doc := yaml.safe_load(block)).get("kind") == "Kustomization"]
+    [check] = kustomization["spec"]["healthCheckExprs"]
+    assert (check["apiVersion"], check["kind"]) == ("meetingbots.dev/v1alpha1", "ScheduledBot")
+    return check
+
+
+def flux_status_expression(check: Obj) -> str:
+    """Flux's evaluation (RFC 0009) as one CEL expression on an admission `object`.
+
+    Flux binds the object's top-level fields (status, metadata) as variables; an
+    admission policy binds the object as `object`.
+    """
+    def bound(expression: str) -> str:
+        return re.sub(r"(?<![\w.?])(status|metadata)\b", r"object.\1", expression)
+
+    return (
+        "has(object.status.observedGeneration) && object.status.observedGeneration != object.metadata.generation"
+        " ? 'InProgress'"
+        f" : ({bound(check['inProgress'])}) ? 'InProgress'"
+        f" : ({bound(check['failed'])}) ? 'Failed'"
+        f" : ({bound(check['current'])}) ? 'Current'"
+        " : 'InProgress'"
+    )
+
+
+FLUX_EXPECTED = {
+    "scheduled": "Current", "staged": "Current", "joining": "InProgress", "waiting_room": "Current",
+    "joined": "Current", "recording": "Current", "leaving": "InProgress", "ended": "Current", "failed": "Failed",
+}
+
+
+def bot_status(state: str, *, observed: int = 1) -> Obj:
+    failed = state == "failed"
+    reason = "NotReadyInTime" if failed else "Scheduled"
+
+    def condition(kind: str, true: bool) -> Obj:
+        return {"type": kind, "status": "True" if true else "False", "reason": reason, "message": "m",
+                "lastTransitionTime": "2030-06-16T16:00:00Z", "observedGeneration": observed}
+
+    return {"state": state, "reason": reason, "message": "m", "observedGeneration": observed,
+            "conditions": [condition("Ready", not failed), condition("Reconciling", False),
+                           condition("Stalled", failed)]}
+
+
+def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
+        cluster: Any, namespace: str, crd: None) -> None:
+    assert set(FLUX_EXPECTED) == {s.value for s in BotState}
+    # A policy that refuses every status write of this namespace's bots, saying what
+    # Flux would conclude about the object as written; dry-run writes ask it.
+    name = f"flux-health-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["meetingbots.dev"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"],
+                "resources": ["scheduledbots/status"]}]},
+            "validations": [{"expression": "false", "message": "no verdict",
+                             "messageExpression": "'flux: ' + (" + flux_status_expression(flux_expressions()) + ")"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    }
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "manifests" / "samples" / "zoom.yaml"))
+
+    def verdict(status: Obj) -> str:
+        result = cluster.kubectl("patch", "scheduledbot", "zoom-standup", "-n", namespace, "--subresource=status",
+                                 "--type=merge", "--dry-run=server", "-p", json.dumps({"status": status}),
+                                 check=False)
+        found = re.search(r"flux: (\w+)", result.stderr)
+        return found[1] if found else f"(no verdict) {result.stderr.strip()}"
+
+    try:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                              "items": [policy, binding]}))
+        # Policies take effect a moment after they are written.
+        deadline = time.monotonic() + 30
+        while verdict(bot_status("scheduled")).startswith("(no verdict)") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {state: verdict(bot_status(state)) for state in FLUX_EXPECTED} == FLUX_EXPECTED
+        assert verdict({}) == "InProgress", "a status without a state or conditions"
+        assert verdict(bot_status("scheduled", observed=0)) == "InProgress", "a spec the operator has not seen"
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding", name, "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "validatingadmissionpolicy", name, "--ignore-not-found", check=False)
