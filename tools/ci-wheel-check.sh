@@ -19,10 +19,11 @@ tar --exclude=__pycache__ --exclude='*.egg-info' -cf - pyproject.toml README.md 
   | tar -xf - -C "$work/src"
 
 timeout 300 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
-timeout 60 "$PYTHON" -m venv "$work/venv"
-timeout 600 "$work/venv/bin/python" -m pip install --quiet --only-binary=:all: \
+# As in the image: a virtualenv without pip or setuptools, filled from outside.
+timeout 60 "$PYTHON" -m venv --without-pip "$work/venv"
+timeout 600 "$PYTHON" -m pip --python "$work/venv/bin/python" install --quiet --only-binary=:all: \
   -c "$work/src/constraints.txt" "$work"/dist/*.whl
-"$work/venv/bin/python" -m pip check
+"$PYTHON" -m pip --python "$work/venv/bin/python" check
 
 # Every installed distribution must be pinned, or the image is not reproducible.
 "$work/venv/bin/python" - "$work/src/constraints.txt" <<'EOF'
@@ -40,11 +41,11 @@ for line in open(sys.argv[1]):
     name, sep, version = line.split("#")[0].strip().partition("==")
     if sep:
         pins[norm(name)] = version.strip()
-ours, ignored = "scheduledbot-operator", {"pip", "setuptools", "wheel"}
+ours = "scheduledbot-operator"
 unpinned = sorted(
     f"{d.metadata['Name']}=={d.version}"
     for d in distributions()
-    if norm(d.metadata["Name"]) not in ignored | {ours} and pins.get(norm(d.metadata["Name"])) != d.version
+    if norm(d.metadata["Name"]) != ours and pins.get(norm(d.metadata["Name"])) != d.version
 )
 if unpinned:
     sys.exit(f"installed but not pinned in constraints.txt: {', '.join(unpinned)}")
