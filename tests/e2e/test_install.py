@@ -261,6 +261,7 @@ def flux_expressions() -> Obj:
     text = (ROOT / "docs" / "gitops.md").read_text()
     [kustomization] = [doc for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
                        if (doc := yaml.safe_load(block)).get("kind") == "Kustomization"]
+    check: Obj
     [check] = kustomization["spec"]["healthCheckExprs"]
     assert (check["apiVersion"], check["kind"]) == ("meetingbots.dev/v1alpha1", "ScheduledBot")
     return check

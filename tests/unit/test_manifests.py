@@ -139,6 +139,7 @@ def deployment() -> Obj:
 
 
 def container() -> Obj:
+    only: Obj
     [only] = deployment()["spec"]["template"]["spec"]["containers"]
     return only
 
@@ -214,10 +215,11 @@ def test_the_service_monitor_scrapes_the_metrics_service_only() -> None:
     monitor = one("prometheus/monitor.yaml", "ServiceMonitor")
     metrics = one("prometheus/metrics_service.yaml", "Service")
     webhook = one("webhook/service.yaml", "Service")
-    selector = monitor["spec"]["selector"]["matchLabels"]
+    selector: dict[str, str] = monitor["spec"]["selector"]["matchLabels"]
 
     def selected(service: Obj) -> bool:
-        return selector.items() <= (service["metadata"].get("labels") or {}).items()
+        labels: dict[str, str] = service["metadata"].get("labels") or {}
+        return selector.items() <= labels.items()
 
     assert selected(metrics) and not selected(webhook)
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in metrics["spec"]["ports"]]
