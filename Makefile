@@ -40,8 +40,9 @@ demo: cluster ## a sample bot joins a local meeting about a minute from now
 run: venv ## run the operator against the current kubeconfig
 	$(VENV)/bin/scheduledbot-operator
 
-crds: venv ## regenerate crds/ from the pydantic models
+crds: venv ## regenerate crds/ and its kustomize copy in manifests/crd/ from the pydantic models
 	$(PY) -m scheduledbot.api.crd > crds/meetingbots.dev_scheduledbots.yaml
+	cp crds/meetingbots.dev_scheduledbots.yaml manifests/crd/meetingbots.dev_scheduledbots.yaml
 
 install: ## apply the CRD to the current kubeconfig's cluster
 	kubectl apply --server-side -f crds/

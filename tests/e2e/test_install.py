@@ -248,10 +248,8 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
 
     after = webhook_configuration(cluster, operator)
     assert after is not None
-    if after["webhooks"][0]["clientConfig"]["caBundle"] == before["webhooks"][0]["clientConfig"]["caBundle"]:
-        pytest.xfail("operator bug: adapters/kube.py calls the API with _preload_content=False, so "
-                     "kubernetes_asyncio raises no ApiException and the 409 of the create is taken for "
-                     "success; the restarted operator serves a new CA while the configuration keeps the old one")
+    # The restarted operator serves a new certificate: the configuration must carry its CA.
+    assert after["webhooks"][0]["clientConfig"]["caBundle"] != before["webhooks"][0]["clientConfig"]["caBundle"]
 
 
 # --- the Flux health expressions of docs/gitops.md ----------------------------------------

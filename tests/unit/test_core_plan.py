@@ -263,6 +263,17 @@ def test_a_scheduled_bot_is_ready_and_a_failed_one_stalled_keeping_transition_ti
     assert flipped["Ready"].last_transition_time == "2026-01-01T10:12:00Z"
 
 
+def test_a_spec_edit_of_an_ended_bot_is_acknowledged_with_its_generation() -> None:
+    ended = bot(state=BotState.ENDED, status={"observedGeneration": 1, "conditions": [
+        {"type": "Ready", "status": "True", "observedGeneration": 1, "lastTransitionTime": "2026-01-01T10:00:00Z",
+         "reason": "Ended", "message": "the bot left"}]})
+    edited = BotView(**{**{f: getattr(ended, f) for f in ended.__dataclass_fields__}, "generation": 2})
+    status = plan(bot=edited, observed=Observed(pod=None, secret=True), defaults=DEFAULTS, now=at(900)).status
+    assert status.observed_generation == 2
+    assert [c.observed_generation for c in status.conditions or []] == [2]
+    assert (status.conditions or [])[0].last_transition_time == "2026-01-01T10:00:00Z"
+
+
 def test_the_same_observation_gives_the_same_plan() -> None:
     """Passes are repeatable: a duplicate watch event cannot make the operator act differently."""
     args = dict(bot=bot(state=BotState.STAGED), observed=Observed(pod=pod(), secret=True), defaults=DEFAULTS, now=at(-10))

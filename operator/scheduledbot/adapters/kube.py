@@ -8,7 +8,9 @@ at start-up and passed in (never at import time, STYLE.md lesson 2).
 
 Responses are read as raw JSON (`_preload_content=False`): the runtime needs the
 written object back as a dict to refresh its cache, and turning it into generated
-model classes only to turn it back would cost more than the request.
+model classes only to turn it back would cost more than the request. With that
+option the client does not raise on HTTP errors, so every call goes through `_send`,
+which does.
 """
 
 from __future__ import annotations
@@ -61,35 +63,30 @@ class Kube:
         return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            response = await self._core.read_namespaced_secret(name, namespace, _preload_content=False)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return await _json(response)
+        return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
+
+    async def list_pods(self, namespace: str | None, *, label: str) -> list[dict[str, Any]]:
+        """Bot Pods, to know them before the first pass (the Pod watch may lag the bots')."""
+        if namespace is None:
+            call = self._core.list_pod_for_all_namespaces(label_selector=label, _preload_content=False)
+        else:
+            call = self._core.list_namespaced_pod(namespace, label_selector=label, _preload_content=False)
+        listed = await _send(call)
+        assert listed is not None
+        return list(listed.get("items") or [])
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Delete exactly the observed Pod (a precondition on its uid), if still there."""
         body = {"preconditions": {"uid": uid}}
-        try:
-            await self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
+        await _send(self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False),
+                    missing=(404, 409))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch `.status`; returns the object as written, None if it is gone."""
-        try:
-            response = await self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-                _content_type=_MERGE, _preload_content=False,
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return await _json(response)
+        return await _send(self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+            _content_type=_MERGE, _preload_content=False,
+        ), missing=(404,))
 
     async def set_finalizer(self, body: dict[str, Any], finalizer: str, *, present: bool) -> dict[str, Any] | None:
         """Add or remove one finalizer with a JSON patch guarded by the observed list."""
@@ -103,16 +100,10 @@ class Kube:
         ops: list[dict[str, Any]] = (
             [{"op": "test", "path": "/metadata/finalizers", "value": current}] if "finalizers" in meta else []
         ) + [{"op": "add", "path": "/metadata/finalizers", "value": wanted}]
-        try:
-            response = await self._custom.patch_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], ops,
-                _content_type=_JSON_PATCH, _preload_content=False,
-            )
-        except ApiException as error:
-            if error.status in (404, 422):
-                return None
-            raise
-        return await _json(response)
+        return await _send(self._custom.patch_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], ops,
+            _content_type=_JSON_PATCH, _preload_content=False,
+        ), missing=(404, 422))
 
     async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str,
                          now: datetime) -> None:
@@ -130,7 +121,7 @@ class Kube:
             "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
         }
         try:
-            await self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+            await _send(self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
         except ApiException as error:
             # An event is a courtesy: losing one must not fail the pass that emitted it.
             log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"],
@@ -138,42 +129,40 @@ class Kube:
 
     async def apply_webhook_configuration(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
-        try:
-            await self._admission.create_validating_webhook_configuration(body, _preload_content=False)
+        if await _create(self._admission.create_validating_webhook_configuration(body, _preload_content=False)):
             return
-        except ApiException as error:
-            if error.status != 409:
-                raise
-        current = await _json(await self._admission.read_validating_webhook_configuration(
-            name, _preload_content=False))
+        current = await _send(self._admission.read_validating_webhook_configuration(name, _preload_content=False))
+        assert current is not None
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
-        await self._admission.replace_validating_webhook_configuration(name, body, _preload_content=False)
+        await _send(self._admission.replace_validating_webhook_configuration(name, body, _preload_content=False))
 
     async def delete_webhook_configuration(self, name: str, *, ca_bundle: str) -> None:
         """Delete the configuration if it still carries our CA (a successor's is left alone)."""
-        try:
-            current = await _json(await self._admission.read_validating_webhook_configuration(
-                name, _preload_content=False))
-            if any(w.get("clientConfig", {}).get("caBundle") != ca_bundle for w in current.get("webhooks") or []):
-                return
-            body = {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}}
-            await self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False)
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
+        current = await _send(self._admission.read_validating_webhook_configuration(name, _preload_content=False),
+                              missing=(404,))
+        if current is None or any(w.get("clientConfig", {}).get("caBundle") != ca_bundle
+                                  for w in current.get("webhooks") or []):
+            return
+        body = {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}}
+        await _send(self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False),
+                    missing=(404, 409))
+
+
+async def _send(call: Any, *, missing: tuple[int, ...] = ()) -> dict[str, Any] | None:
+    """The call's JSON answer; None for a status in `missing`; ApiException for any other error."""
+    response = await call
+    try:
+        payload = await response.read()
+    finally:
+        response.release()
+    if response.status in missing:
+        return None
+    if response.status >= 400:
+        raise ApiException(status=response.status, reason=f"{response.reason}: {payload[:300]!r}")
+    data: dict[str, Any] = json.loads(payload) if payload else {}
+    return data
 
 
 async def _create(call: Any) -> bool:
-    try:
-        response = await call
-    except ApiException as error:
-        if error.status == 409:
-            return False
-        raise
-    response.release()
-    return True
-
-
-async def _json(response: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(await response.read())
-    return data
+    """Create; False when the object already exists (which is success: names are deterministic)."""
+    return await _send(call, missing=(409,)) is not None

@@ -75,10 +75,10 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
     if bot.deleted_at is not None:
         return _deleting(bot, observed, now)
     if state in TERMINAL:
-        return Plan(status=bot.status, actions=_release_finalizer(bot))
+        return Plan(status=_observe(bot, bot.status), actions=_release_finalizer(bot))
     if bot.spec is None:
         if state in IN_MEETING:  # CEL keeps the meeting fields fixed; a bad edit elsewhere waits
-            return _in_meeting(bot, bot.status, observed, defaults, now)
+            return _in_meeting(bot, _observe(bot, bot.status), observed, defaults, now)
         return _fail(bot, now, "InvalidSpec", bot.spec_error or "invalid spec", _drop_pod(observed))
     spec = bot.spec
     timing = _Timing(spec, defaults)
@@ -90,7 +90,7 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
         if state is BotState.SCHEDULED:
             return _scheduled(bot, base, observed, timing, now, moved)
         return _staged(bot, base, observed, timing, now, moved)
-    return _in_meeting(bot, bot.status, observed, defaults, now)
+    return _in_meeting(bot, _observe(bot, bot.status), observed, defaults, now)
 
 
 class _Timing:
@@ -353,6 +353,14 @@ def _fail(bot: BotView, now: datetime, reason: str, message: str, actions: tuple
         *actions, DisarmJoin(), *_release_finalizer(bot),
         Emit(type=EventType.WARNING, reason="Failed", message=f"{reason}: {message}"),
     ))
+
+
+def _observe(bot: BotView, status: ScheduledBotStatus) -> ScheduledBotStatus:
+    """The status, acknowledging the current generation (kstatus: a spec edit was seen)."""
+    if status.observed_generation == bot.generation:
+        return status
+    conditions = [c.model_copy(update={"observed_generation": bot.generation}) for c in status.conditions or []]
+    return status.model_copy(update={"observed_generation": bot.generation, "conditions": conditions or None})
 
 
 def _release_finalizer(bot: BotView) -> tuple[Action, ...]:

@@ -123,6 +123,10 @@ class Engine:
         key = (body["metadata"]["namespace"], owner)
         entry = self._entries.setdefault(key, _Entry(key=key))
         if kind == "DELETED":
+            if entry.body is None:
+                # A Pod whose ScheduledBot is already gone (or never seen): nothing to keep.
+                self._forget(key)
+                return
             if entry.pod is not None and entry.pod["metadata"].get("uid") == body["metadata"].get("uid"):
                 entry.pod = None
                 entry.report = None

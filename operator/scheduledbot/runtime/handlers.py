@@ -41,6 +41,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.kube = kube
     memo.bots = BotClient()
     memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)
+    # Know the bot Pods before the first pass: kopf's Pod watch may deliver them after
+    # their ScheduledBots, and a staged bot must not look as if its Pod were gone.
+    for namespace in config.namespaces or (None,):
+        for pod in await kube.list_pods(namespace, label=LABEL):
+            memo.engine.pod_event(None, pod)
     if config.webhook:
         await _serve_webhook(settings, memo, config, kube)
 
