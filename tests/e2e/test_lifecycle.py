@@ -198,3 +198,11 @@ def test_status_is_kstatus_ready_with_observed_generation(operator: Operator, bo
     header = row.splitlines()[0].split()
     assert header[:5] == ["NAME", "STATE", "JOIN", "AT", "PLATFORM"], row
     assert json.loads(bots.cluster.kubectl("get", "sbot", "-n", bots.namespace, "-o", "json").stdout)["items"]
+
+
+def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operator: Operator, bots: Bots) -> None:
+    template = {"spec": {"containers": [{"name": "bot", "command": ["python", "-m", "scheduledbot.demo_bot"]}]}}
+    result = bots.apply(bots.manifest("badtemplate", join_at=soon(600), template=template), check=False)
+    assert result.returncode != 0
+    assert "spec.template: the bot Pod would be refused" in result.stderr, result.stderr
+    assert "spec.containers[0].image: Required value" in result.stderr, result.stderr

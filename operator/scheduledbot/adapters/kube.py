@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any, Final
 
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from scheduledbot.api.joinat import format_time
 from scheduledbot.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -32,6 +31,15 @@ log = logging.getLogger(__name__)
 COMPONENT: Final = "scheduledbot-operator"
 _MERGE: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """The API server refused a request: its HTTP status and its own message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
 
 
 class Kube:
@@ -55,9 +63,10 @@ class Kube:
     async def close(self) -> None:
         await self._api.close()
 
-    async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
+    async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
         """Create the Pod; False when it already exists (which is success)."""
-        return await _create(self._core.create_namespaced_pod(namespace, body, _preload_content=False))
+        options = {"dry_run": "All"} if dry_run else {}
+        return await _create(self._core.create_namespaced_pod(namespace, body, _preload_content=False, **options))
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
@@ -122,10 +131,9 @@ class Kube:
         }
         try:
             await _send(self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
-        except ApiException as error:
+        except ApiError as error:
             # An event is a courtesy: losing one must not fail the pass that emitted it.
-            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"],
-                        error.reason)
+            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
 
     async def apply_webhook_configuration(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -149,7 +157,7 @@ class Kube:
 
 
 async def _send(call: Any, *, missing: tuple[int, ...] = ()) -> dict[str, Any] | None:
-    """The call's JSON answer; None for a status in `missing`; ApiException for any other error."""
+    """The call's JSON answer; None for a status in `missing`; ApiError for any other error."""
     response = await call
     try:
         payload = await response.read()
@@ -158,9 +166,18 @@ async def _send(call: Any, *, missing: tuple[int, ...] = ()) -> dict[str, Any] |
     if response.status in missing:
         return None
     if response.status >= 400:
-        raise ApiException(status=response.status, reason=f"{response.reason}: {payload[:300]!r}")
+        raise ApiError(response.status, _message(payload) or str(response.reason))
     data: dict[str, Any] = json.loads(payload) if payload else {}
     return data
+
+
+def _message(payload: bytes) -> str | None:
+    """The API server's own explanation, from its Status document."""
+    try:
+        message = json.loads(payload).get("message")
+    except (ValueError, AttributeError):
+        return None
+    return str(message) if message else None
 
 
 async def _create(call: Any) -> bool:

@@ -120,6 +120,8 @@ class Observed:
     secret: bool
     report: BotReport | None = None
     signal: SignalOutcome | None = None
+    #: The API server refused to create the bot Pod (a bad template, Pod Security): its message.
+    rejection: str | None = None
 
 
 class EventType(enum.StrEnum):

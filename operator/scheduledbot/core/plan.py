@@ -87,6 +87,9 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
     if state in PRE_JOIN:
         moved = _reschedule_note(bot, spec, timing)
         base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
+        if observed.rejection is not None:
+            return _fail(bot, now, "PodRejected", f"the API server refused the bot Pod: {observed.rejection}",
+                         (), base=base)
         if state is BotState.SCHEDULED:
             return _scheduled(bot, base, observed, timing, now, moved)
         return _staged(bot, base, observed, timing, now, moved)

@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
-from scheduledbot.adapters.kube import Kube
+from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.models import ScheduledBotStatus, parse_spec
+from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
 from scheduledbot.core.model import (
@@ -66,6 +66,13 @@ Key = tuple[str, str]
 
 #: Back-off of the state long-poll after a failure: computed, growing, capped.
 _FOLLOW_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: A failed pass (the API server unreachable, say) is tried again after this, doubling, capped.
+_RETRY_FIRST_SECONDS = 0.5
+_RETRY_CAP_SECONDS = 60.0
+#: API answers to a Pod creation that no retry can change.
+_REFUSALS = frozenset({400, 403, 422})
+#: The owner uid a dry-run Pod carries: a ScheduledBot under admission has none yet.
+_DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
 
@@ -86,6 +93,9 @@ class _Entry:
     said: set[tuple[str, str]] = field(default_factory=set)
     left: set[str] = field(default_factory=set)
     staged_seen: bool = False
+    rejection: str | None = None
+    #: Passes that failed in a row: the next one waits a growing, capped time.
+    failures: int = 0
 
 
 class Engine:
@@ -156,8 +166,9 @@ class Engine:
                 async with self._slots:
                     try:
                         await self._pass(entry)
+                        entry.failures = 0
                     except Exception:  # one bot's trouble must not stop the others
-                        log.exception("pass for %s/%s failed; retrying on the next event", *entry.key)
+                        self._retry_later(entry)
                 if not entry.dirty:
                     return
         finally:
@@ -169,13 +180,21 @@ class Engine:
         now = datetime.now(UTC)
         bot = self._bot_view(entry.body)
         observed = Observed(pod=_pod_view(entry.pod, bot.uid), secret=entry.token is not None,
-                            report=entry.report, signal=entry.signal)
+                            report=entry.report, signal=entry.signal, rejection=entry.rejection)
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         for action in decision.actions:
             await self._act(entry, bot, action, now)
         await self._publish(entry, decision.status)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
+
+    def _retry_later(self, entry: _Entry) -> None:
+        delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
+        entry.failures += 1
+        log.exception("pass for %s/%s failed; trying again in %.1f s", *entry.key, delay)
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.timer = asyncio.get_running_loop().call_later(delay, self.poke, entry.key)
 
     def _wake(self, entry: _Entry, at: datetime | None, now: datetime) -> None:
         if entry.timer is not None:
@@ -254,19 +273,47 @@ class Engine:
                 if written is not None and _newer(written, entry.body):
                     entry.body = written
 
-    async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> None:
-        namespace, name = entry.key
-        spec = bot.spec
-        assert spec is not None
+    def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
         defaults = self._settings.defaults
-        body = children.build_pod(
-            name=name, namespace=namespace, uid=bot.uid, spec=spec,
+        return children.build_pod(
+            name=name, namespace=namespace, uid=uid, spec=spec,
             template=spec.template or self._settings.template, join_at=join_at,
             join_deadline_seconds=spec.join_deadline_seconds or defaults.join_deadline_seconds,
             max_duration_seconds=spec.max_duration_seconds or defaults.max_duration_seconds,
             self_join_delay_seconds=self._settings.self_join_delay_seconds,
         )
-        if await self._kube.create_pod(namespace, body):
+
+    async def pod_refusal(self, *, namespace: str, name: str, spec: ValidSpec) -> str | None:
+        """Why the API server would refuse this bot's Pod (a server-side dry run), if it would.
+
+        The admission webhook asks, so that a bad template (or one the namespace's Pod
+        Security level forbids) is refused when the ScheduledBot is applied, not at stageAt.
+        """
+        try:
+            body = self._pod_body(name=name, namespace=namespace, uid=_DRY_RUN_UID, spec=spec, join_at=spec.join_at)
+            await self._kube.create_pod(namespace, body, dry_run=True)
+        except ValueError as error:
+            return str(error)
+        except ApiError as error:
+            if error.status in _REFUSALS:
+                return error.message
+            log.warning("dry run of the bot Pod for %s/%s failed: %s", namespace, name, error)
+        return None
+
+    async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> None:
+        namespace, name = entry.key
+        assert bot.spec is not None
+        try:
+            body = self._pod_body(name=name, namespace=namespace, uid=bot.uid, spec=bot.spec, join_at=join_at)
+            created = await self._kube.create_pod(namespace, body)
+        except (ApiError, ValueError) as error:
+            if isinstance(error, ApiError) and error.status not in _REFUSALS:
+                raise
+            # Retrying cannot help: the next pass fails the bot with the server's reason.
+            entry.rejection = error.message if isinstance(error, ApiError) else str(error)
+            entry.dirty = True
+            return
+        if created:
             # Seen as Pending until the watch brings the real one.
             body["metadata"]["uid"] = ""
             body["status"] = {"phase": "Pending"}

@@ -15,6 +15,7 @@ import kopf
 
 from scheduledbot.adapters.bots import BotClient
 from scheduledbot.adapters.kube import Kube
+from scheduledbot.api.models import parse_spec
 from scheduledbot.api.resource import GROUP, PLURAL, VERSION
 from scheduledbot.core.admission import admit
 from scheduledbot.core.children import LABEL
@@ -88,12 +89,19 @@ async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 async def validate(body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None,
                    **_: Any) -> None:
     config: Settings = memo.settings
+    spec = dict(body.get("spec") or {})
     errors = admit(
         operation=operation or "CREATE",
-        spec=dict(body.get("spec") or {}),
+        spec=spec,
         old_spec=dict(old.get("spec") or {}) if old else None,
         now=datetime.now(UTC),
         extra_hosts=config.extra_meeting_hosts,
     )
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
+    meta = body.get("metadata") or {}
+    refusal = await memo.engine.pod_refusal(
+        namespace=meta.get("namespace") or "default", name=meta.get("name") or "dry-run",
+        spec=parse_spec(spec, extra_hosts=config.extra_meeting_hosts))
+    if refusal:
+        raise kopf.AdmissionError(f"spec.template: the bot Pod would be refused: {refusal}", code=422)
