@@ -1,0 +1,113 @@
+"""`python -m bench [--full]`: join precision vs the naive fan-out, scale while waiting, API cost."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.kube import Kube
+from bench.processes import ROOT
+
+log = logging.getLogger("bench")
+
+QUICK = {"sizes": [1, 100, 1000], "runs": {1: 3, 100: 3, 1000: 1}, "scale": 2000, "idle": 30, "budget": 600}
+FULL = {"sizes": [1, 100, 1000, 5000], "runs": {1: 5, 100: 5, 1000: 3, 5000: 1}, "scale": 10000, "idle": 60,
+        "budget": 3600}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--full", action="store_true", help="full mode: also 5,000 bots, 10,000 waiting, more runs")
+    p.add_argument("--sizes", help="comma-separated bot counts sharing one joinAt (default by mode)")
+    p.add_argument("--runs", type=int, help="runs per size (default by mode: more for small sizes)")
+    p.add_argument("--scale", type=int, help="ScheduledBots waiting in `scheduled` (default 2,000; full 10,000)")
+    p.add_argument("--idle", type=float, help="idle window in seconds for the CPU measure (default 30; full 60)")
+    p.add_argument("--skip-precision", action="store_true")
+    p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks-lateness.png"),
+                   help="where the lateness plot goes (PNG)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="logs and raw results (git-ignored)")
+    return p.parse_args(argv)
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal:")))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+            "python": sys.version.split()[0], "commit": commit}
+
+
+async def amain(args: argparse.Namespace) -> int:
+    from bench import report
+    from bench.precision import PrecisionPhase
+    from bench.scale import ScalePhase
+
+    mode = FULL if args.full else QUICK
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else mode["sizes"]
+    runs = {s: args.runs for s in sizes} if args.runs else {s: mode["runs"].get(s, 1) for s in sizes}
+    scale = args.scale if args.scale is not None else mode["scale"]
+    idle = args.idle if args.idle is not None else mode["idle"]
+    started = time.time()
+    deadline = started + mode["budget"]
+    run_id = time.strftime("%m%d%H%M") + secrets.token_hex(2)
+    out = Path(args.out) / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    kubeconfig = Path(args.kubeconfig)
+    if not kubeconfig.exists():
+        print(f"bench: no kubeconfig at {kubeconfig}; run `make cluster` first", file=sys.stderr)
+        return 2
+    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+                   env={**os.environ, "KUBECONFIG": str(kubeconfig)}, check=True, capture_output=True, timeout=60)
+    kube = await Kube.connect(kubeconfig)
+    command = "python -m bench" + (" --full" if args.full else "") + "".join(
+        f" {a}" for a in sys.argv[1:] if a != "--full")
+    results: dict[str, object] = {"machine": machine(), "command": command, "mode": "full" if args.full else "quick",
+                                  "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    try:
+        if not args.skip_precision:
+            phase = PrecisionPhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, sizes=sizes, runs=runs,
+                                   deadline=deadline - (240 if not args.skip_scale else 0))
+            results["precision"] = [r.__dict__ for r in await phase.run()]
+        if not args.skip_scale and scale > 0:
+            scale_phase = ScalePhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, count=scale,
+                                     idle=idle, deadline=deadline)
+            results["scale"] = await scale_phase.run()
+    finally:
+        await kube.close()
+    results["duration_s"] = time.time() - started
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    plot = report.plot(results, Path(args.plot)) if results.get("precision") else None
+    summary = report.summary(results, plot=plot)
+    (out / "summary.md").write_text(summary + "\n")
+    print(summary, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    try:
+        return asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""Join precision under a thundering herd, the naive baseline beside it, and the API cost of a lifecycle.
+
+One run of N bots:
+1. create N ScheduledBots sharing one `joinAt` (a whole second), with a staging lead
+   longer than the time to `joinAt`, so that every bot is staged at once;
+2. wait until every bot Pod is Ready (the stub answers the probe); the time left
+   until `joinAt` is the run's idle margin, reported;
+3. at `joinAt` the operator signals them all; the stub stamps each join as it arrives;
+   the operator's own record is `status.joinSignaledAt` (millisecond resolution) and
+   its lateness histogram (`_sum`/`_count` give the mean at full resolution);
+4. the naive baseline (bench/naive.py, its own process) joins the same N stub
+   addresses a few seconds later; the stub stamps those too;
+5. the stub reports `joined`, then `ended`, for every bot; the operator follows; the
+   API server's request counters before step 1 and after the last `ended` give the
+   writes of a whole lifecycle;
+6. the bots are deleted (their Pods go with them) and the stub's bots reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.kube import GROUP, Kube, Watcher
+from bench.processes import Operator, StubProcess, run_naive
+from bench.stats import summary
+from bench.trackers import BotTracker, PodTracker
+
+log = logging.getLogger("bench")
+
+STUB_PORT = 18181
+#: Headroom of pre-bound stub addresses over the largest run: other clusters' and
+#: tests' Pods take addresses of the same pool.
+ADDRESS_MARGIN = 300
+JOINED_OR_LATER = ("joining", "waiting_room", "joined", "recording", "leaving", "ended")
+TRANSITIONS = ("scheduled", "staged", "joining", "joined", "ended")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pod_template(run: str) -> dict[str, Any]:
+    """`sleep 3600` as the bot process; the stub plays its control API on the same address."""
+    return {
+        "metadata": {"labels": {"bench.meetingbots.dev/run": run}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "bot",
+                "image": "bench.local/sleep:1",
+                "command": ["sleep", "3600"],
+                "ports": [{"name": "control", "containerPort": STUB_PORT, "protocol": "TCP"}],
+                # One probe when the process starts, then none for an hour: no probe traffic
+                # at the join instant. The delay gives the harness time to bind an address
+                # that was not pre-bound.
+                "readinessProbe": {"httpGet": {"path": "/v1/ready", "port": "control"},
+                                   "initialDelaySeconds": 2, "periodSeconds": 3600, "failureThreshold": 1},
+            }],
+        },
+    }
+
+
+def bot_body(name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any],
+             index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1", "kind": "ScheduledBot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"meetingUrl": f"https://zoom.us/j/{9000000000 + index}", "botName": f"Bench {name}",
+                 "joinAt": join_at, "stagingLeadSeconds": lead, "template": template},
+    }
+
+
+@dataclass
+class RunResult:
+    size: int
+    index: int
+    join_at: float
+    created_s: float
+    staged_s: float
+    idle_margin_s: float
+    not_ready: int
+    bot: list[float] = field(default_factory=list)          # stub arrival - joinAt, seconds
+    operator: list[float] = field(default_factory=list)     # joinSignaledAt - joinAt (1 ms resolution)
+    operator_mean: float = math.nan                          # histogram _sum/_count: full resolution
+    operator_buckets: dict[str, float] = field(default_factory=dict)
+    naive: list[float] = field(default_factory=list)        # stub arrival - naive joinAt
+    naive_woke: list[float] = field(default_factory=list)   # naive task woke - naive joinAt
+    naive_note: str = ""
+    missing_bot: int = 0
+    missing_naive: int = 0
+    api: dict[str, float] = field(default_factory=dict)     # writes per bot
+    watched: dict[str, float] = field(default_factory=dict)  # writes per bot seen on our watch
+    events: dict[str, int] = field(default_factory=dict)
+    lifecycle_ok: bool = True
+    other_operators: int = 0
+
+    def brief(self) -> dict[str, Any]:
+        return {"bot": summary(self.bot), "operator": summary(self.operator), "naive": summary(self.naive)}
+
+
+class PrecisionPhase:
+    def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, sizes: list[int],
+                 runs: dict[int, int], deadline: float) -> None:
+        self.kube = kube
+        self.kubeconfig = kubeconfig
+        self.out = out
+        self.run_id = run_id
+        self.sizes = sizes
+        self.runs = runs
+        self.deadline = deadline
+        self.namespace = f"bench-{run_id}-join"
+        self.stub = StubProcess(port=STUB_PORT, count=max(sizes) + ADDRESS_MARGIN, log_path=out / "stub.log")
+        self.operator = Operator(kubeconfig=kubeconfig, namespaces=[self.namespace],
+                                 log_path=out / "operator-join.log",
+                                 webhook_config=f"scheduledbot-bench-{self.namespace}")
+        self.bots = BotTracker()
+        self.pods = PodTracker()
+        self.bot_watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
+        self.pod_watch = Watcher(kube, f"/api/v1/namespaces/{self.namespace}/pods",
+                                 label_selector="meetingbots.dev/scheduledbot", on_event=self.pods.on_event)
+        #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
+        self.per_bot = 0.06
+        self.results: list[RunResult] = []
+        self._binder: asyncio.Task[None] | None = None
+        self.others: OtherOperators | None = None
+
+    async def run(self) -> list[RunResult]:
+        await self.kube.create_namespace(self.namespace)
+        try:
+            hello = await self.stub.start()
+            log.info("stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], STUB_PORT,
+                     hello["nofile"])
+            self.operator.start()
+            await self.operator.wait_healthy()
+            self.bot_watch.start()
+            self.pod_watch.start()
+            await asyncio.wait_for(asyncio.gather(self.bot_watch.synced.wait(), self.pod_watch.synced.wait()), 30)
+            self._binder = asyncio.ensure_future(self._bind_new_addresses())
+            self.others = OtherOperators({self.operator.pid})
+            self.others.start()
+            for size in self.sizes:
+                for index in range(self.runs[size]):
+                    if time.time() + self._estimate(size) + 30 > self.deadline:
+                        log.warning("time budget: skipping the remaining runs of %d bots", size)
+                        break
+                    result = await self._one(size, index)
+                    self.results.append(result)
+                    log.info("run %d bots #%d: %s", size, index + 1, _line(result))
+        finally:
+            await self._cleanup()
+        return self.results
+
+    def _estimate(self, size: int) -> float:
+        """Seconds from now to a joinAt by which all `size` bots are staged, Ready, and idle."""
+        return 10 + 1.5 * self.per_bot * size
+
+    async def _bind_new_addresses(self) -> None:
+        """Bind the stub on any address the kubelet gave a bench Pod beyond the pre-bound ones."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.pods.new_addresses:
+                wanted, self.pods.new_addresses = self.pods.new_addresses, []
+                reply = await self.stub.command("bind", addresses=wanted)
+                if reply["failed"]:
+                    log.warning("stub could not bind %s", reply["failed"])
+
+    async def _one(self, size: int, index: int) -> RunResult:
+        prefix = f"s{size}r{index}"
+        ahead = self._estimate(size)
+        join_at = float(math.ceil(time.time() + ahead))
+        template = pod_template(f"{self.run_id}-{prefix}")
+        bodies = [bot_body(f"{prefix}-{i:05d}", self.namespace, join_at=iso(join_at), lead=int(ahead) + 60,
+                           template=template, index=i) for i in range(size)]
+        api_before = await self.kube.request_counts()
+        op_before = await self.operator.metrics()
+        writes_before = Counter(self.bots.writes)
+        self.others.take()
+
+        started = time.time()
+        await self.kube.create_bots(self.namespace, bodies, concurrency=min(32, size))
+        created = time.time()
+        await self.pod_watch.wait(lambda: len(self.pods.ready) >= size, timeout=max(0.0, join_at - 1 - time.time()))
+        staged = time.time()
+        not_ready = size - len(self.pods.ready)
+        if not_ready == 0 and size >= 50:
+            self.per_bot = max(0.01, (staged - started) / size)
+        ok = await self.bot_watch.wait(lambda: self.bots.count(*JOINED_OR_LATER) >= size,
+                                       timeout=join_at + 30 - time.time())
+        if not ok:
+            log.warning("only %d of %d bots joining 30 s after joinAt", self.bots.count(*JOINED_OR_LATER), size)
+        result = RunResult(size=size, index=index, join_at=join_at, created_s=created - started,
+                           staged_s=staged - started, idle_margin_s=join_at - staged, not_ready=not_ready,
+                           other_operators=0)
+
+        # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).
+        addresses = {ip: pod for pod, ip in self.pods.ip_of.items()}
+        joins = (await self.stub.command("joins"))["joins"]
+        first: dict[str, float] = {}
+        for address, at, request_id in joins:
+            if address in addresses and request_id and not request_id.startswith("naive-"):
+                first.setdefault(address, at)
+        result.bot = [first[a] - join_at for a in addresses if a in first]
+        result.missing_bot = size - len(result.bot)
+        for name, obj in self.bot_watch.objects.items():
+            signaled = (obj.get("status") or {}).get("joinSignaledAt")
+            if name.startswith(prefix) and signaled:
+                result.operator.append(parse_time(signaled) - join_at)
+        op_after = await self.operator.metrics()
+        result.operator_mean, result.operator_buckets = _histogram_delta(op_before, op_after)
+
+        # The naive fan-out on the same addresses.
+        targets = sorted(f"{ip}:{STUB_PORT}" for ip in addresses)
+        naive_at = float(math.ceil(time.time() + 3 + size / 400))
+        try:
+            report = await run_naive(targets, join_at=naive_at, workdir=self.out, timeout=60 + size / 50)
+            if report["ready"].get("late_start"):
+                result.naive_note = "naive baseline was not warm before its joinAt"
+            result.naive_woke = [r["woke"] - naive_at for r in report["results"]]
+            errors = [r for r in report["results"] if "error" in r]
+            if errors:
+                result.naive_note += f" {len(errors)} naive joins failed: {errors[0]['error']}"
+        except RuntimeError as error:
+            result.naive_note = str(error)[:500]
+        naive_first: dict[str, float] = {}
+        for address, at, request_id in (await self.stub.command("joins"))["joins"]:
+            if address in addresses and request_id and request_id.startswith("naive-"):
+                naive_first.setdefault(address, at)
+        result.naive = [naive_first[a] - naive_at for a in addresses if a in naive_first]
+        result.missing_naive = size - len(result.naive)
+
+        # The rest of the lifecycle: the bots report joined, then ended.
+        ips = list(addresses)
+        await self.stub.command("state", addresses=ips, state="joined", message="in the meeting",
+                                **{"from": ["joining"]})
+        ok_joined = await self.bot_watch.wait(lambda: self.bots.count("joined") >= size, timeout=60 + size / 20)
+        await self.stub.command("state", addresses=ips, state="ended", message="the meeting ended",
+                                reason="MeetingEnded", **{"from": ["joined"]})
+        ok_ended = await self.bot_watch.wait(
+            lambda: self.bots.count("ended") >= size and self.bots.with_finalizer == 0, timeout=60 + size / 20)
+        result.lifecycle_ok = ok_joined and ok_ended
+        if not result.lifecycle_ok:
+            log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states),
+                        self.bots.with_finalizer)
+        await asyncio.sleep(0.5)  # let the last requests be counted
+        api_after = await self.kube.request_counts()
+        result.api = _api_per_bot(api_before, api_after, size)
+        result.other_operators = self.others.take()
+        writes = Counter(self.bots.writes)
+        writes.subtract(writes_before)
+        result.watched = {k: v / size for k, v in writes.items()}
+        events = await self.kube.list(f"/api/v1/namespaces/{self.namespace}/events")
+        result.events = dict(Counter(
+            e.get("reason", "?") for e in events
+            if (e.get("involvedObject") or {}).get("name", "").startswith(prefix)
+            and (e.get("source") or {}).get("component") == "scheduledbot-operator"))
+
+        # Clean up for the next run: the Pods go with their bots; the addresses come back.
+        await self.kube.delete_bots(self.namespace)
+        gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120)
+        await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60)
+        if not gone:
+            log.warning("%d bench Pods still there 120 s after their bots were deleted", len(self.pods.ip_of))
+        await self.stub.command("reset")
+        return result
+
+    async def _cleanup(self) -> None:
+        if self._binder is not None:
+            self._binder.cancel()
+        if self.others is not None:
+            self.others.stop()
+        await self.bot_watch.stop()
+        await self.pod_watch.stop()
+        self.operator.stop()
+        await self.stub.stop()
+        took = await self.kube.delete_namespace(self.namespace, timeout=180)
+        if took is None:
+            log.warning("namespace %s not gone after 180 s", self.namespace)
+        await delete_webhook_configuration(self.kube, self.operator.webhook_config)
+
+
+async def delete_webhook_configuration(kube: Kube, name: str) -> None:
+    try:
+        await kube.call("DELETE", f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}")
+    except Exception:  # gone already (the operator removes its own on SIGTERM)
+        pass
+
+
+class OtherOperators:
+    """Samples, every second, the other scheduledbot operators running on this machine."""
+
+    def __init__(self, ours: set[int]) -> None:
+        self.ours = ours
+        self.seen: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.seen |= operator_pids() - self.ours
+            await asyncio.sleep(1)
+
+    def take(self) -> int:
+        """Distinct others seen since the last take (and running now)."""
+        count = len(self.seen | (operator_pids() - self.ours))
+        self.seen = set()
+        return count
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def other_operators(ours: set[int]) -> int:
+    return len(operator_pids() - ours)
+
+
+def operator_pids() -> set[int]:
+    """Scheduledbot operators on this machine: their writes share the API server's counters."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"scheduledbot.runtime.main" in cmdline or b"bin/scheduledbot-operator" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+def _histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    name = "scheduledbot_join_lateness_seconds"
+    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+    total = after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)
+    buckets = {}
+    for labels, value in (after.get(f"{name}_bucket") or {}).items():
+        le = dict(labels)["le"]
+        buckets[le] = value - (before.get(f"{name}_bucket") or {}).get(labels, 0)
+    return (total / count if count else math.nan), buckets
+
+
+def _api_per_bot(before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]],
+                 size: int) -> dict[str, float]:
+    delta = Counter(after)
+    delta.subtract(before)
+
+    def writes(group: str, resource: str, subresource: str = "", verbs: tuple[str, ...] = WRITE_VERBS) -> float:
+        return sum(delta[(v, group, resource, subresource)] for v in verbs) / size
+
+    return {
+        "status": writes(GROUP, "scheduledbots", "status"),
+        "other": writes(GROUP, "scheduledbots", verbs=("PUT", "PATCH", "APPLY")),
+        "events": writes("", "events") + writes("events.k8s.io", "events"),
+        "created_by_bench": writes(GROUP, "scheduledbots", verbs=("POST",)),
+        "pods_created": writes("", "pods", verbs=("POST",)),
+        "secrets_created": writes("", "secrets", verbs=("POST",)),
+    }
+
+
+def _line(r: RunResult) -> str:
+    b = r.brief()
+    return (f"bot p50 {b['bot']['p50'] * 1000:.2f} p99 {b['bot']['p99'] * 1000:.2f} max {b['bot']['max'] * 1000:.2f} ms; "
+            f"naive p50 {b['naive']['p50'] * 1000:.2f} p99 {b['naive']['p99'] * 1000:.2f} ms; "
+            f"staged in {r.staged_s:.1f} s, idle margin {r.idle_margin_s:.1f} s, missing {r.missing_bot}; "
+            f"api/bot {r.api}; watched {r.watched}; events {r.events}")

@@ -1,0 +1,224 @@
+"""The processes the harness runs: the operator (as users run it), the stub, the naive baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all its threads), in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Operator:
+    """`python -m scheduledbot.runtime.main --namespace NS ...` in its own process group."""
+
+    kubeconfig: Path
+    namespaces: list[str]
+    log_path: Path
+    webhook_config: str
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    health_port: int = 0
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        self.metrics_port, self.health_port, webhook_port = free_port(), free_port(), free_port()
+        command = [sys.executable]
+        if os.environ.get("BENCH_PROFILE"):
+            # cProfile of the whole operator, written when it stops (SIGTERM), not on SIGKILL.
+            profile = self.log_path.with_suffix(f".{int(time.time())}.prof")
+            command += ["-m", "cProfile", "-o", str(profile)]
+        command += [
+            "-m", "scheduledbot.runtime.main",
+            *[arg for ns in self.namespaces for arg in ("--namespace", ns)],
+            "--health-port", str(self.health_port),
+            "--metrics-port", str(self.metrics_port),
+            "--webhook-listen", "127.0.0.1",
+            "--webhook-port", str(webhook_port),
+            "--webhook-host", "127.0.0.1",
+            "--webhook-config-name", self.webhook_config,
+            "--log-level", "INFO",
+            *self.extra_args,
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with self.log_path.open("ab") as log:
+            self.started_at = time.time()
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                            start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    async def wait_healthy(self, *, timeout: float = 60) -> float:
+        """Seconds from start until /healthz answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"operator exited; see {self.log_path}")
+            if await asyncio.to_thread(self._get, f"http://127.0.0.1:{self.health_port}/healthz") is not None:
+                return time.time() - self.started_at
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"operator not healthy after {timeout} s; see {self.log_path}")
+
+    @staticmethod
+    def _get(url: str) -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read().decode() if response.status == 200 else None
+        except OSError:
+            return None
+
+    async def metrics(self) -> dict[str, Any]:
+        """The operator's Prometheus samples: name -> value, or name -> {labels -> value}."""
+        text = await asyncio.to_thread(self._get, f"http://127.0.0.1:{self.metrics_port}/metrics")
+        if text is None:
+            return {}
+        out: dict[str, Any] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = sample.name
+                labels = tuple(sorted(sample.labels.items()))
+                if labels:
+                    out.setdefault(key, {})[labels] = sample.value
+                else:
+                    out[key] = sample.value
+        return out
+
+    def kill(self) -> None:
+        """SIGKILL, no cleanup: as when its node dies."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        self.process = None
+
+
+class StubProcess:
+    """`python -m bench.stub`, driven by JSON lines on its stdin."""
+
+    def __init__(self, *, port: int, count: int, log_path: Path) -> None:
+        self.port = port
+        self.count = count
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self, *, timeout: float = 60) -> dict[str, Any]:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.stub", "--port", str(self.port), "--count", str(self.count),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, cwd=ROOT,
+                limit=64 << 20, start_new_session=True)
+        return await self._read(timeout)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"the stub exited; see {self.log_path}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"stub: {reply['error']}")
+        return reply
+
+    async def command(self, cmd: str, *, timeout: float = 60, **args: Any) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdin is not None
+        async with self._lock:
+            self.process.stdin.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            await self.process.stdin.drain()
+            return await self._read(timeout)
+
+    async def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        self.process = None
+
+
+async def run_naive(addresses: list[str], *, join_at: float, workdir: Path, timeout: float) -> dict[str, Any]:
+    """The naive fan-out in its own process; returns its report (wake-up and answer times)."""
+    path = workdir / "naive-addresses.json"
+    path.write_text(json.dumps(addresses))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.naive", "--join-at", repr(join_at), "--addresses", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, limit=64 << 20,
+        start_new_session=True)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout))
+        report: dict[str, Any] = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout))
+        report["ready"] = ready
+        await asyncio.wait_for(process.wait(), 10)
+        return report
+    except (asyncio.TimeoutError, ValueError) as error:
+        process.kill()
+        await process.wait()
+        stderr = await process.stderr.read() if process.stderr else b""
+        raise RuntimeError(f"naive baseline failed: {error!r}\n{stderr.decode()[-2000:]}") from error

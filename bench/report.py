@@ -1,0 +1,200 @@
+"""The figures: medians over runs, the targets, the plot, and the summary printed last."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.stats import median, percentile
+
+TARGETS = {
+    "1 bot p99 at the bot": ("ms", 5.0),
+    "1000 bots p99 at the bot": ("ms", 30.0),
+    "RSS with the waiting bots": ("MB", 250.0),
+    "creation->scheduled p99": ("s", 1.0),
+    "caught up after restart": ("s", 60.0),
+    "status writes per transition": ("", 1.0),
+    "other writes per lifecycle": ("", 3.0),
+}
+
+
+def by_size(results: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for run in results.get("precision") or []:
+        out.setdefault(run["size"], []).append(run)
+    return out
+
+
+def _med(runs: list[dict[str, Any]], key: str, q: float | str) -> float:
+    values = []
+    for run in runs:
+        data = run[key]
+        if not data:
+            continue
+        values.append(max(data) if q == "max" else percentile(data, float(q)))
+    return median(values)
+
+
+def precision_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for size, runs in sorted(by_size(results).items()):
+        row: dict[str, Any] = {"size": size, "runs": len(runs)}
+        for key in ("bot", "operator", "naive"):
+            for q in ("50", "99", "max"):
+                row[f"{key}_{q}"] = _med(runs, key, q)
+        row["operator_mean"] = median([r["operator_mean"] for r in runs])
+        row["ratio_p99"] = row["naive_99"] / row["bot_99"] if row["bot_99"] else math.nan
+        row["ratio_p50"] = row["naive_50"] / row["bot_50"] if row["bot_50"] else math.nan
+        row["missing"] = sum(r["missing_bot"] for r in runs)
+        row["idle_margin"] = min(r["idle_margin_s"] for r in runs)
+        row["staged_s"] = median([r["staged_s"] for r in runs])
+        for part in ("status", "other", "events"):
+            row[f"api_{part}"] = median([r["api"].get(part, math.nan) for r in runs])
+        for part in ("status", "finalizers"):
+            row[f"watched_{part}"] = median([r["watched"].get(part, 0.0) for r in runs])
+        reasons: dict[str, float] = {}
+        for r in runs:
+            for reason, n in r["events"].items():
+                reasons[reason] = reasons.get(reason, 0) + n / size / len(runs)
+        row["event_reasons"] = reasons
+        row["events_ns"] = sum(reasons.values())
+        row["other_operators"] = max(r["other_operators"] for r in runs)
+        row["lifecycle_ok"] = all(r["lifecycle_ok"] for r in runs)
+        row["notes"] = "; ".join(sorted({r["naive_note"].strip() for r in runs if r["naive_note"].strip()}))
+        rows.append(row)
+    return rows
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups = by_size(results)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for color, (size, runs) in zip(colors, sorted(groups.items())):
+        for key, style, label in (("bot", "-", "operator"), ("naive", "--", "naive fan-out")):
+            values = sorted(v * 1000 for r in runs for v in r[key])
+            if not values:
+                continue
+            ys = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step([max(v, 0.01) for v in values], ys, style, where="post", color=color,
+                    label=f"{size} bot{'s' if size > 1 else ''}: {label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("join lateness at the bot (stub receive time - joinAt), ms, log scale")
+    ax.set_ylabel("fraction of bots")
+    ax.set_title("Join lateness, all runs pooled: operator (solid) vs naive asyncio fan-out (dashed)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def summary(results: dict[str, Any], *, plot: Path | None) -> str:
+    m = results["machine"]
+    lines = [
+        f"## scheduledbot bench ({results['mode']}) {results['started']}, commit {m['commit']}",
+        f"machine: {m['nproc']} cores, {m['cpu']}, {m['memory']}, Python {m['python']}; "
+        f"took {results['duration_s']:.0f} s; command: {results['command']}",
+        "",
+    ]
+    rows = precision_rows(results)
+    checks: list[tuple[str, float, str]] = []
+    if rows:
+        lines += [
+            "join lateness, ms: p50 / p99 / max (median over runs)",
+            "",
+            "| bots | runs | at the bot (stub) | at the operator (status, 1 ms res.) | operator mean (histogram) "
+            "| naive fan-out at the bot | naive/ours p99 |",
+            "|---:|---:|---|---|---:|---|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['size']:,} | {r['runs']} | {_f(r['bot_50'] * 1000, 2)} / {_f(r['bot_99'] * 1000, 2)} / "
+                f"{_f(r['bot_max'] * 1000, 2)} | {_f(r['operator_50'] * 1000, 0)} / {_f(r['operator_99'] * 1000, 0)} / "
+                f"{_f(r['operator_max'] * 1000, 0)} | {_f(r['operator_mean'] * 1000, 3)} | "
+                f"{_f(r['naive_50'] * 1000, 2)} / {_f(r['naive_99'] * 1000, 2)} / {_f(r['naive_max'] * 1000, 2)} | "
+                f"{_f(r['ratio_p99'], 1)}x |")
+        lines.append("")
+        lines += [
+            "API writes per bot over a lifecycle (scheduled, staged, joining, joined, ended), from the API server's "
+            "apiserver_request_total (our namespace's watch in brackets)",
+            "",
+            "| bots | status writes | per transition | other writes (finalizers) | Events (by reason) |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            reasons = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["event_reasons"].items()))
+            lines.append(
+                f"| {r['size']:,} | {_f(r['api_status'], 2)} [{_f(r['watched_status'], 2)}] | "
+                f"{_f(r['api_status'] / len(('scheduled', 'staged', 'joining', 'joined', 'ended')), 2)} | "
+                f"{_f(r['api_other'], 2)} [{_f(r['watched_finalizers'], 2)}] | "
+                f"{_f(r['api_events'], 2)} [{_f(r['events_ns'], 2)}: {reasons}] |")
+        lines.append("")
+        notes = [f"{r['size']} bots: {r['missing']} bots without a stamped join" for r in rows if r["missing"]]
+        notes += [f"{r['size']} bots: lifecycle incomplete" for r in rows if not r["lifecycle_ok"]]
+        notes += [f"{r['size']} bots: other operators running ({r['other_operators']}): API counts are "
+                  f"cluster-wide, trust the bracketed watch counts" for r in rows if r["other_operators"]]
+        notes += [f"{r['size']} bots: {r['notes']}" for r in rows if r["notes"]]
+        notes += [f"{r['size']} bots: staged {r['staged_s']:.1f} s after the first create; smallest idle margin "
+                  f"before joinAt {r['idle_margin']:.1f} s" for r in rows]
+        lines += [f"- {n}" for n in notes] + [""]
+        one = next((r for r in rows if r["size"] == 1), None)
+        thousand = next((r for r in rows if r["size"] == 1000), None)
+        if one:
+            checks.append(("1 bot p99 at the bot", one["bot_99"] * 1000, f"{one['bot_99'] * 1000:.2f} ms"))
+        if thousand:
+            checks.append(("1000 bots p99 at the bot", thousand["bot_99"] * 1000,
+                           f"{thousand['bot_99'] * 1000:.2f} ms (naive {thousand['naive_99'] * 1000:.1f} ms)"))
+        worst = max(rows, key=lambda r: r["api_status"] if not math.isnan(r["api_status"]) else 0)
+        checks.append(("status writes per transition", worst["api_status"] / 5, f"{worst['api_status'] / 5:.2f}"))
+        other = max(r["api_other"] for r in rows)
+        checks.append(("other writes per lifecycle", other, f"{other:.2f}"))
+    scale = results.get("scale")
+    if scale:
+        s = scale
+        lines += [
+            f"scale: {s['count']:,} ScheduledBots waiting in `scheduled` (joinAt {6} h ahead)",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| creates (32 in flight) | {s['create_s']:.1f} s, {s['creates_per_s']:.0f}/s |",
+            f"| creation -> scheduled p50 / p99 / max | {_f(s['to_scheduled']['p50'], 3)} / "
+            f"{_f(s['to_scheduled']['p99'], 3)} / {_f(s['to_scheduled']['max'], 3)} s |",
+            f"| all scheduled after the first create | {s['all_scheduled_s']:.1f} s |",
+            f"| operator RSS, empty / with {s['count']:,} | {s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} MB |",
+            f"| idle CPU ({s['idle_window_s']:.0f} s window) | {s['idle_cpu_s_per_min']:.3f} s per minute |",
+            f"| restart: healthy / all {s['count'] + 1:,} known / fresh bot scheduled | "
+            f"{_f(s['restart_healthy_s'])} / {_f(s['restart_all_known_s'])} / {_f(s['restart_fresh_scheduled_s'])} s |",
+            f"| restart: caught up (both) | {_f(s['restart_caught_up_s'])} s |",
+            f"| restart: status writes, CPU, RSS | {s['restart_status_writes']}, {s['restart_cpu_s']:.1f} s, "
+            f"{s['restart_rss_mb']:.0f} MB |",
+            "",
+        ]
+        checks.append(("RSS with the waiting bots", s["rss_mb"], f"{s['rss_mb']:.0f} MB with {s['count']:,}"))
+        checks.append(("creation->scheduled p99", s["to_scheduled"]["p99"], f"{s['to_scheduled']['p99']:.3f} s"))
+        checks.append(("caught up after restart", s["restart_caught_up_s"], f"{s['restart_caught_up_s']:.1f} s"))
+    if plot is not None:
+        lines += [f"plot: {plot}", ""]
+    lines.append("targets:")
+    for name, value, shown in checks:
+        unit, limit = TARGETS[name]
+        ok = not math.isnan(value) and value <= limit
+        lines.append(f"  {'MET ' if ok else 'MISS'} {name}: {shown} (target <= {limit:g}{(' ' + unit) if unit else ''})")
+    if scale:
+        lines.append(f"  info idle CPU: {scale['idle_cpu_s_per_min']:.3f} s per idle minute (target: near zero)")
+    return "\n".join(lines)
