@@ -183,7 +183,10 @@ class Engine:
                             report=entry.report, signal=entry.signal, rejection=entry.rejection)
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         for action in decision.actions:
-            await self._act(entry, bot, action, now)
+            if not await self._act(entry, bot, action, now):
+                # Refused: this plan is void; the next pass decides with the refusal observed.
+                entry.dirty = True
+                return
         await self._publish(entry, decision.status)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
@@ -223,12 +226,13 @@ class Engine:
 
     # Actions ------------------------------------------------------------------------------
 
-    async def _act(self, entry: _Entry, bot: BotView, action: Action, now: datetime) -> None:
+    async def _act(self, entry: _Entry, bot: BotView, action: Action, now: datetime) -> bool:
+        """Carry out one action; False when the API server refused it for good."""
         namespace, name = entry.key
         match action:
             case Emit(type=type_, reason=reason, message=message):
                 if (reason, message) in entry.said:
-                    return
+                    return True
                 entry.said.add((reason, message))
                 log.info("%s/%s %s: %s", namespace, name, reason, message)
                 assert entry.body is not None
@@ -241,7 +245,7 @@ class Engine:
                 else:
                     await self._load_token(entry)
             case CreatePod(join_at=join_at):
-                await self._create_pod(entry, bot, join_at)
+                return await self._create_pod(entry, bot, join_at)
             case DeletePod(uid=uid):
                 await self._kube.delete_pod(namespace, children.pod_name(name), uid)
                 if entry.pod is not None:
@@ -250,7 +254,7 @@ class Engine:
             case ArmJoin(join_at=join_at, address=address, request_id=request_id, not_before=not_before):
                 token = await self._load_token(entry)
                 if token is None or bot.spec is None:
-                    return
+                    return True
                 line = JoinLine(address=address, token=token, request_id=request_id,
                                 meeting_url=bot.spec.meeting_url, bot_name=bot.spec.bot_name,
                                 join_at=format_time(join_at))
@@ -272,6 +276,7 @@ class Engine:
                 written = await self._kube.set_finalizer(entry.body, FINALIZER, present=isinstance(action, AddFinalizer))
                 if written is not None and _newer(written, entry.body):
                     entry.body = written
+        return True
 
     def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
         defaults = self._settings.defaults
@@ -300,7 +305,7 @@ class Engine:
             log.warning("dry run of the bot Pod for %s/%s failed: %s", namespace, name, error)
         return None
 
-    async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> None:
+    async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> bool:
         namespace, name = entry.key
         assert bot.spec is not None
         try:
@@ -311,14 +316,14 @@ class Engine:
                 raise
             # Retrying cannot help: the next pass fails the bot with the server's reason.
             entry.rejection = error.message if isinstance(error, ApiError) else str(error)
-            entry.dirty = True
-            return
+            return False
         if created:
             # Seen as Pending until the watch brings the real one.
             body["metadata"]["uid"] = ""
             body["status"] = {"phase": "Pending"}
             if entry.pod is None:
                 entry.pod = body
+        return True
 
     async def _load_token(self, entry: _Entry) -> str | None:
         if entry.token is None:

@@ -1,0 +1,130 @@
+"""The reconcile engine with fake adapters that record what it asks of them (sample-controller style).
+
+No API server here: the end-to-end tests cover the real one. These check the engine's
+own promises: one write per transition, no repeat for a duplicate or stale watch event,
+and a refused Pod ending the bot instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from scheduledbot.adapters.kube import ApiError
+from scheduledbot.core.model import Defaults
+from scheduledbot.runtime.config import Settings
+from scheduledbot.runtime.engine import Engine
+from scheduledbot.runtime.metrics import Metrics
+
+
+class FakeKube:
+    """Records every call; the written object comes back with a new resourceVersion."""
+
+    def __init__(self, *, refuse_pods: bool = False) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.version = 100
+        self.refuse_pods = refuse_pods
+
+    def _written(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        return body
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch_status", status.get("state")))
+        body = copy.deepcopy(self.current)
+        body["status"] = {k: v for k, v in {**(body.get("status") or {}), **status}.items() if v is not None}
+        self.current = self._written(body)
+        return copy.deepcopy(self.current)
+
+    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+        self.calls.append(("event", reason))
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        self.calls.append(("create_secret", body["metadata"]["name"]))
+        return True
+
+    async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
+        self.calls.append(("create_pod", body["metadata"]["name"]))
+        if self.refuse_pods:
+            raise ApiError(422, 'Pod "x-bot" is invalid: spec.containers[0].image: Required value')
+        return True
+
+    async def set_finalizer(self, body: dict[str, Any], finalizer: str, *, present: bool) -> None:
+        self.calls.append(("finalizer", present))
+
+
+def settings() -> Settings:
+    return Settings(namespaces=(), defaults=Defaults(), template={"spec": {"containers": [{"name": "bot"}]}},
+                    extra_meeting_hosts=frozenset(), self_join_delay_seconds=2, log_level="INFO", log_format="text",
+                    health_port=0, metrics_port=0, webhook=False, webhook_listen="", webhook_port=0, webhook_host="",
+                    webhook_service=None, webhook_config_name="", webhook_cert_dir=None)
+
+
+def new_bot(*, join_in: timedelta, lead: int = 300) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot",
+        "metadata": {"name": "standup", "namespace": "team", "uid": "uid-1", "generation": 1,
+                     "resourceVersion": "100", "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "spec": {"meetingUrl": "https://zoom.us/j/123456789",
+                 "joinAt": (now + join_in).strftime("%Y-%m-%dT%H:%M:%SZ"), "stagingLeadSeconds": lead},
+    }
+
+
+async def settle(engine: Engine) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+
+
+async def run(kube: FakeKube, body: dict[str, Any]) -> Engine:
+    kube.current = body
+    engine = Engine(settings=settings(), kube=kube, bots=None, metrics=Metrics())  # type: ignore[arg-type]
+    engine.bot_event(None, copy.deepcopy(body))
+    await settle(engine)
+    return engine
+
+
+async def test_a_new_bot_is_scheduled_with_one_status_write_and_one_event() -> None:
+    kube = FakeKube()
+    engine = await run(kube, new_bot(join_in=timedelta(hours=1)))
+    assert kube.calls == [("event", "Scheduled"), ("patch_status", "scheduled")]
+    await engine.close()
+
+
+async def test_a_duplicate_or_stale_watch_event_writes_nothing() -> None:
+    kube = FakeKube()
+    original = new_bot(join_in=timedelta(hours=1))
+    engine = await run(kube, original)
+    written = len(kube.calls)
+    engine.bot_event("MODIFIED", copy.deepcopy(original))  # older than what the engine wrote
+    engine.bot_event("MODIFIED", copy.deepcopy(kube.current))  # the write's own watch event
+    await settle(engine)
+    assert len(kube.calls) == written
+    await engine.close()
+
+
+async def test_a_bot_due_for_staging_is_scheduled_then_staged_in_two_writes() -> None:
+    kube = FakeKube()
+    engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
+    assert kube.calls == [
+        ("event", "Scheduled"), ("patch_status", "scheduled"),
+        ("create_secret", "standup-bot-token"), ("create_pod", "standup-bot"), ("event", "Staged"),
+        ("patch_status", "staged"),
+    ]
+    await engine.close()
+
+
+async def test_a_pod_the_api_server_refuses_fails_the_bot_once() -> None:
+    kube = FakeKube(refuse_pods=True)
+    engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
+    pods = [c for c in kube.calls if c[0] == "create_pod"]
+    statuses = [c[1] for c in kube.calls if c[0] == "patch_status"]
+    assert len(pods) == 1
+    assert statuses == ["scheduled", "failed"]
+    assert kube.current["status"]["reason"] == "PodRejected"
+    assert "spec.containers[0].image" in kube.current["status"]["message"]
+    await engine.close()
