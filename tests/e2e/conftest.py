@@ -68,19 +68,20 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     health_port: int = 0
     webhook_port: int = 0
+    metrics_port: int = 0
 
     @property
     def webhook_config(self) -> str:
         return f"scheduledbot-test-{self.namespace}"
 
     def start(self, *, timeout: float = 30.0) -> None:
-        self.health_port, self.webhook_port = free_port(), free_port()
+        self.health_port, self.webhook_port, self.metrics_port = free_port(), free_port(), free_port()
         command = [
             sys.executable, "-m", "scheduledbot.runtime.main",
             "--namespace", self.namespace,
             "--extra-meeting-hosts", self.extra_hosts,
             "--health-port", str(self.health_port),
-            "--metrics-port", "0",
+            "--metrics-port", str(self.metrics_port),
             "--webhook-listen", "127.0.0.1",
             "--webhook-port", str(self.webhook_port),
             "--webhook-host", "127.0.0.1",

@@ -6,6 +6,9 @@ meeting server. Nothing here is mocked; every wait is bounded.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -206,3 +209,28 @@ def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operato
     assert result.returncode != 0
     assert "spec.template: the bot Pod would be refused" in result.stderr, result.stderr
     assert "spec.containers[0].image: Required value" in result.stderr, result.stderr
+
+
+def test_kubectl_watch_shows_every_transition_and_metrics_count_the_join(operator: Operator, bots: Bots) -> None:
+    watch = subprocess.Popen(
+        ["kubectl", "get", "sbot", "-n", bots.namespace, "-w", "--no-headers",
+         "-o", "custom-columns=NAME:.metadata.name,STATE:.status.state"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "KUBECONFIG": str(operator.kubeconfig)})
+    try:
+        bots.apply(bots.manifest("watched", join_at=soon(8), lead=6))
+        bots.wait_state("watched", "recording", timeout=30)
+        bots.admin(f"{bots.namespace}-watched", "end")
+        bots.wait_state("watched", "ended", timeout=20)
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+    seen = [line.split()[1] for line in out.splitlines() if len(line.split()) == 2 and "<none>" not in line]
+    states = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+    assert states == ["scheduled", "staged", "joining", "joined", "recording", "ended"], out
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert "scheduledbot_join_lateness_seconds_count 1.0" in metrics
+    assert "scheduledbot_pod_staging_seconds_count 1.0" in metrics
+    assert 'scheduledbot_bots{state="ended"} 1.0' in metrics
+    explain = bots.cluster.kubectl("explain", "scheduledbot.spec").stdout
+    assert "joinAt" in explain and "ISO 8601" in explain

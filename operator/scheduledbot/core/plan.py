@@ -333,13 +333,18 @@ def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
     gone = pod is None or pod.finished or (report is not None and report.state in ("ended", "failed"))
     assert bot.deleted_at is not None
     give_up = bot.deleted_at + timedelta(seconds=LEAVE_TIMEOUT_SECONDS)
+    status = bot.status
+    if report is not None and report.state in _BOT_STATES and report.state != status.state:
+        # Still shown while it leaves: `kubectl get sbot -w` sees leaving, then ended.
+        new = BotState(report.state)
+        status = _with_state(bot, status, new, now, _camel(new), report.message or f"the bot is {new.value}")
     if bot.status.state in IN_MEETING and not gone and now < give_up and pod is not None and pod.ip:
         address = _address(pod)
-        return Plan(status=bot.status, actions=(
+        return Plan(status=status, actions=(
             Leave(address=address, reason="ScheduledBot deleted"),
             Emit(type=EventType.NORMAL, reason="Cancelled", message="deleted during the meeting; asked the bot to leave"),
         ), wake_at=give_up, follow=address)
-    return Plan(status=bot.status, actions=(RemoveFinalizer(),))
+    return Plan(status=status, actions=(RemoveFinalizer(),))
 
 
 def _missed(bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus) -> Plan:
