@@ -5,7 +5,7 @@ Usage::
     scheduledbot-agent [--self-join-delay S] [--grace-period S]
                        [--wait-for-state-line] [--linger S] -- my-bot --flag
 
-The Pod environment (docs/contracts.md) says what to join and when; the
+The Pod environment (docs/bot-protocol.md) says what to join and when; the
 command is started at the join (see :mod:`scheduledbot.agent.command` for how
 its lifecycle and its ``@state`` lines map to states).
 """

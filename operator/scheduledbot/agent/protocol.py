@@ -4,7 +4,7 @@ Why a module of its own
 =======================
 
 The operator's adapter and the in-pod agent are written separately against
-docs/contracts.md and docs/bot-protocol.md. Keeping every name that crosses the
+docs/bot-protocol.md. Keeping every name that crosses the
 wire here (paths, environment variables, states, JSON keys) makes the agent's
 side reviewable against the contract in one screen, and lets a test import the
 same constants instead of repeating string literals.
@@ -33,7 +33,7 @@ DEFAULT_SELF_JOIN_DELAY_SECONDS: Final = 2.0
 MAX_LONG_POLL_SECONDS: Final = 60.0
 DEFAULT_LONG_POLL_SECONDS: Final = 30.0
 
-# Pod environment (docs/contracts.md, "Pod environment").
+# Pod environment (docs/bot-protocol.md, "What the Pod receives").
 ENV_MEETING_URL: Final = "MEETING_URL"
 ENV_BOT_NAME: Final = "BOT_NAME"
 ENV_JOIN_AT: Final = "JOIN_AT"

@@ -51,7 +51,7 @@ class AgentSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> AgentSettings:
-        """Build the settings from the Pod environment of docs/contracts.md.
+        """Build the settings from the Pod environment of docs/bot-protocol.md.
 
         Raises :class:`SettingsError` naming the offending variable.
         """
