@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per size (default by mode: more for small sizes)")
     p.add_argument("--scale", type=int, help="ScheduledBots waiting in `scheduled` (default 2,000; full 10,000)")
     p.add_argument("--idle", type=float, help="idle window in seconds for the CPU measure (default 30; full 60)")
+    p.add_argument("--scale-template", action="store_true",
+                   help="the waiting bots carry the bench's Pod template (default: none, the operator's applies)")
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -86,7 +88,7 @@ async def amain(args: argparse.Namespace) -> int:
             results["precision"] = [r.__dict__ for r in await phase.run()]
         if not args.skip_scale and scale > 0:
             scale_phase = ScalePhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, count=scale,
-                                     idle=idle, deadline=deadline)
+                                     idle=idle, deadline=deadline, template=args.scale_template)
             results["scale"] = await scale_phase.run()
     finally:
         await kube.close()

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.identity import OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
 from bench.processes import Operator, StubProcess, run_naive
 from bench.stats import summary
@@ -73,14 +74,14 @@ def pod_template(run: str) -> dict[str, Any]:
     }
 
 
-def bot_body(name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any],
+def bot_body(name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any] | None,
              index: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/v1alpha1", "kind": "ScheduledBot",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"meetingUrl": f"https://zoom.us/j/{9000000000 + index}", "botName": f"Bench {name}",
-                 "joinAt": join_at, "stagingLeadSeconds": lead, "template": template},
-    }
+    spec: dict[str, Any] = {"meetingUrl": f"https://zoom.us/j/{9000000000 + index}", "botName": f"Bench {name}",
+                            "joinAt": join_at, "stagingLeadSeconds": lead}
+    if template is not None:
+        spec["template"] = template
+    return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "ScheduledBot",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 @dataclass
@@ -101,7 +102,8 @@ class RunResult:
     naive_note: str = ""
     missing_bot: int = 0
     missing_naive: int = 0
-    api: dict[str, float] = field(default_factory=dict)     # writes per bot
+    api: dict[str, float] = field(default_factory=dict)     # writes per bot, apiserver_request_total (all clients)
+    apf: dict[str, float] = field(default_factory=dict)     # requests per bot of our operator only (FlowSchemas)
     watched: dict[str, float] = field(default_factory=dict)  # writes per bot seen on our watch
     events: dict[str, int] = field(default_factory=dict)
     lifecycle_ok: bool = True
@@ -123,7 +125,9 @@ class PrecisionPhase:
         self.deadline = deadline
         self.namespace = f"bench-{run_id}-join"
         self.stub = StubProcess(port=STUB_PORT, count=max(sizes) + ADDRESS_MARGIN, log_path=out / "stub.log")
-        self.operator = Operator(kubeconfig=kubeconfig, namespaces=[self.namespace],
+        self.identity = OperatorIdentity(kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig,
+                                         path=out / "operator.kubeconfig")
+        self.operator = Operator(kubeconfig=out / "operator.kubeconfig", namespaces=[self.namespace],
                                  log_path=out / "operator-join.log",
                                  webhook_config=f"scheduledbot-bench-{self.namespace}")
         self.bots = BotTracker()
@@ -140,6 +144,7 @@ class PrecisionPhase:
     async def run(self) -> list[RunResult]:
         await self.kube.create_namespace(self.namespace)
         try:
+            await self.identity.create()
             hello = await self.stub.start()
             log.info("stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], STUB_PORT,
                      hello["nofile"])
@@ -185,6 +190,7 @@ class PrecisionPhase:
         bodies = [bot_body(f"{prefix}-{i:05d}", self.namespace, join_at=iso(join_at), lead=int(ahead) + 60,
                            template=template, index=i) for i in range(size)]
         api_before = await self.kube.request_counts()
+        apf_before = await self.identity.counts()
         op_before = await self.operator.metrics()
         writes_before = Counter(self.bots.writes)
         self.others.take()
@@ -256,6 +262,9 @@ class PrecisionPhase:
                         self.bots.with_finalizer)
         await asyncio.sleep(0.5)  # let the last requests be counted
         api_after = await self.kube.request_counts()
+        apf = await self.identity.counts()
+        apf.subtract(apf_before)
+        result.apf = {k: v / size for k, v in apf.items()}
         result.api = _api_per_bot(api_before, api_after, size)
         result.other_operators = self.others.take()
         writes = Counter(self.bots.writes)
@@ -268,7 +277,12 @@ class PrecisionPhase:
             and (e.get("source") or {}).get("component") == "scheduledbot-operator"))
 
         # Clean up for the next run: the Pods go with their bots; the addresses come back.
+        # The garbage collector would delete the children at its client's 20 requests per
+        # second; one delete-collection each is the bench's shortcut.
         await self.kube.delete_bots(self.namespace)
+        for kind in ("pods", "secrets"):
+            await self.kube.call("DELETE", f"/api/v1/namespaces/{self.namespace}/{kind}",
+                                 query=[("labelSelector", "meetingbots.dev/scheduledbot")])
         gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120)
         await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60)
         if not gone:
@@ -289,6 +303,7 @@ class PrecisionPhase:
         if took is None:
             log.warning("namespace %s not gone after 180 s", self.namespace)
         await delete_webhook_configuration(self.kube, self.operator.webhook_config)
+        await self.identity.delete()
 
 
 async def delete_webhook_configuration(kube: Kube, name: str) -> None:
@@ -378,4 +393,4 @@ def _line(r: RunResult) -> str:
     return (f"bot p50 {b['bot']['p50'] * 1000:.2f} p99 {b['bot']['p99'] * 1000:.2f} max {b['bot']['max'] * 1000:.2f} ms; "
             f"naive p50 {b['naive']['p50'] * 1000:.2f} p99 {b['naive']['p99'] * 1000:.2f} ms; "
             f"staged in {r.staged_s:.1f} s, idle margin {r.idle_margin_s:.1f} s, missing {r.missing_bot}; "
-            f"api/bot {r.api}; watched {r.watched}; events {r.events}")
+            f"api/bot {r.api}; ours (APF) {r.apf}; watched {r.watched}; events {r.events}")

@@ -42,6 +42,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def cluster_pids(cluster_dir: Path) -> dict[str, int]:
+    """The local control plane's processes (by their arguments naming the cluster directory)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not any(str(cluster_dir).encode() in arg for arg in argv):
+            continue
+        program = argv[0].rsplit(b"/", 1)[-1].decode(errors="replace")
+        if program in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            found[program] = int(entry.name)
+        elif b"localcluster.kubelet" in argv:
+            found["kubelet"] = int(entry.name)
+    return found
+
+
+class CpuMeter:
+    """CPU seconds of several processes between two readings."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                out[name] = cpu_seconds(pid)
+            except OSError:
+                pass
+        return out
+
+    def used(self) -> dict[str, float]:
+        now = self._read()
+        return {name: now[name] - self.start[name] for name in now if name in self.start}
+
+
 @dataclass
 class Operator:
     """`python -m scheduledbot.runtime.main --namespace NS ...` in its own process group."""

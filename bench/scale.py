@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from bench.kube import Kube, Watcher
 from bench.precision import bot_body, delete_webhook_configuration, iso, other_operators, pod_template
-from bench.processes import Operator, cpu_seconds, rss_bytes
+from bench.processes import CpuMeter, Operator, cluster_pids, cpu_seconds, rss_bytes
 from bench.stats import summary
 from bench.trackers import BotTracker
 
@@ -36,8 +37,9 @@ CONCURRENCY = 32
 
 class ScalePhase:
     def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, count: int, idle: float,
-                 deadline: float) -> None:
+                 deadline: float, template: bool = False) -> None:
         self.kube = kube
+        self.cluster_dir = kubeconfig.parent
         self.count = count
         self.idle = idle
         self.deadline = deadline
@@ -47,13 +49,14 @@ class ScalePhase:
                                  webhook_config=f"scheduledbot-bench-{self.namespace}")
         self.bots = BotTracker()
         self.watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
-        self.template = pod_template(f"{run_id}-scale")
+        # By default the bots carry no Pod template (the operator's default applies), as most would.
+        self.template = pod_template(f"{run_id}-scale") if template else None
 
     def _left(self, at_most: float) -> float:
         return max(5.0, min(at_most, self.deadline - time.time()))
 
     async def run(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"count": self.count, "idle_window_s": self.idle}
+        result: dict[str, Any] = {"count": self.count, "idle_window_s": self.idle, "template": self.template is not None}
         await self.kube.create_namespace(self.namespace)
         try:
             self.operator.start()
@@ -77,11 +80,13 @@ class ScalePhase:
         join_at = iso((datetime.now(UTC) + timedelta(hours=WAIT_HOURS)).replace(microsecond=0).timestamp())
         bodies = [bot_body(f"w-{i:05d}", self.namespace, join_at=join_at, lead=300, template=self.template, index=i)
                   for i in range(self.count)]
+        meter = CpuMeter({"operator": self.operator.pid, "bench": os.getpid(), **cluster_pids(self.cluster_dir)})
         started = time.time()
         returned = await self.kube.create_bots(self.namespace, bodies, concurrency=CONCURRENCY)
         created = time.time()
         ok = await self.watch.wait(lambda: self.bots.count("scheduled") >= self.count, timeout=self._left(300))
         done = time.time()
+        result["cpu_during_creation_s"] = meter.used()
         latencies = [self.bots.first_state_at[n] - at for n, at in returned.items() if n in self.bots.first_state_at]
         result.update({
             "create_s": created - started, "creates_per_s": self.count / (created - started),
