@@ -185,6 +185,13 @@ CASES = [
          state=BotState.JOINED, reason="JoinedByDeadline", actions=(DisarmJoin, AddFinalizer),
          check=lambda p: p.status.joined_by is JoinedBy.DEADLINE and p.status.join_lateness_ms == 2000
          and p.status.join_signaled_at is None),
+    Case("a staged bot whose bot gave up at its own deadline fails with the bot's reason",
+         bot(state=BotState.STAGED), at(121),
+         Observed(pod=pod(), secret=True, report=report("failed", by=None, reason="Missed", message="no join signal")),
+         state=BotState.FAILED, reason="Missed", actions=(DisarmJoin,)),
+    Case("a staged bot first seen ready past its deadline is Missed, not signalled late",
+         bot(state=BotState.STAGED), at(125), Observed(pod=pod(), secret=True, report=report("ready", by=None)),
+         state=BotState.FAILED, reason="Missed", actions=(DisarmJoin,)),
     Case("a failed signal is retried a second later while the deadline allows",
          bot(state=BotState.STAGED), at(0.5),
          Observed(pod=pod(), secret=True, signal=SignalOutcome(join_at=JOIN, sent_at=None, error="refused", report=None)),

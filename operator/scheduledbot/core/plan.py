@@ -226,6 +226,9 @@ def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: 
                     why += f" ({pod.waiting_message})"
             return _fail(bot, now, "NotReadyInTime", why, (DeletePod(uid=pod.uid),), base=base)
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
+    if now >= timing.deadline and (signal is None or signal.sent_at is None):
+        # Too late to join; the bot's own safety net has given up by now as well.
+        return _missed(bot, now, timing, base=base)
     address = _address(pod)
     retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
     notes.append(ArmJoin(
@@ -246,6 +249,14 @@ def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, tim
     signal, report, pod = observed.signal, observed.report, observed.pod
     if report is None or not report.in_meeting_or_after:
         return None
+    if report.state in ("failed", "ended"):
+        # Over before it began: e.g. the Pod's deadline passed with no signal (Missed).
+        why = report.reason or ("BotFailed" if report.state == "failed" else "Ended")
+        text = report.message or f"the bot {report.state} before joining"
+        if report.state == "failed":
+            return _fail(bot, now, why, text, (), base=base)
+        status = _with_state(bot, base, BotState.ENDED, now, why, text, ended_at=format_time(report.since or now))
+        return Plan(status=status, actions=(DisarmJoin(), Emit(type=EventType.NORMAL, reason="Ended", message=text)))
     sent_at = (signal.sent_at if signal is not None and signal.error is None and signal.join_at == timing.join_at
                else None)
     by = report.joined_by or JoinedBy.SIGNAL
