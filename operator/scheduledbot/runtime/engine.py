@@ -21,6 +21,7 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import base64
 import logging
 import secrets
@@ -123,7 +124,7 @@ class Engine:
             self._forget(key)
             entry = self._entries.setdefault(key, _Entry(key=key))
         if _newer(body, entry.body):
-            entry.body = body
+            entry.body = _kept(body)
             self.poke(key)
 
     def pod_event(self, kind: str | None, body: dict[str, Any]) -> None:
@@ -144,7 +145,7 @@ class Engine:
             return
         if _newer(body, entry.pod):
             self._note_staging_time(entry, body)
-            entry.pod = body
+            entry.pod = _kept(body)
             self.poke(key)
 
     # Passes -------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ class Engine:
         namespace, name = entry.key
         written = await self._kube.patch_status(namespace, name, patch)
         if written is not None and _newer(written, entry.body):
-            entry.body = written
+            entry.body = _kept(written)
         self._metrics.status_writes.inc()
 
     # Actions ------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ class Engine:
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(entry.body, FINALIZER, present=isinstance(action, AddFinalizer))
                 if written is not None and _newer(written, entry.body):
-                    entry.body = written
+                    entry.body = _kept(written)
         return True
 
     def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
@@ -441,7 +442,11 @@ class Engine:
         self.dispatcher.disarm(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
+        # would otherwise carry kopf's context variables (the event's cause, body, patch and
+        # logger), and so would every timer the pass arms, for as long as a bot waits
+        # (bench, 10,000 scheduled bots: 45 MB of the operator's memory).
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -453,6 +458,15 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _kept(body: dict[str, Any]) -> dict[str, Any]:
+    """The object as the engine keeps it: without metadata.managedFields, which nothing here
+    reads and which is about half of a ScheduledBot (10,000 waiting bots: 70 MB less)."""
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
