@@ -21,8 +21,8 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import base64
+import contextvars
 import logging
 import secrets
 from collections.abc import Awaitable, Coroutine
