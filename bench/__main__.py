@@ -32,6 +32,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, help="idle window in seconds for the CPU measure (default 30; full 60)")
     p.add_argument("--scale-template", action="store_true",
                    help="the waiting bots carry the bench's Pod template (default: none, the operator's applies)")
+    p.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
+                   help="extra operator flag, repeatable (experiments, e.g. --operator-arg=--no-webhook)")
+    p.add_argument("--without-webhook", action="store_true",
+                   help="experiment: delete the operator's webhook configuration once it runs, so that creates "
+                   "skip the admission webhook (scale phase)")
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -84,11 +89,13 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         if not args.skip_precision:
             phase = PrecisionPhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, sizes=sizes, runs=runs,
-                                   deadline=deadline - (240 if not args.skip_scale else 0))
+                                   deadline=deadline - (240 if not args.skip_scale else 0),
+                                   operator_args=args.operator_arg)
             results["precision"] = [r.__dict__ for r in await phase.run()]
         if not args.skip_scale and scale > 0:
             scale_phase = ScalePhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, count=scale,
-                                     idle=idle, deadline=deadline, template=args.scale_template)
+                                     idle=idle, deadline=deadline, template=args.scale_template,
+                                     operator_args=args.operator_arg, without_webhook=args.without_webhook)
             results["scale"] = await scale_phase.run()
     finally:
         await kube.close()

@@ -115,7 +115,7 @@ class RunResult:
 
 class PrecisionPhase:
     def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, sizes: list[int],
-                 runs: dict[int, int], deadline: float) -> None:
+                 runs: dict[int, int], deadline: float, operator_args: list[str] | None = None) -> None:
         self.kube = kube
         self.kubeconfig = kubeconfig
         self.out = out
@@ -129,7 +129,8 @@ class PrecisionPhase:
                                          path=out / "operator.kubeconfig")
         self.operator = Operator(kubeconfig=out / "operator.kubeconfig", namespaces=[self.namespace],
                                  log_path=out / "operator-join.log",
-                                 webhook_config=f"scheduledbot-bench-{self.namespace}")
+                                 webhook_config=f"scheduledbot-bench-{self.namespace}",
+                                 extra_args=list(operator_args or []))
         self.bots = BotTracker()
         self.pods = PodTracker()
         self.bot_watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)

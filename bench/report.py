@@ -175,22 +175,37 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     scale = results.get("scale")
     if scale:
         s = scale
+        cpu = s.get("cpu_during_creation_s") or {}
+        cpu_text = ", ".join(f"{k} {v / s['count'] * 1000:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+                             if v / s["count"] >= 0.00005)
+        paced = s.get("paced") or {}
         lines += [
-            f"scale: {s['count']:,} ScheduledBots waiting in `scheduled` (joinAt {6} h ahead)",
+            f"scale: {s['count']:,} ScheduledBots waiting in `scheduled` (joinAt {6} h ahead; "
+            f"{'with' if s.get('template') else 'without'} a Pod template"
+            f"{'; webhook configuration removed' if s.get('without_webhook') else ''})",
             "",
             "| measure | value |",
             "|---|---:|",
-            f"| creates (32 in flight) | {s['create_s']:.1f} s, {s['creates_per_s']:.0f}/s |",
-            f"| creation -> scheduled p50 / p99 / max | {_f(s['to_scheduled']['p50'], 3)} / "
+            f"| burst: creates, 32 in flight | {s['create_s']:.1f} s, {s['creates_per_s']:.0f}/s |",
+            f"| burst: creation -> scheduled p50 / p99 / max | {_f(s['to_scheduled']['p50'], 3)} / "
             f"{_f(s['to_scheduled']['p99'], 3)} / {_f(s['to_scheduled']['max'], 3)} s |",
-            f"| all scheduled after the first create | {s['all_scheduled_s']:.1f} s |",
-            f"| operator RSS, empty / with {s['count']:,} | {s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} MB |",
-            f"| idle CPU ({s['idle_window_s']:.0f} s window) | {s['idle_cpu_s_per_min']:.3f} s per minute |",
-            f"| restart: healthy / all {s['count'] + 1:,} known / fresh bot scheduled | "
+            f"| burst: all scheduled after the first create | {s['all_scheduled_s']:.1f} s |",
+            f"| burst: CPU ms per bot by process | {cpu_text} |",
+        ]
+        if paced:
+            t = paced["to_scheduled"]
+            lines.append(f"| paced ({paced['count']} more at {paced['rate_per_s']}/s): creation -> scheduled p50 / p99 "
+                         f"/ max | {_f(t['p50'] * 1000)} / {_f(t['p99'] * 1000)} / {_f(t['max'] * 1000)} ms |")
+        lines += [
+            f"| operator RSS: empty / {s['count']:,} waiting after the burst / after a restart | "
+            f"{s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} / {s['restart_rss_mb']:.0f} MB |",
+            f"| idle CPU ({s['idle_window_s']:.0f} s window, {s['count']:,} waiting) | "
+            f"{s['idle_cpu_s_per_min']:.3f} s per minute |",
+            f"| restart (SIGKILL, start): healthy / all {s['count'] + 1:,} known / fresh bot scheduled | "
             f"{_f(s['restart_healthy_s'])} / {_f(s['restart_all_known_s'])} / {_f(s['restart_fresh_scheduled_s'])} s |",
             f"| restart: caught up (both) | {_f(s['restart_caught_up_s'])} s |",
-            f"| restart: status writes, CPU, RSS | {s['restart_status_writes']}, {s['restart_cpu_s']:.1f} s, "
-            f"{s['restart_rss_mb']:.0f} MB |",
+            f"| restart: status writes, CPU until caught up | {s['restart_status_writes']:.0f}, "
+            f"{s['restart_cpu_s']:.1f} s |",
             "",
         ]
         checks.append(("RSS with the waiting bots", s["rss_mb"], f"{s['rss_mb']:.0f} MB with {s['count']:,}"))

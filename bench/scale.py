@@ -9,7 +9,9 @@ Measured, with a fresh operator watching only this phase's namespace:
   operator is caught up when (a) its `scheduledbot_bots` gauge, summed over states,
   counts all N + 1 bots (it has read and taken every bot in again, the fresh one
   included) AND (b) the fresh bot shows `state: scheduled` on our watch (it handles new
-  work, not only the backlog). Reported: seconds from the new process's start.
+  work, not only the backlog). Reported: seconds from the new process's start;
+- then 200 more bots at 20 per second, one create at a time: creation -> `scheduled` when
+  the operator is not saturated by a burst (with the N waiting in memory).
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ log = logging.getLogger("bench")
 
 WAIT_HOURS = 6
 CONCURRENCY = 32
+#: After the burst: bots created one at a time at an ordinary pace.
+PACED_COUNT = 200
+PACED_RATE = 20
 
 
 class ScalePhase:
     def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, count: int, idle: float,
-                 deadline: float, template: bool = False) -> None:
+                 deadline: float, template: bool = False, operator_args: list[str] | None = None,
+                 without_webhook: bool = False) -> None:
         self.kube = kube
+        self.without_webhook = without_webhook
         self.cluster_dir = kubeconfig.parent
         self.count = count
         self.idle = idle
@@ -46,7 +53,8 @@ class ScalePhase:
         self.namespace = f"bench-{run_id}-scale"
         self.operator = Operator(kubeconfig=kubeconfig, namespaces=[self.namespace],
                                  log_path=out / "operator-scale.log",
-                                 webhook_config=f"scheduledbot-bench-{self.namespace}")
+                                 webhook_config=f"scheduledbot-bench-{self.namespace}",
+                                 extra_args=list(operator_args or []))
         self.bots = BotTracker()
         self.watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
         # By default the bots carry no Pod template (the operator's default applies), as most would.
@@ -61,6 +69,9 @@ class ScalePhase:
         try:
             self.operator.start()
             await self.operator.wait_healthy()
+            if self.without_webhook:
+                await delete_webhook_configuration(self.kube, self.operator.webhook_config)
+                result["without_webhook"] = True
             result["rss_empty_mb"] = rss_bytes(self.operator.pid) / 2**20
             result["other_operators"] = other_operators({self.operator.pid})
             self.watch.start()
@@ -68,6 +79,7 @@ class ScalePhase:
             await self._create(result)
             await self._idle(result)
             await self._restart(result)
+            await self._paced(result)
         finally:
             await self.watch.stop()
             self.operator.stop()
@@ -98,6 +110,27 @@ class ScalePhase:
                  self.count, created - started, self.count / (created - started), ok, done - started,
                  {k: round(v, 3) for k, v in result["to_scheduled"].items()})
 
+    async def _paced(self, result: dict[str, Any]) -> None:
+        """Creation -> scheduled when bots come at a steady, ordinary pace, with the N waiting."""
+        count, rate = PACED_COUNT, PACED_RATE
+        join_at = iso((datetime.now(UTC) + timedelta(hours=WAIT_HOURS)).replace(microsecond=0).timestamp())
+        returned: dict[str, float] = {}
+        started = time.time()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, started + i / rate - time.time()))
+            body = bot_body(f"paced-{i:04d}", self.namespace, join_at=join_at, lead=300, template=self.template,
+                            index=self.count + 1 + i)
+            returned.update(await self.kube.create_bots(self.namespace, [body], concurrency=1))
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        want = self.count + 1 + count
+        await self.watch.wait(lambda: self.bots.count("scheduled") >= want, timeout=self._left(60))
+        latencies = [self.bots.first_state_at[n] - at for n, at in returned.items() if n in self.bots.first_state_at]
+        result["paced"] = {"count": count, "rate_per_s": rate, "to_scheduled": summary(latencies)}
+        log.info("scale: %d more bots at %d/s: creation->scheduled %s", count, rate,
+                 {k: round(v, 3) for k, v in result["paced"]["to_scheduled"].items()})
+
     async def _idle(self, result: dict[str, Any]) -> None:
         # Let the last passes and the watch settle, then measure a quiet window.
         await asyncio.sleep(5)
@@ -115,7 +148,10 @@ class ScalePhase:
                  result["rss_mb"], result["rss_empty_mb"], result["idle_cpu_s_per_min"], window)
 
     async def _restart(self, result: dict[str, Any]) -> None:
-        self.operator.kill()
+        if os.environ.get("BENCH_PROFILE"):
+            self.operator.stop()  # SIGTERM, so that cProfile writes its file; the restart is then graceful
+        else:
+            self.operator.kill()
         self.operator.start()
         spawned = self.operator.started_at
         fresh = "fresh-after-restart"
