@@ -92,6 +92,7 @@ async def amain(args: argparse.Namespace) -> int:
                                    deadline=deadline - (240 if not args.skip_scale else 0),
                                    operator_args=args.operator_arg)
             results["precision"] = [r.__dict__ for r in await phase.run()]
+            results["floor"] = phase.floor
         if not args.skip_scale and scale > 0:
             scale_phase = ScalePhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, count=scale,
                                      idle=idle, deadline=deadline, template=args.scale_template,

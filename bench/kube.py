@@ -127,7 +127,7 @@ class Kube:
         return returned
 
     async def delete_bots(self, namespace: str) -> None:
-        await self.call("DELETE", self.bots_path(namespace))
+        await self.call("DELETE", self.bots_path(namespace), timeout=600)
 
     async def list(self, path: str, query: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -19,7 +19,9 @@ One run of N bots:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 import math
 import time
 from collections import Counter
@@ -30,13 +32,15 @@ from typing import Any
 
 from bench.identity import OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
-from bench.processes import Operator, StubProcess, run_naive
+from bench.processes import ROOT, Operator, StubProcess, run_naive
 from bench.stats import summary
 from bench.trackers import BotTracker, PodTracker
 
 log = logging.getLogger("bench")
 
 STUB_PORT = 18181
+#: The bench Pods' readiness probe runs this long after their process starts.
+PROBE_DELAY = 5
 #: Headroom of pre-bound stub addresses over the largest run: other clusters' and
 #: tests' Pods take addresses of the same pool.
 ADDRESS_MARGIN = 300
@@ -53,7 +57,7 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def pod_template(run: str) -> dict[str, Any]:
+def pod_template(run: str, port: int = STUB_PORT) -> dict[str, Any]:
     """`sleep 3600` as the bot process; the stub plays its control API on the same address."""
     return {
         "metadata": {"labels": {"bench.meetingbots.dev/run": run}},
@@ -63,12 +67,13 @@ def pod_template(run: str) -> dict[str, Any]:
                 "name": "bot",
                 "image": "bench.local/sleep:1",
                 "command": ["sleep", "3600"],
-                "ports": [{"name": "control", "containerPort": STUB_PORT, "protocol": "TCP"}],
+                "ports": [{"name": "control", "containerPort": port, "protocol": "TCP"}],
                 # One probe when the process starts, then none for an hour: no probe traffic
-                # at the join instant. The delay gives the harness time to bind an address
-                # that was not pre-bound.
-                "readinessProbe": {"httpGet": {"path": "/v1/ready", "port": "control"},
-                                   "initialDelaySeconds": 2, "periodSeconds": 3600, "failureThreshold": 1},
+                # at the join instant. A failed first probe would leave the Pod unready for
+                # that hour: the delay gives the harness time to bind an address that was not
+                # pre-bound, and the timeout is generous for a stub answering thousands at once.
+                "readinessProbe": {"httpGet": {"path": "/v1/ready", "port": "control"}, "initialDelaySeconds": PROBE_DELAY,
+                                   "timeoutSeconds": 10, "periodSeconds": 3600, "failureThreshold": 1},
             }],
         },
     }
@@ -108,6 +113,7 @@ class RunResult:
     events: dict[str, int] = field(default_factory=dict)
     lifecycle_ok: bool = True
     other_operators: int = 0
+    published_s: float = math.nan                            # joinAt -> every bot shows `joining` (or later)
 
     def brief(self) -> dict[str, Any]:
         return {"bot": summary(self.bot), "operator": summary(self.operator), "naive": summary(self.naive)}
@@ -115,7 +121,9 @@ class RunResult:
 
 class PrecisionPhase:
     def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, sizes: list[int],
-                 runs: dict[int, int], deadline: float, operator_args: list[str] | None = None) -> None:
+                 runs: dict[int, int], deadline: float, operator_args: list[str] | None = None,
+                 stub_port: int = STUB_PORT, lead_base: float = 10.0, namespace_timeout: float = 180,
+                 floor_samples: int = 30) -> None:
         self.kube = kube
         self.kubeconfig = kubeconfig
         self.out = out
@@ -124,7 +132,12 @@ class PrecisionPhase:
         self.runs = runs
         self.deadline = deadline
         self.namespace = f"bench-{run_id}-join"
-        self.stub = StubProcess(port=STUB_PORT, count=max(sizes) + ADDRESS_MARGIN, log_path=out / "stub.log")
+        self.port = stub_port
+        self.lead_base = lead_base
+        self.namespace_timeout = namespace_timeout
+        self.floor_samples = floor_samples
+        self.stub = StubProcess(port=stub_port, count=int(max(sizes) * 1.1) + ADDRESS_MARGIN,
+                                log_path=out / "stub.log")
         self.identity = OperatorIdentity(kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig,
                                          path=out / "operator.kubeconfig")
         self.operator = Operator(kubeconfig=out / "operator.kubeconfig", namespaces=[self.namespace],
@@ -139,6 +152,8 @@ class PrecisionPhase:
         #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
         self.per_bot = 0.06
         self.results: list[RunResult] = []
+        #: Loopback floor samples (seconds), before the first run and after the last.
+        self.floor: list[list[float]] = []
         self._binder: asyncio.Task[None] | None = None
         self.others: OtherOperators | None = None
 
@@ -147,7 +162,7 @@ class PrecisionPhase:
         try:
             await self.identity.create()
             hello = await self.stub.start()
-            log.info("stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], STUB_PORT,
+            log.info("stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], self.port,
                      hello["nofile"])
             self.operator.start()
             await self.operator.wait_healthy()
@@ -157,6 +172,7 @@ class PrecisionPhase:
             self._binder = asyncio.ensure_future(self._bind_new_addresses())
             self.others = OtherOperators({self.operator.pid})
             self.others.start()
+            self.floor.append(await self._floor())
             for size in self.sizes:
                 for index in range(self.runs[size]):
                     if time.time() + self._estimate(size) + 30 > self.deadline:
@@ -165,13 +181,27 @@ class PrecisionPhase:
                     result = await self._one(size, index)
                     self.results.append(result)
                     log.info("run %d bots #%d: %s", size, index + 1, _line(result))
+            self.floor.append(await self._floor())
         finally:
             await self._cleanup()
         return self.results
 
+    async def _floor(self) -> list[float]:
+        """Arrival - send of on-time pings from another process (bench/floor.py)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.floor", "--address", f"127.0.0.10:{self.port}", "--count",
+            str(self.floor_samples),
+            stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        sent = dict(json.loads(out)["sent"])
+        arrived = {rid: at for _, at, rid in (await self.stub.command("joins"))["joins"] if rid in sent}
+        samples = [arrived[rid] - t for rid, t in sent.items() if rid in arrived]
+        log.info("loopback floor: %s ms", {k: round(v * 1000, 3) for k, v in summary(samples).items() if k != "n"})
+        return samples
+
     def _estimate(self, size: int) -> float:
         """Seconds from now to a joinAt by which all `size` bots are staged, Ready, and idle."""
-        return 10 + 1.5 * self.per_bot * size
+        return PROBE_DELAY + self.lead_base + 1.5 * self.per_bot * size
 
     async def _bind_new_addresses(self) -> None:
         """Bind the stub on any address the kubelet gave a bench Pod beyond the pre-bound ones."""
@@ -187,7 +217,7 @@ class PrecisionPhase:
         prefix = f"s{size}r{index}"
         ahead = self._estimate(size)
         join_at = float(math.ceil(time.time() + ahead))
-        template = pod_template(f"{self.run_id}-{prefix}")
+        template = pod_template(f"{self.run_id}-{prefix}", self.port)
         bodies = [bot_body(f"{prefix}-{i:05d}", self.namespace, join_at=iso(join_at), lead=int(ahead) + 60,
                            template=template, index=i) for i in range(size)]
         api_before = await self.kube.request_counts()
@@ -204,13 +234,17 @@ class PrecisionPhase:
         not_ready = size - len(self.pods.ready)
         if not_ready == 0 and size >= 50:
             self.per_bot = max(0.01, (staged - started) / size)
+        # The joins are out within milliseconds; publishing `joining` takes the operator a few
+        # API writes per bot, at the API server's pace.
         ok = await self.bot_watch.wait(lambda: self.bots.count(*JOINED_OR_LATER) >= size,
-                                       timeout=join_at + 30 - time.time())
+                                       timeout=join_at + 30 + size / 25 - time.time())
+        result_published = time.time() - join_at
         if not ok:
-            log.warning("only %d of %d bots joining 30 s after joinAt", self.bots.count(*JOINED_OR_LATER), size)
+            log.warning("only %d of %d bots joining %.0f s after joinAt", self.bots.count(*JOINED_OR_LATER), size,
+                        result_published)
         result = RunResult(size=size, index=index, join_at=join_at, created_s=created - started,
                            staged_s=staged - started, idle_margin_s=join_at - staged, not_ready=not_ready,
-                           other_operators=0)
+                           other_operators=0, published_s=result_published)
 
         # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).
         addresses = {ip: pod for pod, ip in self.pods.ip_of.items()}
@@ -229,7 +263,7 @@ class PrecisionPhase:
         result.operator_mean, result.operator_buckets = _histogram_delta(op_before, op_after)
 
         # The naive fan-out on the same addresses.
-        targets = sorted(f"{ip}:{STUB_PORT}" for ip in addresses)
+        targets = sorted(f"{ip}:{self.port}" for ip in addresses)
         naive_at = float(math.ceil(time.time() + 3 + size / 400))
         try:
             report = await run_naive(targets, join_at=naive_at, workdir=self.out, timeout=60 + size / 50)
@@ -250,14 +284,15 @@ class PrecisionPhase:
 
         # The rest of the lifecycle: the bots report joined, then ended.
         ips = list(addresses)
-        await self.stub.command("state", addresses=ips, state="joined", message="in the meeting",
-                                **{"from": ["joining"]})
-        ok_joined = await self.bot_watch.wait(lambda: self.bots.count("joined") >= size, timeout=60 + size / 20)
-        await self.stub.command("state", addresses=ips, state="ended", message="the meeting ended",
-                                reason="MeetingEnded", **{"from": ["joined"]})
+        # (Only the bots that joined: one whose Pod never became Ready has failed already.)
+        joined = (await self.stub.command("state", addresses=ips, state="joined", message="in the meeting",
+                                          **{"from": ["joining"]}))["moved"]
+        ok_joined = await self.bot_watch.wait(lambda: self.bots.count("joined") >= joined, timeout=60 + size / 20)
+        ended = (await self.stub.command("state", addresses=ips, state="ended", message="the meeting ended",
+                                         reason="MeetingEnded", **{"from": ["joined"]}))["moved"]
         ok_ended = await self.bot_watch.wait(
-            lambda: self.bots.count("ended") >= size and self.bots.with_finalizer == 0, timeout=60 + size / 20)
-        result.lifecycle_ok = ok_joined and ok_ended
+            lambda: self.bots.count("ended") >= ended and self.bots.with_finalizer == 0, timeout=60 + size / 20)
+        result.lifecycle_ok = ok_joined and ok_ended and joined == ended == size
         if not result.lifecycle_ok:
             log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states),
                         self.bots.with_finalizer)
@@ -283,11 +318,11 @@ class PrecisionPhase:
         await self.kube.delete_bots(self.namespace)
         for kind in ("pods", "secrets"):
             await self.kube.call("DELETE", f"/api/v1/namespaces/{self.namespace}/{kind}",
-                                 query=[("labelSelector", "meetingbots.dev/scheduledbot")])
-        gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120)
-        await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60)
+                                 query=[("labelSelector", "meetingbots.dev/scheduledbot")], timeout=600)
+        gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120 + size / 20)
+        await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60 + size / 50)
         if not gone:
-            log.warning("%d bench Pods still there 120 s after their bots were deleted", len(self.pods.ip_of))
+            log.warning("%d bench Pods still there after their bots were deleted", len(self.pods.ip_of))
         await self.stub.command("reset")
         return result
 
@@ -300,9 +335,9 @@ class PrecisionPhase:
         await self.pod_watch.stop()
         self.operator.stop()
         await self.stub.stop()
-        took = await self.kube.delete_namespace(self.namespace, timeout=180)
+        took = await self.kube.delete_namespace(self.namespace, timeout=self.namespace_timeout)
         if took is None:
-            log.warning("namespace %s not gone after 180 s", self.namespace)
+            log.warning("namespace %s not gone after %.0f s", self.namespace, self.namespace_timeout)
         await delete_webhook_configuration(self.kube, self.operator.webhook_config)
         await self.identity.delete()
 

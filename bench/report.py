@@ -51,6 +51,7 @@ def precision_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row["missing"] = sum(r["missing_bot"] for r in runs)
         row["idle_margin"] = min(r["idle_margin_s"] for r in runs)
         row["staged_s"] = median([r["staged_s"] for r in runs])
+        row["published_s"] = median([r.get("published_s", math.nan) for r in runs])
         for part in ("status", "other", "events"):
             row[f"api_{part}"] = median([r["api"].get(part, math.nan) for r in runs])
         for part in ("status", "bot-writes", "events", "pod-create", "pod-delete", "secret-writes", "reads", "rest"):
@@ -133,6 +134,12 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
                 f"{_f(r['operator_max'] * 1000, 0)} | {_f(r['operator_mean'] * 1000, 3)} | "
                 f"{_f(r['naive_50'] * 1000, 2)} / {_f(r['naive_99'] * 1000, 2)} / {_f(r['naive_max'] * 1000, 2)} | "
                 f"{_f(r['ratio_p99'], 1)}x |")
+        floor = results.get("floor") or []
+        if floor:
+            parts = [f"{_f(percentile(f, 50) * 1000, 2)} / {_f(percentile(f, 99) * 1000, 2)} / "
+                     f"{_f(max(f) * 1000, 2)}" for f in floor if f]
+            lines.append(f"measurement floor (a ping written on time by another process, as the stub stamps it), "
+                         f"p50 / p99 / max ms: {' before the runs; '.join(parts)}{' after' if len(parts) > 1 else ''}")
         lines.append("")
         lines += [
             "API requests per bot over a whole lifecycle (scheduled, staged, joining, joined, ended: 5 transitions), "
@@ -158,8 +165,9 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
         notes += [f"{r['size']} bots: {r['other_operators']} other operator(s) ran meanwhile: "
                   f"apiserver_request_total includes their writes" for r in rows if r["other_operators"]]
         notes += [f"{r['size']} bots: {r['notes']}" for r in rows if r["notes"]]
-        notes += [f"{r['size']} bots: staged {r['staged_s']:.1f} s after the first create; smallest idle margin "
-                  f"before joinAt {r['idle_margin']:.1f} s" for r in rows]
+        notes += [f"{r['size']:,} bots: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
+                  f"before joinAt {r['idle_margin']:.1f} s); all shown `joining` {_f(r['published_s'])} s after joinAt"
+                  for r in rows]
         lines += [f"- {n}" for n in notes] + [""]
         one = next((r for r in rows if r["size"] == 1), None)
         thousand = next((r for r in rows if r["size"] == 1000), None)

@@ -13,7 +13,8 @@ What it does
   (always 200), `POST /v1/join` (first join: `ready` -> `joining`, `joinedBy:
   signal`; later joins answer the same document and change nothing), `GET
   /v1/state?after=&timeout=` (long-poll, answered on change or after the timeout),
-  `POST /v1/leave` (`leaving` then `ended` at once), `POST /v1/schedule` (200, no-op).
+  `POST /v1/leave` (`leaving` then `ended` at once), `POST /v1/schedule` (200, no-op),
+  and `POST /bench/ping` (stamped like a join, changes nothing: bench/floor.py).
   HTTP/1.1 with keep-alive and Content-Length bodies only (what the operator, aiohttp
   and the kubelet's prober send).
 - Timestamps every request the moment its first bytes arrive: `time.time()` is the
@@ -198,6 +199,10 @@ class Stub:
             elif bot.state == "ready":
                 bot.move("ended", "left before joining", _field(body, "reason") or "LeaveRequested")
             connection.answer(200, bot.document())
+        elif method == "POST" and path == "/bench/ping":
+            # The floor measurement (bench/floor.py): stamped like a join, changes nothing.
+            self.joins.append((bot.address, at, _field(body, "requestId")))
+            connection.answer(200, b"{}")
         elif method == "POST" and path == "/v1/schedule":
             connection.answer(200, bot.document())
         else:
