@@ -18,9 +18,10 @@ from bench.processes import ROOT
 
 log = logging.getLogger("bench")
 
-QUICK = {"sizes": [1, 100, 1000], "runs": {1: 3, 100: 3, 1000: 1}, "scale": 2000, "idle": 30, "budget": 600}
+QUICK = {"sizes": [1, 100, 1000], "runs": {1: 3, 100: 3, 1000: 1}, "scale": 2000, "idle": 30, "budget": 600,
+         "scale_reserve": 150}
 FULL = {"sizes": [1, 100, 1000, 5000], "runs": {1: 5, 100: 5, 1000: 3, 5000: 1}, "scale": 10000, "idle": 60,
-        "budget": 3600}
+        "budget": 3600, "scale_reserve": 420}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,7 +90,7 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         if not args.skip_precision:
             phase = PrecisionPhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, sizes=sizes, runs=runs,
-                                   deadline=deadline - (240 if not args.skip_scale else 0),
+                                   deadline=deadline - (mode["scale_reserve"] if not args.skip_scale else 0),
                                    operator_args=args.operator_arg)
             results["precision"] = [r.__dict__ for r in await phase.run()]
             results["floor"] = phase.floor

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.identity import OperatorIdentity
+from bench.identity import CATEGORIES, OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
 from bench.processes import ROOT, Operator, StubProcess, run_naive
 from bench.stats import summary
@@ -175,7 +175,8 @@ class PrecisionPhase:
             self.floor.append(await self._floor())
             for size in self.sizes:
                 for index in range(self.runs[size]):
-                    if time.time() + self._estimate(size) + 30 > self.deadline:
+                    # Staging, then the join, the naive round, the lifecycle and the clean-up.
+                    if time.time() + self._estimate(size) + 30 + size * 0.1 > self.deadline:
                         log.warning("time budget: skipping the remaining runs of %d bots", size)
                         break
                     result = await self._one(size, index)
@@ -300,7 +301,7 @@ class PrecisionPhase:
         api_after = await self.kube.request_counts()
         apf = await self.identity.counts()
         apf.subtract(apf_before)
-        result.apf = {k: v / size for k, v in apf.items()}
+        result.apf = {k: apf.get(k, 0) / size for k in CATEGORIES}
         result.api = _api_per_bot(api_before, api_after, size)
         result.other_operators = self.others.take()
         writes = Counter(self.bots.writes)
