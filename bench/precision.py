@@ -98,11 +98,13 @@ class RunResult:
     staged_s: float
     idle_margin_s: float
     not_ready: int
-    bot: list[float] = field(default_factory=list)          # stub arrival - joinAt, seconds
+    bot: list[float] = field(default_factory=list)          # stub read stamp - joinAt, seconds
+    bot_kernel: list[float] = field(default_factory=list)   # kernel receive stamp (SO_TIMESTAMPNS) - joinAt
     operator: list[float] = field(default_factory=list)     # joinSignaledAt - joinAt (1 ms resolution)
     operator_mean: float = math.nan                          # histogram _sum/_count: full resolution
     operator_buckets: dict[str, float] = field(default_factory=dict)
-    naive: list[float] = field(default_factory=list)        # stub arrival - naive joinAt
+    naive: list[float] = field(default_factory=list)        # stub read stamp - naive joinAt
+    naive_kernel: list[float] = field(default_factory=list)  # kernel receive stamp - naive joinAt
     naive_woke: list[float] = field(default_factory=list)   # naive task woke - naive joinAt
     naive_note: str = ""
     missing_bot: int = 0
@@ -152,8 +154,8 @@ class PrecisionPhase:
         #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
         self.per_bot = 0.06
         self.results: list[RunResult] = []
-        #: Loopback floor samples (seconds), before the first run and after the last.
-        self.floor: list[list[float]] = []
+        #: Measurement floor samples (seconds; "read" and "kernel"), before the first run and after the last.
+        self.floor: list[dict[str, list[float]]] = []
         self._binder: asyncio.Task[None] | None = None
         self.others: OtherOperators | None = None
 
@@ -187,7 +189,7 @@ class PrecisionPhase:
             await self._cleanup()
         return self.results
 
-    async def _floor(self) -> list[float]:
+    async def _floor(self) -> dict[str, list[float]]:
         """Arrival - send of on-time pings from another process (bench/floor.py)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.floor", "--address", f"127.0.0.10:{self.port}", "--count",
@@ -195,10 +197,14 @@ class PrecisionPhase:
             stdout=asyncio.subprocess.PIPE, cwd=ROOT)
         out, _ = await asyncio.wait_for(process.communicate(), 60)
         sent = dict(json.loads(out)["sent"])
-        arrived = {rid: at for _, at, rid in (await self.stub.command("joins"))["joins"] if rid in sent}
-        samples = [arrived[rid] - t for rid, t in sent.items() if rid in arrived]
-        log.info("loopback floor: %s ms", {k: round(v * 1000, 3) for k, v in summary(samples).items() if k != "n"})
-        return samples
+        arrived = {rid: (at, kernel) for _, at, rid, kernel in (await self.stub.command("joins"))["joins"]
+                   if rid in sent}
+        read = [arrived[rid][0] - t for rid, t in sent.items() if rid in arrived]
+        kernel = [k - t for rid, t in sent.items() if rid in arrived and (k := arrived[rid][1]) is not None]
+        log.info("measurement floor: read %s ms; kernel %s ms",
+                 {k: round(v * 1000, 3) for k, v in summary(read).items() if k != "n"},
+                 {k: round(v * 1000, 3) for k, v in summary(kernel).items() if k != "n"})
+        return {"read": read, "kernel": kernel}
 
     def _estimate(self, size: int) -> float:
         """Seconds from now to a joinAt by which all `size` bots are staged, Ready, and idle."""
@@ -250,11 +256,12 @@ class PrecisionPhase:
         # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).
         addresses = {ip: pod for pod, ip in self.pods.ip_of.items()}
         joins = (await self.stub.command("joins"))["joins"]
-        first: dict[str, float] = {}
-        for address, at, request_id in joins:
+        first: dict[str, tuple[float, float | None]] = {}
+        for address, at, request_id, kernel in joins:
             if address in addresses and request_id and not request_id.startswith("naive-"):
-                first.setdefault(address, at)
-        result.bot = [first[a] - join_at for a in addresses if a in first]
+                first.setdefault(address, (at, kernel))
+        result.bot = [first[a][0] - join_at for a in addresses if a in first]
+        result.bot_kernel = [k - join_at for a in addresses if a in first and (k := first[a][1]) is not None]
         result.missing_bot = size - len(result.bot)
         for name, obj in self.bot_watch.objects.items():
             signaled = (obj.get("status") or {}).get("joinSignaledAt")
@@ -276,11 +283,13 @@ class PrecisionPhase:
                 result.naive_note += f" {len(errors)} naive joins failed: {errors[0]['error']}"
         except RuntimeError as error:
             result.naive_note = str(error)[:500]
-        naive_first: dict[str, float] = {}
-        for address, at, request_id in (await self.stub.command("joins"))["joins"]:
+        naive_first: dict[str, tuple[float, float | None]] = {}
+        for address, at, request_id, kernel in (await self.stub.command("joins"))["joins"]:
             if address in addresses and request_id and request_id.startswith("naive-"):
-                naive_first.setdefault(address, at)
-        result.naive = [naive_first[a] - naive_at for a in addresses if a in naive_first]
+                naive_first.setdefault(address, (at, kernel))
+        result.naive = [naive_first[a][0] - naive_at for a in addresses if a in naive_first]
+        result.naive_kernel = [k - naive_at for a in addresses if a in naive_first
+                               and (k := naive_first[a][1]) is not None]
         result.missing_naive = size - len(result.naive)
 
         # The rest of the lifecycle: the bots report joined, then ended.

@@ -31,7 +31,7 @@ def by_size(results: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
 def _med(runs: list[dict[str, Any]], key: str, q: float | str) -> float:
     values = []
     for run in runs:
-        data = run[key]
+        data = run.get(key)
         if not data:
             continue
         values.append(max(data) if q == "max" else percentile(data, float(q)))
@@ -42,12 +42,13 @@ def precision_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for size, runs in sorted(by_size(results).items()):
         row: dict[str, Any] = {"size": size, "runs": len(runs)}
-        for key in ("bot", "operator", "naive"):
+        for key in ("bot", "bot_kernel", "operator", "naive", "naive_kernel"):
             for q in ("50", "99", "max"):
                 row[f"{key}_{q}"] = _med(runs, key, q)
         row["operator_mean"] = median([r["operator_mean"] for r in runs])
         row["ratio_p99"] = row["naive_99"] / row["bot_99"] if row["bot_99"] else math.nan
         row["ratio_p50"] = row["naive_50"] / row["bot_50"] if row["bot_50"] else math.nan
+        row["ratio_kernel_p99"] = row["naive_kernel_99"] / row["bot_kernel_99"] if row["bot_kernel_99"] else math.nan
         row["missing"] = sum(r["missing_bot"] for r in runs)
         row["idle_margin"] = min(r["idle_margin_s"] for r in runs)
         row["staged_s"] = median([r["staged_s"] for r in runs])
@@ -83,17 +84,23 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for color, (size, runs) in zip(colors, sorted(groups.items())):
-        for key, style, label in (("bot", "-", "operator"), ("naive", "--", "naive fan-out")):
-            values = sorted(v * 1000 for r in runs for v in r[key])
+        for key, style, label in (("bot", "-", "operator"), ("bot_kernel", ":", "operator, kernel stamp"),
+                                  ("naive", "--", "naive fan-out")):
+            values = sorted(v * 1000 for r in runs for v in r.get(key) or [])
             if not values:
                 continue
             ys = [(i + 1) / len(values) for i in range(len(values))]
-            ax.step([max(v, 0.01) for v in values], ys, style, where="post", color=color,
-                    label=f"{size} bot{'s' if size > 1 else ''}: {label}")
+            name = f"{size:,} bot{'s' if size > 1 else ''}: {label}"
+            xs = [max(v, 0.01) for v in values]
+            if len(values) < 20:  # a few single-bot runs: points, not a staircase
+                ax.plot(xs, ys, style, marker={"-": "o", ":": ".", "--": "x"}[style], color=color, label=name)
+            else:
+                ax.step(xs, ys, style, where="post", color=color, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("join lateness at the bot (stub receive time - joinAt), ms, log scale")
+    ax.set_xlabel("join lateness at the bot (stub read stamp - joinAt; dotted: kernel receive stamp), ms, log scale")
     ax.set_ylabel("fraction of bots")
-    ax.set_title("Join lateness, all runs pooled: operator (solid) vs naive asyncio fan-out (dashed)")
+    ax.set_title("Bots sharing one joinAt, all runs pooled: the operator (solid) vs a naive asyncio fan-out (dashed)",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -121,25 +128,36 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     checks: list[tuple[str, float, str]] = []
     if rows:
         lines += [
-            "join lateness, ms: p50 / p99 / max (median over runs)",
+            "join lateness, ms: p50 / p99 / max (each the median over the runs); at the bot: the stub's read stamp "
+            "[the kernel's receive stamp]",
             "",
-            "| bots | runs | at the bot (stub) | at the operator (status, 1 ms res.) | operator mean (histogram) "
-            "| naive fan-out at the bot | naive/ours p99 |",
+            "| bots | runs | ours at the bot | ours at the operator (status, 1 ms res.) | operator mean (histogram) "
+            "| naive fan-out at the bot | naive / ours, p99 |",
             "|---:|---:|---|---|---:|---|---:|",
         ]
+
+        def trio(r: dict[str, Any], key: str, digits: int = 2) -> str:
+            return " / ".join(_f(r[f"{key}_{q}"] * 1000, digits) for q in ("50", "99", "max"))
+
         for r in rows:
             lines.append(
-                f"| {r['size']:,} | {r['runs']} | {_f(r['bot_50'] * 1000, 2)} / {_f(r['bot_99'] * 1000, 2)} / "
-                f"{_f(r['bot_max'] * 1000, 2)} | {_f(r['operator_50'] * 1000, 0)} / {_f(r['operator_99'] * 1000, 0)} / "
-                f"{_f(r['operator_max'] * 1000, 0)} | {_f(r['operator_mean'] * 1000, 3)} | "
-                f"{_f(r['naive_50'] * 1000, 2)} / {_f(r['naive_99'] * 1000, 2)} / {_f(r['naive_max'] * 1000, 2)} | "
-                f"{_f(r['ratio_p99'], 1)}x |")
+                f"| {r['size']:,} | {r['runs']} | {trio(r, 'bot')} [{trio(r, 'bot_kernel')}] | "
+                f"{trio(r, 'operator', 0)} | {_f(r['operator_mean'] * 1000, 3)} | "
+                f"{trio(r, 'naive')} [{trio(r, 'naive_kernel')}] | "
+                f"{_f(r['ratio_p99'], 1)}x [{_f(r['ratio_kernel_p99'], 1)}x] |")
+        lines.append("")
         floor = results.get("floor") or []
         if floor:
-            parts = [f"{_f(percentile(f, 50) * 1000, 2)} / {_f(percentile(f, 99) * 1000, 2)} / "
-                     f"{_f(max(f) * 1000, 2)}" for f in floor if f]
-            lines.append(f"measurement floor (a ping written on time by another process, as the stub stamps it), "
-                         f"p50 / p99 / max ms: {' before the runs; '.join(parts)}{' after' if len(parts) > 1 else ''}")
+            def stats(samples: list[float]) -> str:
+                if not samples:
+                    return "n/a"
+                return (f"{_f(percentile(samples, 50) * 1000, 2)} / {_f(percentile(samples, 99) * 1000, 2)} / "
+                        f"{_f(max(samples) * 1000, 2)}")
+
+            parts = [f"{stats(f['read'])} [{stats(f['kernel'])}]" for f in floor]
+            when = ("before the runs", "after them")
+            lines.append("measurement floor, a ping written on time by another process, p50 / p99 / max ms: "
+                         + "; ".join(f"{p} {w}" for p, w in zip(parts, when)))
         lines.append("")
         lines += [
             "API requests per bot over a whole lifecycle (scheduled, staged, joining, joined, ended: 5 transitions), "

@@ -17,12 +17,17 @@ What it does
   and `POST /bench/ping` (stamped like a join, changes nothing: bench/floor.py).
   HTTP/1.1 with keep-alive and Content-Length bodies only (what the operator, aiohttp
   and the kubelet's prober send).
-- Timestamps every request the moment its first bytes arrive: `time.time()` is the
-  first statement of `data_received`, before any parsing. Nothing else runs in that
-  callback: parsing, state changes and answers are deferred until arrivals have been
-  quiet for `QUIET` seconds, so that a thousand joins arriving together are stamped as
-  they arrive, not after the stub answered the earlier ones (one process plays a
-  thousand Pods; a real bot answers only its own join).
+- Stamps every request twice, the moment its first bytes are read and where the kernel
+  received them. The read stamp is `time.time()`, the first statement of the socket's
+  read callback (the `data_received` of this stub: its sockets are served with
+  `loop.add_reader` and `recvmsg`, not asyncio transports, to get the second stamp),
+  before any parsing. The kernel stamp is SO_TIMESTAMPNS, the time the loopback
+  device handed the bytes to the socket: it does not depend on when this one process,
+  playing thousands of Pods on a shared 2-core machine, is scheduled to read them.
+  Nothing else runs in the read callback: parsing, state changes and answers are
+  deferred until arrivals have been quiet for `QUIET` seconds, so that a thousand joins
+  arriving together are stamped as they arrive, not after the stub answered the earlier
+  ones (a real bot answers only its own join).
 - Moves bots on command (`state`): `joined`, `ended`... as a bot reports them, so the
   operator's long-poll sees a whole lifecycle.
 
@@ -42,6 +47,7 @@ import asyncio
 import json
 import resource
 import socket
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +55,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+#: Kernel receive timestamps (Linux; the socket module does not name it).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Answers wait until no bytes arrived for this long (see the module docstring).
 QUIET = 0.003
 #: Never defer an answer longer than this, even under a steady stream of requests.
@@ -117,11 +125,11 @@ class Stub:
     def __init__(self, port: int) -> None:
         self.port = port
         self.bots: dict[str, Bot] = {}
-        self.servers: dict[str, asyncio.Server] = {}
-        #: Every join that arrived: (address, arrival time, requestId), in arrival order.
-        self.joins: list[tuple[str, float, str | None]] = []
+        self.servers: dict[str, socket.socket] = {}
+        #: Every join that arrived: (address, read stamp, requestId, kernel stamp), in arrival order.
+        self.joins: list[tuple[str, float, str | None, float | None]] = []
         self.requests = 0
-        self._pending: list[tuple[Connection, float, bytes]] = []
+        self._pending: list[tuple[Connection, float, float | None, bytes]] = []
         self._last_arrival = 0.0
         self._first_pending = 0.0
         self._drain: asyncio.TimerHandle | None = None
@@ -140,18 +148,35 @@ class Stub:
                 sock.close()
                 failed.append(address)
                 continue
+            # On the listener too: accepted sockets inherit it, and the kernel stamps packets
+            # that arrive before the accept (the join may come with the connection).
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.listen(512)
             sock.setblocking(False)
             bot = self.bots.setdefault(address, Bot(address))
-            self.servers[address] = await self.loop.create_server(lambda bot=bot: Connection(self, bot), sock=sock)
+            self.loop.add_reader(sock.fileno(), self._accept, sock, bot)
+            self.servers[address] = sock
         return failed
+
+    def _accept(self, listener: socket.socket, bot: Bot) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            Connection(self, bot, sock)
 
     # Deferred processing ---------------------------------------------------------------------
 
-    def arrived(self, connection: Connection, at: float, data: bytes) -> None:
+    def arrived(self, connection: Connection, at: float, kernel: float | None, data: bytes) -> None:
         if not self._pending:
             self._first_pending = at
-        self._pending.append((connection, at, data))
+        self._pending.append((connection, at, kernel, data))
         self._last_arrival = at
         if self._drain is None:
             self._drain = self.loop.call_later(QUIET, self._drain_when_quiet)
@@ -164,12 +189,13 @@ class Stub:
             return
         self._drain = None
         pending, self._pending = self._pending, []
-        for connection, at, data in pending:
-            connection.feed(at, data)
+        for connection, at, kernel, data in pending:
+            connection.feed(at, kernel, data)
 
     # Requests ------------------------------------------------------------------------------
 
-    def handle(self, connection: Connection, bot: Bot, at: float, method: str, target: str, body: bytes) -> None:
+    def handle(self, connection: Connection, bot: Bot, at: float, kernel: float | None, method: str, target: str,
+               body: bytes) -> None:
         self.requests += 1
         url = urlsplit(target)
         path = url.path
@@ -177,7 +203,7 @@ class Stub:
             connection.answer(200, b'{"ready": true}')
         elif method == "POST" and path == "/v1/join":
             request_id = _field(body, "requestId")
-            self.joins.append((bot.address, at, request_id))
+            self.joins.append((bot.address, at, request_id, kernel))
             if bot.state == "ready":
                 bot.request_id = request_id
                 bot.joined_by = "signal"
@@ -201,7 +227,7 @@ class Stub:
             connection.answer(200, bot.document())
         elif method == "POST" and path == "/bench/ping":
             # The floor measurement (bench/floor.py): stamped like a join, changes nothing.
-            self.joins.append((bot.address, at, _field(body, "requestId")))
+            self.joins.append((bot.address, at, _field(body, "requestId"), kernel))
             connection.answer(200, b"{}")
         elif method == "POST" and path == "/v1/schedule":
             connection.answer(200, bot.document())
@@ -256,38 +282,62 @@ def _count(items: Iterator[str]) -> dict[str, int]:
 _REASONS = {200: "OK", 404: "Not Found"}
 
 
-class Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection to one bot's address."""
+class Connection:
+    """One HTTP/1.1 connection to one bot's address, on a non-blocking socket."""
 
-    __slots__ = ("stub", "bot", "transport", "buffer", "started", "waiting", "timer")
+    __slots__ = ("stub", "bot", "sock", "fd", "open", "buffer", "started", "started_kernel", "waiting", "timer",
+                 "out")
 
-    def __init__(self, stub: Stub, bot: Bot) -> None:
+    def __init__(self, stub: Stub, bot: Bot, sock: socket.socket) -> None:
         self.stub = stub
         self.bot = bot
-        self.transport: asyncio.Transport | None = None
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.open = True
         self.buffer = b""
-        #: Arrival of the first bytes of the request being read (None between requests).
+        #: Stamps of the first bytes of the request being read (None between requests).
         self.started: float | None = None
+        self.started_kernel: float | None = None
         self.waiting = False
         self.timer: asyncio.TimerHandle | None = None
+        self.out = b""
+        stub.loop.add_reader(self.fd, self.readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def readable(self) -> None:
+        at = time.time()  # first: this is the read stamp
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, 256)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        kernel = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                kernel = seconds + nanoseconds / 1e9
+        self.stub.arrived(self, at, kernel, data)
 
-    def data_received(self, data: bytes) -> None:
-        at = time.time()  # first: this is the arrival stamp
-        self.stub.arrived(self, at, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self.stub.loop.remove_reader(self.fd)
+        if self.out:
+            self.stub.loop.remove_writer(self.fd)
         if self.timer is not None:
             self.timer.cancel()
+        self.sock.close()
 
-    def feed(self, at: float, data: bytes) -> None:
+    def feed(self, at: float, kernel: float | None, data: bytes) -> None:
         if self.started is None:
-            self.started = at
+            self.started, self.started_kernel = at, kernel
         self.buffer += data
-        while self.transport is not None and not self.waiting:
+        while self.open and not self.waiting:
             head_end = self.buffer.find(b"\r\n\r\n")
             if head_end < 0:
                 return
@@ -302,17 +352,43 @@ class Connection(asyncio.Protocol):
                 return
             body = self.buffer[head_end + 4:end]
             self.buffer = self.buffer[end:]
-            started = self.started
-            self.started = at if self.buffer else None
+            started, started_kernel = self.started, self.started_kernel
+            self.started, self.started_kernel = (at, kernel) if self.buffer else (None, None)
             method, target = head[0].split(" ")[:2]
-            self.stub.handle(self, self.bot, started, method, target, body)
+            self.stub.handle(self, self.bot, started, started_kernel, method, target, body)
 
     def answer(self, code: int, body: bytes) -> None:
-        if self.transport is None:
+        if not self.open:
             return
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-            % (code, _REASONS.get(code, "").encode(), len(body)) + body)
+        self.send(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                  % (code, _REASONS.get(code, "").encode(), len(body)) + body)
+
+    def send(self, data: bytes) -> None:
+        if self.out:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):
+            self.out = data[sent:]
+            self.stub.loop.add_writer(self.fd, self.writable)
+
+    def writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.stub.loop.remove_writer(self.fd)
 
     def hold(self, bot: Bot, timeout: float) -> None:
         """A long-poll: answer on the bot's next change or after `timeout`."""
@@ -329,7 +405,7 @@ class Connection(asyncio.Protocol):
                 bot.waiters.remove(release)
             self.answer(200, bot.document())
             if self.buffer:
-                self.feed(time.time(), b"")
+                self.feed(time.time(), None, b"")
 
         bot.waiters.append(release)
         self.timer = self.stub.loop.call_later(timeout, release)

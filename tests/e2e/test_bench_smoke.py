@@ -30,7 +30,7 @@ SMOKE_PORT = 18191
 
 
 def test_one_small_run_is_measured_end_to_end(cluster: Any, crd: None, tmp_path: Path) -> None:
-    async def run() -> tuple[list[RunResult], list[list[float]]]:
+    async def run() -> tuple[list[RunResult], list[dict[str, list[float]]]]:
         kubeconfig = Path(cluster.kubeconfig)
         kube = await Kube.connect(kubeconfig)
         try:
@@ -47,6 +47,7 @@ def test_one_small_run_is_measured_end_to_end(cluster: Any, crd: None, tmp_path:
     assert result.not_ready == 0
     # Both operator joins and both naive joins reached the stub, which stamped them.
     assert len(result.bot) == 2 and result.missing_bot == 0
+    assert len(result.bot_kernel) == 2  # the kernel's receive stamps came with them
     assert len(result.naive) == 2 and result.missing_naive == 0
     # The operator recorded its signal on both bots; the stub then walked them to `ended`.
     assert len(result.operator) == 2
@@ -56,4 +57,4 @@ def test_one_small_run_is_measured_end_to_end(cluster: Any, crd: None, tmp_path:
     assert result.apf["status"] == result.watched["status"] >= 5
     assert result.apf["bot-writes"] == result.watched["finalizers"] == 2
     assert {"Scheduled", "Staged", "JoinSignaled", "Joined", "Ended"} <= set(result.events)
-    assert [len(samples) for samples in floor] == [10, 10]
+    assert [(len(f["read"]), len(f["kernel"])) for f in floor] == [(10, 10), (10, 10)]
