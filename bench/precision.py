@@ -152,7 +152,7 @@ class PrecisionPhase:
         self.pod_watch = Watcher(kube, f"/api/v1/namespaces/{self.namespace}/pods",
                                  label_selector="meetingbots.dev/scheduledbot", on_event=self.pods.on_event)
         #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
-        self.per_bot = 0.06
+        self.per_bot = 0.045
         self.results: list[RunResult] = []
         #: Measurement floor samples (seconds; "read" and "kernel"), before the first run and after the last.
         self.floor: list[dict[str, list[float]]] = []
@@ -239,7 +239,7 @@ class PrecisionPhase:
         await self.pod_watch.wait(lambda: len(self.pods.ready) >= size, timeout=max(0.0, join_at - 1 - time.time()))
         staged = time.time()
         not_ready = size - len(self.pods.ready)
-        if not_ready == 0 and size >= 50:
+        if not_ready == 0 and size >= 500:  # smaller runs are mostly fixed costs
             self.per_bot = max(0.01, (staged - started) / size)
         # The joins are out within milliseconds; publishing `joining` takes the operator a few
         # API writes per bot, at the API server's pace.
