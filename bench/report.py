@@ -178,12 +178,15 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
                 f"{_f(r['api_status'], 2)} / {_f(r['watched_status'], 2)}, {_f(r['api_other'], 2)} / "
                 f"{_f(r['watched_finalizers'], 2)}, {_f(r['api_events'], 2)} / {_f(r['events_ns'], 2)} |")
         lines.append("")
-        notes = [f"{r['size']} bots: {r['missing']} bots without a stamped join" for r in rows if r["missing"]]
-        notes += [f"{r['size']} bots: lifecycle incomplete" for r in rows if not r["lifecycle_ok"]]
-        notes += [f"{r['size']} bots: {r['other_operators']} other operator(s) ran meanwhile: "
+        def bots(r: dict[str, Any]) -> str:
+            return f"{r['size']:,} bot{'s' if r['size'] > 1 else ''}"
+
+        notes = [f"{bots(r)}: {r['missing']} bots without a stamped join" for r in rows if r["missing"]]
+        notes += [f"{bots(r)}: lifecycle incomplete" for r in rows if not r["lifecycle_ok"]]
+        notes += [f"{bots(r)}: {r['other_operators']} other operator(s) ran meanwhile: "
                   f"apiserver_request_total includes their writes" for r in rows if r["other_operators"]]
-        notes += [f"{r['size']} bots: {r['notes']}" for r in rows if r["notes"]]
-        notes += [f"{r['size']:,} bots: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
+        notes += [f"{bots(r)}: {r['notes']}" for r in rows if r["notes"]]
+        notes += [f"{bots(r)}: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
                   f"before joinAt {r['idle_margin']:.1f} s); all shown `joining` {_f(r['published_s'])} s after joinAt"
                   for r in rows]
         lines += [f"- {n}" for n in notes] + [""]
@@ -223,8 +226,9 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
             lines.append(f"| paced ({paced['count']} more at {paced['rate_per_s']}/s): creation -> scheduled p50 / p99 "
                          f"/ max | {_f(t['p50'] * 1000)} / {_f(t['p99'] * 1000)} / {_f(t['max'] * 1000)} ms |")
         lines += [
-            f"| operator RSS: empty / {s['count']:,} waiting after the burst / after a restart | "
-            f"{s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} / {s['restart_rss_mb']:.0f} MB |",
+            f"| operator RSS: empty / {s['count']:,} waiting after the burst / after a restart, caught up "
+            f"/ 30 s later | {s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} / {s['restart_rss_mb']:.0f} / "
+            f"{_f(s.get('restart_rss_settled_mb'), 0)} MB |",
             f"| idle CPU ({s['idle_window_s']:.0f} s window, {s['count']:,} waiting) | "
             f"{s['idle_cpu_s_per_min']:.3f} s per minute |",
             f"| restart (SIGKILL, start): healthy / all {s['count'] + 1:,} known / fresh bot scheduled | "
@@ -234,7 +238,9 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
             f"{s['restart_cpu_s']:.1f} s |",
             "",
         ]
-        checks.append(("RSS with the waiting bots", s["rss_mb"], f"{s['rss_mb']:.0f} MB with {s['count']:,}"))
+        worst_rss = max(s["rss_mb"], s["restart_rss_mb"], s.get("restart_rss_settled_mb") or 0)
+        checks.append(("RSS with the waiting bots", worst_rss,
+                       f"{worst_rss:.0f} MB with {s['count']:,} (worst of: after the burst, after a restart)"))
         checks.append(("creation->scheduled p99", s["to_scheduled"]["p99"], f"{s['to_scheduled']['p99']:.3f} s"))
         checks.append(("caught up after restart", s["restart_caught_up_s"], f"{s['restart_caught_up_s']:.1f} s"))
     if plot is not None:

@@ -38,6 +38,7 @@ CONCURRENCY = 32
 #: After the burst: bots created one at a time at an ordinary pace.
 PACED_COUNT = 200
 PACED_RATE = 20
+SETTLE_AFTER_RESTART = 30
 
 
 class ScalePhase:
@@ -79,6 +80,10 @@ class ScalePhase:
             await self._create(result)
             await self._idle(result)
             await self._restart(result)
+            # Memory once the restart's initial listing has been digested and kopf's
+            # per-object workers have gone idle.
+            await asyncio.sleep(SETTLE_AFTER_RESTART)
+            result["restart_rss_settled_mb"] = rss_bytes(self.operator.pid) / 2**20
             await self._paced(result)
         finally:
             await self.watch.stop()
