@@ -18,10 +18,22 @@ from bench.processes import ROOT
 
 log = logging.getLogger("bench")
 
-QUICK = {"sizes": [1, 100, 1000], "runs": {1: 3, 100: 3, 1000: 1}, "scale": 2000, "idle": 30, "budget": 600,
-         "scale_reserve": 150}
-FULL = {"sizes": [1, 100, 1000, 5000], "runs": {1: 5, 100: 5, 1000: 3, 5000: 1}, "scale": 10000, "idle": 60,
-        "budget": 3600, "scale_reserve": 420}
+QUICK = {
+    "sizes": [1, 100, 1000],
+    "runs": {1: 3, 100: 3, 1000: 1},
+    "scale": 2000,
+    "idle": 30,
+    "budget": 600,
+    "scale_reserve": 150,
+}
+FULL = {
+    "sizes": [1, 100, 1000, 5000],
+    "runs": {1: 5, 100: 5, 1000: 3, 5000: 1},
+    "scale": 10000,
+    "idle": 60,
+    "budget": 3600,
+    "scale_reserve": 420,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,34 +43,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per size (default by mode: more for small sizes)")
     p.add_argument("--scale", type=int, help="ScheduledBots waiting in `scheduled` (default 2,000; full 10,000)")
     p.add_argument("--idle", type=float, help="idle window in seconds for the CPU measure (default 30; full 60)")
-    p.add_argument("--scale-template", action="store_true",
-                   help="the waiting bots carry the bench's Pod template (default: none, the operator's applies)")
-    p.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
-                   help="extra operator flag, repeatable (experiments, e.g. --operator-arg=--no-webhook)")
-    p.add_argument("--without-webhook", action="store_true",
-                   help="experiment: delete the operator's webhook configuration once it runs, so that creates "
-                   "skip the admission webhook (scale phase)")
+    p.add_argument(
+        "--scale-template",
+        action="store_true",
+        help="the waiting bots carry the bench's Pod template (default: none, the operator's applies)",
+    )
+    p.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra operator flag, repeatable (experiments, e.g. --operator-arg=--no-webhook)",
+    )
+    p.add_argument(
+        "--without-webhook",
+        action="store_true",
+        help="experiment: delete the operator's webhook configuration once it runs, so that creates "
+        "skip the admission webhook (scale phase)",
+    )
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
-    p.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks-lateness.png"),
-                   help="where the lateness plot goes (PNG)")
+    p.add_argument(
+        "--plot", default=str(ROOT / "docs" / "benchmarks-lateness.png"), help="where the lateness plot goes (PNG)"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="logs and raw results (git-ignored)")
     return p.parse_args(argv)
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal:")))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem_kb = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+    )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "?"
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
-            "python": sys.version.split()[0], "commit": commit}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": sys.version.split()[0],
+        "commit": commit,
+    }
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -68,7 +105,7 @@ async def amain(args: argparse.Namespace) -> int:
 
     mode = FULL if args.full else QUICK
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else mode["sizes"]
-    runs = {s: args.runs for s in sizes} if args.runs else {s: mode["runs"].get(s, 1) for s in sizes}
+    runs = dict.fromkeys(sizes, args.runs) if args.runs else {s: mode["runs"].get(s, 1) for s in sizes}
     scale = args.scale if args.scale is not None else mode["scale"]
     idle = args.idle if args.idle is not None else mode["idle"]
     started = time.time()
@@ -80,24 +117,51 @@ async def amain(args: argparse.Namespace) -> int:
     if not kubeconfig.exists():
         print(f"bench: no kubeconfig at {kubeconfig}; run `make cluster` first", file=sys.stderr)
         return 2
-    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
-                   env={**os.environ, "KUBECONFIG": str(kubeconfig)}, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     kube = await Kube.connect(kubeconfig)
-    command = "python -m bench" + (" --full" if args.full else "") + "".join(
-        f" {a}" for a in sys.argv[1:] if a != "--full")
-    results: dict[str, object] = {"machine": machine(), "command": command, "mode": "full" if args.full else "quick",
-                                  "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    command = (
+        "python -m bench" + (" --full" if args.full else "") + "".join(f" {a}" for a in sys.argv[1:] if a != "--full")
+    )
+    results: dict[str, object] = {
+        "machine": machine(),
+        "command": command,
+        "mode": "full" if args.full else "quick",
+        "run_id": run_id,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     try:
         if not args.skip_precision:
-            phase = PrecisionPhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, sizes=sizes, runs=runs,
-                                   deadline=deadline - (mode["scale_reserve"] if not args.skip_scale else 0),
-                                   operator_args=args.operator_arg)
+            phase = PrecisionPhase(
+                kube=kube,
+                kubeconfig=kubeconfig,
+                out=out,
+                run_id=run_id,
+                sizes=sizes,
+                runs=runs,
+                deadline=deadline - (mode["scale_reserve"] if not args.skip_scale else 0),
+                operator_args=args.operator_arg,
+            )
             results["precision"] = [r.__dict__ for r in await phase.run()]
             results["floor"] = phase.floor
         if not args.skip_scale and scale > 0:
-            scale_phase = ScalePhase(kube=kube, kubeconfig=kubeconfig, out=out, run_id=run_id, count=scale,
-                                     idle=idle, deadline=deadline, template=args.scale_template,
-                                     operator_args=args.operator_arg, without_webhook=args.without_webhook)
+            scale_phase = ScalePhase(
+                kube=kube,
+                kubeconfig=kubeconfig,
+                out=out,
+                run_id=run_id,
+                count=scale,
+                idle=idle,
+                deadline=deadline,
+                template=args.scale_template,
+                operator_args=args.operator_arg,
+                without_webhook=args.without_webhook,
+            )
             results["scale"] = await scale_phase.run()
     finally:
         await kube.close()
@@ -112,8 +176,9 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
     try:
         return asyncio.run(amain(args))
     except KeyboardInterrupt:

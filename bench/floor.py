@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     sent = []
     for i in range(args.count):
         body = json.dumps({"requestId": f"floor-{i}"}).encode()
-        request = (f"POST /bench/ping HTTP/1.1\r\nHost: {args.address}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        request = (
+            f"POST /bench/ping HTTP/1.1\r\nHost: {args.address}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         at = time.time() + args.interval
         time.sleep(max(0.0, at - time.time() - 0.002))
         while time.time() < at:

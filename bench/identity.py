@@ -31,14 +31,20 @@ FLOWCONTROL = "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas"
 #: Category -> resource rules. First match wins (by matchingPrecedence): the catch-all comes last.
 CATEGORIES: dict[str, tuple[int, list[dict[str, Any]]]] = {
     "status": (50, [{"verbs": ["patch", "update"], "apiGroups": [GROUP], "resources": ["scheduledbots/status"]}]),
-    "bot-writes": (50, [{"verbs": ["patch", "update", "create", "delete"], "apiGroups": [GROUP],
-                         "resources": ["scheduledbots"]}]),
-    "events": (50, [{"verbs": ["create", "patch", "update"], "apiGroups": ["", "events.k8s.io"],
-                     "resources": ["events"]}]),
+    "bot-writes": (
+        50,
+        [{"verbs": ["patch", "update", "create", "delete"], "apiGroups": [GROUP], "resources": ["scheduledbots"]}],
+    ),
+    "events": (
+        50,
+        [{"verbs": ["create", "patch", "update"], "apiGroups": ["", "events.k8s.io"], "resources": ["events"]}],
+    ),
     "pod-create": (50, [{"verbs": ["create"], "apiGroups": [""], "resources": ["pods"]}]),
     "pod-delete": (50, [{"verbs": ["delete", "deletecollection"], "apiGroups": [""], "resources": ["pods"]}]),
-    "secret-writes": (50, [{"verbs": ["create", "delete", "patch", "update"], "apiGroups": [""],
-                            "resources": ["secrets"]}]),
+    "secret-writes": (
+        50,
+        [{"verbs": ["create", "delete", "patch", "update"], "apiGroups": [""], "resources": ["secrets"]}],
+    ),
     "reads": (60, [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}]),
     "rest": (70, [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]),
 }
@@ -59,40 +65,74 @@ class OperatorIdentity:
     async def create(self) -> Path:
         """ServiceAccount, binding, token, FlowSchemas; returns the operator's kubeconfig."""
         ns = self.namespace
-        await self.kube.call("POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
-                             body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT}})
-        await self.kube.call("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": self.binding, "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
-        })
-        token = (await self.kube.call(
-            "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-            body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                  "spec": {"expirationSeconds": 86400}}))["status"]["token"]
-        for category, (precedence, rules) in CATEGORIES.items():
-            await self.kube.call("POST", FLOWCONTROL, body={
-                "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
-                "metadata": {"name": self.schema(category),
-                             "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"}},
-                "spec": {
-                    "matchingPrecedence": precedence,
-                    "priorityLevelConfiguration": {"name": "workload-low"},
-                    "distinguisherMethod": {"type": "ByUser"},
-                    "rules": [{
-                        "subjects": [{"kind": "ServiceAccount",
-                                      "serviceAccount": {"name": SERVICE_ACCOUNT, "namespace": ns}}],
-                        "resourceRules": [{**rule, "namespaces": ["*"], "clusterScope": True} for rule in rules],
-                        **({"nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}
-                           if category == "rest" else {}),
-                    }],
+        await self.kube.call(
+            "POST",
+            f"/api/v1/namespaces/{ns}/serviceaccounts",
+            body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT}},
+        )
+        await self.kube.call(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            body={
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": self.binding, "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
+            },
+        )
+        token = (
+            await self.kube.call(
+                "POST",
+                f"/api/v1/namespaces/{ns}/serviceaccounts/{SERVICE_ACCOUNT}/token",
+                body={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": 86400},
                 },
-            })
+            )
+        )["status"]["token"]
+        for category, (precedence, rules) in CATEGORIES.items():
+            await self.kube.call(
+                "POST",
+                FLOWCONTROL,
+                body={
+                    "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+                    "kind": "FlowSchema",
+                    "metadata": {
+                        "name": self.schema(category),
+                        "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"},
+                    },
+                    "spec": {
+                        "matchingPrecedence": precedence,
+                        "priorityLevelConfiguration": {"name": "workload-low"},
+                        "distinguisherMethod": {"type": "ByUser"},
+                        "rules": [
+                            {
+                                "subjects": [
+                                    {
+                                        "kind": "ServiceAccount",
+                                        "serviceAccount": {"name": SERVICE_ACCOUNT, "namespace": ns},
+                                    }
+                                ],
+                                "resourceRules": [
+                                    {**rule, "namespaces": ["*"], "clusterScope": True} for rule in rules
+                                ],
+                                **(
+                                    {"nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}
+                                    if category == "rest"
+                                    else {}
+                                ),
+                            }
+                        ],
+                    },
+                },
+            )
         admin = yaml.safe_load(self.admin_kubeconfig.read_text())
         cluster = admin["clusters"][0]["cluster"]
         config = {
-            "apiVersion": "v1", "kind": "Config",
+            "apiVersion": "v1",
+            "kind": "Config",
             "clusters": [{"name": "local", "cluster": cluster}],
             "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
             "contexts": [{"name": "bench", "context": {"cluster": "local", "user": SERVICE_ACCOUNT, "namespace": ns}}],
@@ -108,7 +148,7 @@ class OperatorIdentity:
         prefix = f'apiserver_flowcontrol_dispatched_requests_total{{flow_schema="bench-{self.run_id}-'
         for line in (await self.kube.raw("/metrics", timeout=60)).splitlines():
             if line.startswith(prefix):
-                category = line[len(prefix):].split('"', 1)[0]
+                category = line[len(prefix) :].split('"', 1)[0]
                 counts[category] += int(float(line.rsplit(" ", 1)[1]))
         return counts
 

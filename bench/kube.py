@@ -38,15 +38,30 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
-    async def call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
-                   content_type: str | None = None, timeout: float = 30) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+        timeout: float = 30,
+    ) -> Any:
         """One request; the parsed JSON answer (ApiException on an error status)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         response = await self.api.call_api(
-            path, method, query_params=query or [], header_params=headers, body=body,
-            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
         data = await response.read()
         if not 200 <= response.status <= 299:
             # With _preload_content=False the client does not raise by itself.
@@ -54,9 +69,14 @@ class Kube:
         return json.loads(data) if data else None
 
     async def raw(self, path: str, *, timeout: float = 30) -> str:
-        response = await self.api.call_api(path, "GET", header_params={"Accept": "text/plain"},
-                                           auth_settings=["BearerToken"], _preload_content=False,
-                                           _request_timeout=timeout)
+        response = await self.api.call_api(
+            path,
+            "GET",
+            header_params={"Accept": "text/plain"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
         data = await response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=f"GET {path}: {data[:300]!r}")
@@ -65,8 +85,11 @@ class Kube:
     # Namespaces ------------------------------------------------------------------------
 
     async def create_namespace(self, name: str) -> None:
-        body = {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"}}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "scheduledbot-bench"}},
+        }
         await self.call("POST", "/api/v1/namespaces", body=body)
         # Pod admission needs the namespace's default ServiceAccount (the controller makes it).
         deadline = time.monotonic() + 30
@@ -102,8 +125,7 @@ class Kube:
     def bots_path(self, namespace: str) -> str:
         return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
 
-    async def create_bots(self, namespace: str, bodies: list[dict[str, Any]], *,
-                          concurrency: int) -> dict[str, float]:
+    async def create_bots(self, namespace: str, bodies: list[dict[str, Any]], *, concurrency: int) -> dict[str, float]:
         """Create all, `concurrency` in flight; returns name -> time.time() when its create returned."""
         path = self.bots_path(namespace)
         returned: dict[str, float] = {}
@@ -148,7 +170,7 @@ class Kube:
         for line in (await self.raw("/metrics", timeout=60)).splitlines():
             if not line.startswith("apiserver_request_total{"):
                 continue
-            labels_text, _, value = line[len("apiserver_request_total{"):].rpartition("} ")
+            labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
             labels = dict(part.split("=", 1) for part in _split_labels(labels_text))
             if labels.get("dry_run", '""') != '""':
                 continue
@@ -179,8 +201,14 @@ class Watcher:
     on counters kept up to date by the event callback, never on scans of all objects.
     """
 
-    def __init__(self, kube: Kube, path: str, *, label_selector: str = "",
-                 on_event: Callable[[str, dict[str, Any], dict[str, Any] | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        path: str,
+        *,
+        label_selector: str = "",
+        on_event: Callable[[str, dict[str, Any], dict[str, Any] | None], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.path = path
         self.label_selector = label_selector
@@ -203,17 +231,29 @@ class Watcher:
         while True:
             try:
                 if not version:
-                    page = await self.kube.call("GET", self.path, query=[("labelSelector", self.label_selector)],
-                                                timeout=120)
+                    page = await self.kube.call(
+                        "GET", self.path, query=[("labelSelector", self.label_selector)], timeout=120
+                    )
                     for obj in page.get("items") or []:
                         self._apply("ADDED", obj)
                     version = page["metadata"]["resourceVersion"]
                     self.synced.set()
-                query = [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
-                         ("timeoutSeconds", "300"), ("labelSelector", self.label_selector)]
+                query = [
+                    ("watch", "true"),
+                    ("resourceVersion", version),
+                    ("allowWatchBookmarks", "true"),
+                    ("timeoutSeconds", "300"),
+                    ("labelSelector", self.label_selector),
+                ]
                 response = await self.kube.api.call_api(
-                    self.path, "GET", query_params=query, header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"], _preload_content=False, _request_timeout=330)
+                    self.path,
+                    "GET",
+                    query_params=query,
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=330,
+                )
                 if response.status != 200:
                     raise ApiException(status=response.status, reason=f"watch {self.path}")
                 async for line in response.content:
@@ -254,6 +294,6 @@ class Watcher:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True

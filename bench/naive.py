@@ -27,12 +27,13 @@ import aiohttp
 async def run(addresses: list[str], join_at: float, timeout: float) -> dict[str, object]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=600)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def warm(address: str) -> bool:
             try:
                 async with session.get(f"http://{address}/v1/ready", timeout=aiohttp.ClientTimeout(total=10)) as r:
                     await r.read()
                     return r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return False
 
         warmed = await asyncio.gather(*(warm(a) for a in addresses))
@@ -43,15 +44,22 @@ async def run(addresses: list[str], join_at: float, timeout: float) -> dict[str,
         async def join(index: int, address: str) -> dict[str, object]:
             await asyncio.sleep(join_at - time.time())
             woke = time.time()
-            body = {"requestId": f"naive-{index}@{stamp}", "meetingUrl": "https://zoom.us/j/1",
-                    "botName": f"naive {index}", "joinAt": stamp}
+            body = {
+                "requestId": f"naive-{index}@{stamp}",
+                "meetingUrl": "https://zoom.us/j/1",
+                "botName": f"naive {index}",
+                "joinAt": stamp,
+            }
             try:
-                async with session.post(f"http://{address}/v1/join", json=body,
-                                        headers={"Authorization": "Bearer naive"},
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                async with session.post(
+                    f"http://{address}/v1/join",
+                    json=body,
+                    headers={"Authorization": "Bearer naive"},
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
                     await response.read()
                     return {"address": address, "woke": woke, "answered": time.time(), "status": response.status}
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 return {"address": address, "woke": woke, "answered": time.time(), "error": repr(error)}
 
         results = await asyncio.gather(*(join(i, a) for i, a in enumerate(addresses)))

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -63,30 +63,46 @@ def pod_template(run: str, port: int = STUB_PORT) -> dict[str, Any]:
         "metadata": {"labels": {"bench.meetingbots.dev/run": run}},
         "spec": {
             "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "bot",
-                "image": "bench.local/sleep:1",
-                "command": ["sleep", "3600"],
-                "ports": [{"name": "control", "containerPort": port, "protocol": "TCP"}],
-                # One probe when the process starts, then none for an hour: no probe traffic
-                # at the join instant. A failed first probe would leave the Pod unready for
-                # that hour: the delay gives the harness time to bind an address that was not
-                # pre-bound, and the timeout is generous for a stub answering thousands at once.
-                "readinessProbe": {"httpGet": {"path": "/v1/ready", "port": "control"}, "initialDelaySeconds": PROBE_DELAY,
-                                   "timeoutSeconds": 10, "periodSeconds": 3600, "failureThreshold": 1},
-            }],
+            "containers": [
+                {
+                    "name": "bot",
+                    "image": "bench.local/sleep:1",
+                    "command": ["sleep", "3600"],
+                    "ports": [{"name": "control", "containerPort": port, "protocol": "TCP"}],
+                    # One probe when the process starts, then none for an hour: no probe traffic
+                    # at the join instant. A failed first probe would leave the Pod unready for
+                    # that hour: the delay gives the harness time to bind an address that was not
+                    # pre-bound, and the timeout is generous for a stub answering thousands at once.
+                    "readinessProbe": {
+                        "httpGet": {"path": "/v1/ready", "port": "control"},
+                        "initialDelaySeconds": PROBE_DELAY,
+                        "timeoutSeconds": 10,
+                        "periodSeconds": 3600,
+                        "failureThreshold": 1,
+                    },
+                }
+            ],
         },
     }
 
 
-def bot_body(name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any] | None,
-             index: int) -> dict[str, Any]:
-    spec: dict[str, Any] = {"meetingUrl": f"https://zoom.us/j/{9000000000 + index}", "botName": f"Bench {name}",
-                            "joinAt": join_at, "stagingLeadSeconds": lead}
+def bot_body(
+    name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any] | None, index: int
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "meetingUrl": f"https://zoom.us/j/{9000000000 + index}",
+        "botName": f"Bench {name}",
+        "joinAt": join_at,
+        "stagingLeadSeconds": lead,
+    }
     if template is not None:
         spec["template"] = template
-    return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "ScheduledBot",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "ScheduledBot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 @dataclass
@@ -98,34 +114,46 @@ class RunResult:
     staged_s: float
     idle_margin_s: float
     not_ready: int
-    bot: list[float] = field(default_factory=list)          # stub read stamp - joinAt, seconds
-    bot_kernel: list[float] = field(default_factory=list)   # kernel receive stamp (SO_TIMESTAMPNS) - joinAt
-    operator: list[float] = field(default_factory=list)     # joinSignaledAt - joinAt (1 ms resolution)
-    operator_mean: float = math.nan                          # histogram _sum/_count: full resolution
+    bot: list[float] = field(default_factory=list)  # stub read stamp - joinAt, seconds
+    bot_kernel: list[float] = field(default_factory=list)  # kernel receive stamp (SO_TIMESTAMPNS) - joinAt
+    operator: list[float] = field(default_factory=list)  # joinSignaledAt - joinAt (1 ms resolution)
+    operator_mean: float = math.nan  # histogram _sum/_count: full resolution
     operator_buckets: dict[str, float] = field(default_factory=dict)
-    naive: list[float] = field(default_factory=list)        # stub read stamp - naive joinAt
+    naive: list[float] = field(default_factory=list)  # stub read stamp - naive joinAt
     naive_kernel: list[float] = field(default_factory=list)  # kernel receive stamp - naive joinAt
-    naive_woke: list[float] = field(default_factory=list)   # naive task woke - naive joinAt
+    naive_woke: list[float] = field(default_factory=list)  # naive task woke - naive joinAt
     naive_note: str = ""
     missing_bot: int = 0
     missing_naive: int = 0
-    api: dict[str, float] = field(default_factory=dict)     # writes per bot, apiserver_request_total (all clients)
-    apf: dict[str, float] = field(default_factory=dict)     # requests per bot of our operator only (FlowSchemas)
+    api: dict[str, float] = field(default_factory=dict)  # writes per bot, apiserver_request_total (all clients)
+    apf: dict[str, float] = field(default_factory=dict)  # requests per bot of our operator only (FlowSchemas)
     watched: dict[str, float] = field(default_factory=dict)  # writes per bot seen on our watch
     events: dict[str, int] = field(default_factory=dict)
     lifecycle_ok: bool = True
     other_operators: int = 0
-    published_s: float = math.nan                            # joinAt -> every bot shows `joining` (or later)
+    published_s: float = math.nan  # joinAt -> every bot shows `joining` (or later)
 
     def brief(self) -> dict[str, Any]:
         return {"bot": summary(self.bot), "operator": summary(self.operator), "naive": summary(self.naive)}
 
 
 class PrecisionPhase:
-    def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, sizes: list[int],
-                 runs: dict[int, int], deadline: float, operator_args: list[str] | None = None,
-                 stub_port: int = STUB_PORT, lead_base: float = 10.0, namespace_timeout: float = 180,
-                 floor_samples: int = 30) -> None:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        kubeconfig: Path,
+        out: Path,
+        run_id: str,
+        sizes: list[int],
+        runs: dict[int, int],
+        deadline: float,
+        operator_args: list[str] | None = None,
+        stub_port: int = STUB_PORT,
+        lead_base: float = 10.0,
+        namespace_timeout: float = 180,
+        floor_samples: int = 30,
+    ) -> None:
         self.kube = kube
         self.kubeconfig = kubeconfig
         self.out = out
@@ -138,19 +166,26 @@ class PrecisionPhase:
         self.lead_base = lead_base
         self.namespace_timeout = namespace_timeout
         self.floor_samples = floor_samples
-        self.stub = StubProcess(port=stub_port, count=int(max(sizes) * 1.1) + ADDRESS_MARGIN,
-                                log_path=out / "stub.log")
-        self.identity = OperatorIdentity(kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig,
-                                         path=out / "operator.kubeconfig")
-        self.operator = Operator(kubeconfig=out / "operator.kubeconfig", namespaces=[self.namespace],
-                                 log_path=out / "operator-join.log",
-                                 webhook_config=f"scheduledbot-bench-{self.namespace}",
-                                 extra_args=list(operator_args or []))
+        self.stub = StubProcess(port=stub_port, count=int(max(sizes) * 1.1) + ADDRESS_MARGIN, log_path=out / "stub.log")
+        self.identity = OperatorIdentity(
+            kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig, path=out / "operator.kubeconfig"
+        )
+        self.operator = Operator(
+            kubeconfig=out / "operator.kubeconfig",
+            namespaces=[self.namespace],
+            log_path=out / "operator-join.log",
+            webhook_config=f"scheduledbot-bench-{self.namespace}",
+            extra_args=list(operator_args or []),
+        )
         self.bots = BotTracker()
         self.pods = PodTracker()
         self.bot_watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
-        self.pod_watch = Watcher(kube, f"/api/v1/namespaces/{self.namespace}/pods",
-                                 label_selector="meetingbots.dev/scheduledbot", on_event=self.pods.on_event)
+        self.pod_watch = Watcher(
+            kube,
+            f"/api/v1/namespaces/{self.namespace}/pods",
+            label_selector="meetingbots.dev/scheduledbot",
+            on_event=self.pods.on_event,
+        )
         #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
         self.per_bot = 0.045
         self.results: list[RunResult] = []
@@ -164,8 +199,9 @@ class PrecisionPhase:
         try:
             await self.identity.create()
             hello = await self.stub.start()
-            log.info("stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], self.port,
-                     hello["nofile"])
+            log.info(
+                "stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], self.port, hello["nofile"]
+            )
             self.operator.start()
             await self.operator.wait_healthy()
             self.bot_watch.start()
@@ -192,18 +228,28 @@ class PrecisionPhase:
     async def _floor(self) -> dict[str, list[float]]:
         """Arrival - send of on-time pings from another process (bench/floor.py)."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.floor", "--address", f"127.0.0.10:{self.port}", "--count",
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "--address",
+            f"127.0.0.10:{self.port}",
+            "--count",
             str(self.floor_samples),
-            stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
         out, _ = await asyncio.wait_for(process.communicate(), 60)
         sent = dict(json.loads(out)["sent"])
-        arrived = {rid: (at, kernel) for _, at, rid, kernel in (await self.stub.command("joins"))["joins"]
-                   if rid in sent}
+        arrived = {
+            rid: (at, kernel) for _, at, rid, kernel in (await self.stub.command("joins"))["joins"] if rid in sent
+        }
         read = [arrived[rid][0] - t for rid, t in sent.items() if rid in arrived]
         kernel = [k - t for rid, t in sent.items() if rid in arrived and (k := arrived[rid][1]) is not None]
-        log.info("measurement floor: read %s ms; kernel %s ms",
-                 {k: round(v * 1000, 3) for k, v in summary(read).items() if k != "n"},
-                 {k: round(v * 1000, 3) for k, v in summary(kernel).items() if k != "n"})
+        log.info(
+            "measurement floor: read %s ms; kernel %s ms",
+            {k: round(v * 1000, 3) for k, v in summary(read).items() if k != "n"},
+            {k: round(v * 1000, 3) for k, v in summary(kernel).items() if k != "n"},
+        )
         return {"read": read, "kernel": kernel}
 
     def _estimate(self, size: int) -> float:
@@ -225,8 +271,17 @@ class PrecisionPhase:
         ahead = self._estimate(size)
         join_at = float(math.ceil(time.time() + ahead))
         template = pod_template(f"{self.run_id}-{prefix}", self.port)
-        bodies = [bot_body(f"{prefix}-{i:05d}", self.namespace, join_at=iso(join_at), lead=int(ahead) + 60,
-                           template=template, index=i) for i in range(size)]
+        bodies = [
+            bot_body(
+                f"{prefix}-{i:05d}",
+                self.namespace,
+                join_at=iso(join_at),
+                lead=int(ahead) + 60,
+                template=template,
+                index=i,
+            )
+            for i in range(size)
+        ]
         api_before = await self.kube.request_counts()
         apf_before = await self.identity.counts()
         op_before = await self.operator.metrics()
@@ -243,15 +298,28 @@ class PrecisionPhase:
             self.per_bot = max(0.01, (staged - started) / size)
         # The joins are out within milliseconds; publishing `joining` takes the operator a few
         # API writes per bot, at the API server's pace.
-        ok = await self.bot_watch.wait(lambda: self.bots.count(*JOINED_OR_LATER) >= size,
-                                       timeout=join_at + 30 + size / 25 - time.time())
+        ok = await self.bot_watch.wait(
+            lambda: self.bots.count(*JOINED_OR_LATER) >= size, timeout=join_at + 30 + size / 25 - time.time()
+        )
         result_published = time.time() - join_at
         if not ok:
-            log.warning("only %d of %d bots joining %.0f s after joinAt", self.bots.count(*JOINED_OR_LATER), size,
-                        result_published)
-        result = RunResult(size=size, index=index, join_at=join_at, created_s=created - started,
-                           staged_s=staged - started, idle_margin_s=join_at - staged, not_ready=not_ready,
-                           other_operators=0, published_s=result_published)
+            log.warning(
+                "only %d of %d bots joining %.0f s after joinAt",
+                self.bots.count(*JOINED_OR_LATER),
+                size,
+                result_published,
+            )
+        result = RunResult(
+            size=size,
+            index=index,
+            join_at=join_at,
+            created_s=created - started,
+            staged_s=staged - started,
+            idle_margin_s=join_at - staged,
+            not_ready=not_ready,
+            other_operators=0,
+            published_s=result_published,
+        )
 
         # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).
         addresses = {ip: pod for pod, ip in self.pods.ip_of.items()}
@@ -288,24 +356,36 @@ class PrecisionPhase:
             if address in addresses and request_id and request_id.startswith("naive-"):
                 naive_first.setdefault(address, (at, kernel))
         result.naive = [naive_first[a][0] - naive_at for a in addresses if a in naive_first]
-        result.naive_kernel = [k - naive_at for a in addresses if a in naive_first
-                               and (k := naive_first[a][1]) is not None]
+        result.naive_kernel = [
+            k - naive_at for a in addresses if a in naive_first and (k := naive_first[a][1]) is not None
+        ]
         result.missing_naive = size - len(result.naive)
 
         # The rest of the lifecycle: the bots report joined, then ended.
         ips = list(addresses)
         # (Only the bots that joined: one whose Pod never became Ready has failed already.)
-        joined = (await self.stub.command("state", addresses=ips, state="joined", message="in the meeting",
-                                          **{"from": ["joining"]}))["moved"]
+        joined = (
+            await self.stub.command(
+                "state", addresses=ips, state="joined", message="in the meeting", **{"from": ["joining"]}
+            )
+        )["moved"]
         ok_joined = await self.bot_watch.wait(lambda: self.bots.count("joined") >= joined, timeout=60 + size / 20)
-        ended = (await self.stub.command("state", addresses=ips, state="ended", message="the meeting ended",
-                                         reason="MeetingEnded", **{"from": ["joined"]}))["moved"]
+        ended = (
+            await self.stub.command(
+                "state",
+                addresses=ips,
+                state="ended",
+                message="the meeting ended",
+                reason="MeetingEnded",
+                **{"from": ["joined"]},
+            )
+        )["moved"]
         ok_ended = await self.bot_watch.wait(
-            lambda: self.bots.count("ended") >= ended and self.bots.with_finalizer == 0, timeout=60 + size / 20)
+            lambda: self.bots.count("ended") >= ended and self.bots.with_finalizer == 0, timeout=60 + size / 20
+        )
         result.lifecycle_ok = ok_joined and ok_ended and joined == ended == size
         if not result.lifecycle_ok:
-            log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states),
-                        self.bots.with_finalizer)
+            log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states), self.bots.with_finalizer)
         await asyncio.sleep(0.5)  # let the last requests be counted
         api_after = await self.kube.request_counts()
         apf = await self.identity.counts()
@@ -317,18 +397,26 @@ class PrecisionPhase:
         writes.subtract(writes_before)
         result.watched = {k: v / size for k, v in writes.items()}
         events = await self.kube.list(f"/api/v1/namespaces/{self.namespace}/events")
-        result.events = dict(Counter(
-            e.get("reason", "?") for e in events
-            if (e.get("involvedObject") or {}).get("name", "").startswith(prefix)
-            and (e.get("source") or {}).get("component") == "scheduledbot-operator"))
+        result.events = dict(
+            Counter(
+                e.get("reason", "?")
+                for e in events
+                if (e.get("involvedObject") or {}).get("name", "").startswith(prefix)
+                and (e.get("source") or {}).get("component") == "scheduledbot-operator"
+            )
+        )
 
         # Clean up for the next run: the Pods go with their bots; the addresses come back.
         # The garbage collector would delete the children at its client's 20 requests per
         # second; one delete-collection each is the bench's shortcut.
         await self.kube.delete_bots(self.namespace)
         for kind in ("pods", "secrets"):
-            await self.kube.call("DELETE", f"/api/v1/namespaces/{self.namespace}/{kind}",
-                                 query=[("labelSelector", "meetingbots.dev/scheduledbot")], timeout=600)
+            await self.kube.call(
+                "DELETE",
+                f"/api/v1/namespaces/{self.namespace}/{kind}",
+                query=[("labelSelector", "meetingbots.dev/scheduledbot")],
+                timeout=600,
+            )
         gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120 + size / 20)
         await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60 + size / 50)
         if not gone:
@@ -416,8 +504,9 @@ def _histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[flo
     return (total / count if count else math.nan), buckets
 
 
-def _api_per_bot(before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]],
-                 size: int) -> dict[str, float]:
+def _api_per_bot(
+    before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]], size: int
+) -> dict[str, float]:
     delta = Counter(after)
     delta.subtract(before)
 
@@ -436,7 +525,9 @@ def _api_per_bot(before: Counter[tuple[str, str, str, str]], after: Counter[tupl
 
 def _line(r: RunResult) -> str:
     b = r.brief()
-    return (f"bot p50 {b['bot']['p50'] * 1000:.2f} p99 {b['bot']['p99'] * 1000:.2f} max {b['bot']['max'] * 1000:.2f} ms; "
-            f"naive p50 {b['naive']['p50'] * 1000:.2f} p99 {b['naive']['p99'] * 1000:.2f} ms; "
-            f"staged in {r.staged_s:.1f} s, idle margin {r.idle_margin_s:.1f} s, missing {r.missing_bot}; "
-            f"api/bot {r.api}; ours (APF) {r.apf}; watched {r.watched}; events {r.events}")
+    return (
+        f"bot p50 {b['bot']['p50'] * 1000:.2f} p99 {b['bot']['p99'] * 1000:.2f} max {b['bot']['max'] * 1000:.2f} ms; "
+        f"naive p50 {b['naive']['p50'] * 1000:.2f} p99 {b['naive']['p99'] * 1000:.2f} ms; "
+        f"staged in {r.staged_s:.1f} s, idle margin {r.idle_margin_s:.1f} s, missing {r.missing_bot}; "
+        f"api/bot {r.api}; ours (APF) {r.apf}; watched {r.watched}; events {r.events}"
+    )

@@ -37,7 +37,7 @@ def rss_bytes(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process (all its threads), in seconds."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -105,22 +105,31 @@ class Operator:
             profile = self.log_path.with_suffix(f".{int(time.time())}.prof")
             command += ["-m", "cProfile", "-o", str(profile)]
         command += [
-            "-m", "scheduledbot.runtime.main",
+            "-m",
+            "scheduledbot.runtime.main",
             *[arg for ns in self.namespaces for arg in ("--namespace", ns)],
-            "--health-port", str(self.health_port),
-            "--metrics-port", str(self.metrics_port),
-            "--webhook-listen", "127.0.0.1",
-            "--webhook-port", str(webhook_port),
-            "--webhook-host", "127.0.0.1",
-            "--webhook-config-name", self.webhook_config,
-            "--log-level", "INFO",
+            "--health-port",
+            str(self.health_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--webhook-listen",
+            "127.0.0.1",
+            "--webhook-port",
+            str(webhook_port),
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-config-name",
+            self.webhook_config,
+            "--log-level",
+            "INFO",
             *self.extra_args,
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:
@@ -203,9 +212,20 @@ class StubProcess:
     async def start(self, *, timeout: float = 60) -> dict[str, Any]:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.stub", "--port", str(self.port), "--count", str(self.count),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, cwd=ROOT,
-                limit=64 << 20, start_new_session=True)
+                sys.executable,
+                "-m",
+                "bench.stub",
+                "--port",
+                str(self.port),
+                "--count",
+                str(self.count),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                limit=64 << 20,
+                start_new_session=True,
+            )
         return await self._read(timeout)
 
     @property
@@ -237,7 +257,7 @@ class StubProcess:
             self.process.stdin.close()
         try:
             await asyncio.wait_for(self.process.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.process.kill()
             await self.process.wait()
         self.process = None
@@ -248,9 +268,19 @@ async def run_naive(addresses: list[str], *, join_at: float, workdir: Path, time
     path = workdir / "naive-addresses.json"
     path.write_text(json.dumps(addresses))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.naive", "--join-at", repr(join_at), "--addresses", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, limit=64 << 20,
-        start_new_session=True)
+        sys.executable,
+        "-m",
+        "bench.naive",
+        "--join-at",
+        repr(join_at),
+        "--addresses",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        limit=64 << 20,
+        start_new_session=True,
+    )
     try:
         assert process.stdout is not None
         ready = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout))
@@ -258,7 +288,7 @@ async def run_naive(addresses: list[str], *, join_at: float, workdir: Path, time
         report["ready"] = ready
         await asyncio.wait_for(process.wait(), 10)
         return report
-    except (asyncio.TimeoutError, ValueError) as error:
+    except (TimeoutError, ValueError) as error:
         process.kill()
         await process.wait()
         stderr = await process.stderr.read() if process.stderr else b""

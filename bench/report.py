@@ -83,9 +83,12 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     groups = by_size(results)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
-    for color, (size, runs) in zip(colors, sorted(groups.items())):
-        for key, style, label in (("bot", "-", "operator"), ("bot_kernel", ":", "operator, kernel stamp"),
-                                  ("naive", "--", "naive fan-out")):
+    for color, (size, runs) in zip(colors, sorted(groups.items()), strict=False):
+        for key, style, label in (
+            ("bot", "-", "operator"),
+            ("bot_kernel", ":", "operator, kernel stamp"),
+            ("naive", "--", "naive fan-out"),
+        ):
             values = sorted(v * 1000 for r in runs for v in r.get(key) or [])
             if not values:
                 continue
@@ -99,8 +102,10 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xlabel("join lateness at the bot (stub read stamp - joinAt; dotted: kernel receive stamp), ms, log scale")
     ax.set_ylabel("fraction of bots")
-    ax.set_title("Bots sharing one joinAt, all runs pooled: the operator (solid) vs a naive asyncio fan-out (dashed)",
-                 fontsize=10)
+    ax.set_title(
+        "Bots sharing one joinAt, all runs pooled: the operator (solid) vs a naive asyncio fan-out (dashed)",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -144,20 +149,26 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
                 f"| {r['size']:,} | {r['runs']} | {trio(r, 'bot')} [{trio(r, 'bot_kernel')}] | "
                 f"{trio(r, 'operator', 0)} | {_f(r['operator_mean'] * 1000, 3)} | "
                 f"{trio(r, 'naive')} [{trio(r, 'naive_kernel')}] | "
-                f"{_f(r['ratio_p99'], 1)}x [{_f(r['ratio_kernel_p99'], 1)}x] |")
+                f"{_f(r['ratio_p99'], 1)}x [{_f(r['ratio_kernel_p99'], 1)}x] |"
+            )
         lines.append("")
         floor = results.get("floor") or []
         if floor:
+
             def stats(samples: list[float]) -> str:
                 if not samples:
                     return "n/a"
-                return (f"{_f(percentile(samples, 50) * 1000, 2)} / {_f(percentile(samples, 99) * 1000, 2)} / "
-                        f"{_f(max(samples) * 1000, 2)}")
+                return (
+                    f"{_f(percentile(samples, 50) * 1000, 2)} / {_f(percentile(samples, 99) * 1000, 2)} / "
+                    f"{_f(max(samples) * 1000, 2)}"
+                )
 
             parts = [f"{stats(f['read'])} [{stats(f['kernel'])}]" for f in floor]
             when = ("before the runs", "after them")
-            lines.append("measurement floor, a ping written on time by another process, p50 / p99 / max ms: "
-                         + "; ".join(f"{p} {w}" for p, w in zip(parts, when)))
+            lines.append(
+                "measurement floor, a ping written on time by another process, p50 / p99 / max ms: "
+                + "; ".join(f"{p} {w}" for p, w in zip(parts, when, strict=True))
+            )
         lines.append("")
         lines += [
             "API requests per bot over a whole lifecycle (scheduled, staged, joining, joined, ended: 5 transitions), "
@@ -176,27 +187,40 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
                 f"{_f(r['apf_pod-create'], 2)} / {_f(r['apf_pod-delete'], 2)}, {_f(r['apf_secret-writes'], 2)}, "
                 f"{_f(r['apf_reads'], 2)} | "
                 f"{_f(r['api_status'], 2)} / {_f(r['watched_status'], 2)}, {_f(r['api_other'], 2)} / "
-                f"{_f(r['watched_finalizers'], 2)}, {_f(r['api_events'], 2)} / {_f(r['events_ns'], 2)} |")
+                f"{_f(r['watched_finalizers'], 2)}, {_f(r['api_events'], 2)} / {_f(r['events_ns'], 2)} |"
+            )
         lines.append("")
+
         def bots(r: dict[str, Any]) -> str:
             return f"{r['size']:,} bot{'s' if r['size'] > 1 else ''}"
 
         notes = [f"{bots(r)}: {r['missing']} bots without a stamped join" for r in rows if r["missing"]]
         notes += [f"{bots(r)}: lifecycle incomplete" for r in rows if not r["lifecycle_ok"]]
-        notes += [f"{bots(r)}: {r['other_operators']} other operator(s) ran meanwhile: "
-                  f"apiserver_request_total includes their writes" for r in rows if r["other_operators"]]
+        notes += [
+            f"{bots(r)}: {r['other_operators']} other operator(s) ran meanwhile: "
+            f"apiserver_request_total includes their writes"
+            for r in rows
+            if r["other_operators"]
+        ]
         notes += [f"{bots(r)}: {r['notes']}" for r in rows if r["notes"]]
-        notes += [f"{bots(r)}: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
-                  f"before joinAt {r['idle_margin']:.1f} s); all shown `joining` {_f(r['published_s'])} s after joinAt"
-                  for r in rows]
+        notes += [
+            f"{bots(r)}: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
+            f"before joinAt {r['idle_margin']:.1f} s); all shown `joining` {_f(r['published_s'])} s after joinAt"
+            for r in rows
+        ]
         lines += [f"- {n}" for n in notes] + [""]
         one = next((r for r in rows if r["size"] == 1), None)
         thousand = next((r for r in rows if r["size"] == 1000), None)
         if one:
             checks.append(("1 bot p99 at the bot", one["bot_99"] * 1000, f"{one['bot_99'] * 1000:.2f} ms"))
         if thousand:
-            checks.append(("1000 bots p99 at the bot", thousand["bot_99"] * 1000,
-                           f"{thousand['bot_99'] * 1000:.2f} ms (naive {thousand['naive_99'] * 1000:.1f} ms)"))
+            checks.append(
+                (
+                    "1000 bots p99 at the bot",
+                    thousand["bot_99"] * 1000,
+                    f"{thousand['bot_99'] * 1000:.2f} ms (naive {thousand['naive_99'] * 1000:.1f} ms)",
+                )
+            )
         status = max(r["apf_status"] for r in rows) / len(TRANSITIONS)
         checks.append(("status writes per transition", status, f"{status:.2f} (worst size)"))
         other = max(r["apf_bot-writes"] for r in rows)
@@ -205,8 +229,11 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     if scale:
         s = scale
         cpu = s.get("cpu_during_creation_s") or {}
-        cpu_text = ", ".join(f"{k} {v / s['count'] * 1000:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
-                             if v / s["count"] >= 0.00005)
+        cpu_text = ", ".join(
+            f"{k} {v / s['count'] * 1000:.1f}"
+            for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+            if v / s["count"] >= 0.00005
+        )
         paced = s.get("paced") or {}
         lines += [
             f"scale: {s['count']:,} ScheduledBots waiting in `scheduled` (joinAt {6} h ahead; "
@@ -223,8 +250,10 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
         ]
         if paced:
             t = paced["to_scheduled"]
-            lines.append(f"| paced ({paced['count']} more at {paced['rate_per_s']}/s): creation -> scheduled p50 / p99 "
-                         f"/ max | {_f(t['p50'] * 1000)} / {_f(t['p99'] * 1000)} / {_f(t['max'] * 1000)} ms |")
+            lines.append(
+                f"| paced ({paced['count']} more at {paced['rate_per_s']}/s): creation -> scheduled p50 / p99 "
+                f"/ max | {_f(t['p50'] * 1000)} / {_f(t['p99'] * 1000)} / {_f(t['max'] * 1000)} ms |"
+            )
         lines += [
             f"| operator RSS: empty / {s['count']:,} waiting after the burst / after a restart, caught up "
             f"/ 30 s later | {s['rss_empty_mb']:.0f} / {s['rss_mb']:.0f} / {s['restart_rss_mb']:.0f} / "
@@ -239,8 +268,13 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
             "",
         ]
         worst_rss = max(s["rss_mb"], s["restart_rss_mb"], s.get("restart_rss_settled_mb") or 0)
-        checks.append(("RSS with the waiting bots", worst_rss,
-                       f"{worst_rss:.0f} MB with {s['count']:,} (worst of: after the burst, after a restart)"))
+        checks.append(
+            (
+                "RSS with the waiting bots",
+                worst_rss,
+                f"{worst_rss:.0f} MB with {s['count']:,} (worst of: after the burst, after a restart)",
+            )
+        )
         checks.append(("creation->scheduled p99", s["to_scheduled"]["p99"], f"{s['to_scheduled']['p99']:.3f} s"))
         checks.append(("caught up after restart", s["restart_caught_up_s"], f"{s['restart_caught_up_s']:.1f} s"))
     if plot is not None:
@@ -249,7 +283,9 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     for name, value, shown in checks:
         unit, limit = TARGETS[name]
         ok = not math.isnan(value) and value <= limit
-        lines.append(f"  {'MET ' if ok else 'MISS'} {name}: {shown} (target <= {limit:g}{(' ' + unit) if unit else ''})")
+        lines.append(
+            f"  {'MET ' if ok else 'MISS'} {name}: {shown} (target <= {limit:g}{(' ' + unit) if unit else ''})"
+        )
     if scale:
         lines.append(f"  info idle CPU: {scale['idle_cpu_s_per_min']:.3f} s per idle minute (target: near zero)")
     return "\n".join(lines)

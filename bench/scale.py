@@ -42,9 +42,20 @@ SETTLE_AFTER_RESTART = 30
 
 
 class ScalePhase:
-    def __init__(self, *, kube: Kube, kubeconfig: Path, out: Path, run_id: str, count: int, idle: float,
-                 deadline: float, template: bool = False, operator_args: list[str] | None = None,
-                 without_webhook: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        kubeconfig: Path,
+        out: Path,
+        run_id: str,
+        count: int,
+        idle: float,
+        deadline: float,
+        template: bool = False,
+        operator_args: list[str] | None = None,
+        without_webhook: bool = False,
+    ) -> None:
         self.kube = kube
         self.without_webhook = without_webhook
         self.cluster_dir = kubeconfig.parent
@@ -52,10 +63,13 @@ class ScalePhase:
         self.idle = idle
         self.deadline = deadline
         self.namespace = f"bench-{run_id}-scale"
-        self.operator = Operator(kubeconfig=kubeconfig, namespaces=[self.namespace],
-                                 log_path=out / "operator-scale.log",
-                                 webhook_config=f"scheduledbot-bench-{self.namespace}",
-                                 extra_args=list(operator_args or []))
+        self.operator = Operator(
+            kubeconfig=kubeconfig,
+            namespaces=[self.namespace],
+            log_path=out / "operator-scale.log",
+            webhook_config=f"scheduledbot-bench-{self.namespace}",
+            extra_args=list(operator_args or []),
+        )
         self.bots = BotTracker()
         self.watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
         # By default the bots carry no Pod template (the operator's default applies), as most would.
@@ -65,7 +79,11 @@ class ScalePhase:
         return max(5.0, min(at_most, self.deadline - time.time()))
 
     async def run(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"count": self.count, "idle_window_s": self.idle, "template": self.template is not None}
+        result: dict[str, Any] = {
+            "count": self.count,
+            "idle_window_s": self.idle,
+            "template": self.template is not None,
+        }
         await self.kube.create_namespace(self.namespace)
         try:
             self.operator.start()
@@ -95,8 +113,10 @@ class ScalePhase:
 
     async def _create(self, result: dict[str, Any]) -> None:
         join_at = iso((datetime.now(UTC) + timedelta(hours=WAIT_HOURS)).replace(microsecond=0).timestamp())
-        bodies = [bot_body(f"w-{i:05d}", self.namespace, join_at=join_at, lead=300, template=self.template, index=i)
-                  for i in range(self.count)]
+        bodies = [
+            bot_body(f"w-{i:05d}", self.namespace, join_at=join_at, lead=300, template=self.template, index=i)
+            for i in range(self.count)
+        ]
         meter = CpuMeter({"operator": self.operator.pid, "bench": os.getpid(), **cluster_pids(self.cluster_dir)})
         started = time.time()
         returned = await self.kube.create_bots(self.namespace, bodies, concurrency=CONCURRENCY)
@@ -105,15 +125,26 @@ class ScalePhase:
         done = time.time()
         result["cpu_during_creation_s"] = meter.used()
         latencies = [self.bots.first_state_at[n] - at for n, at in returned.items() if n in self.bots.first_state_at]
-        result.update({
-            "create_s": created - started, "creates_per_s": self.count / (created - started),
-            "all_scheduled_s": done - started, "all_scheduled": ok,
-            "scheduled": self.bots.count("scheduled"), "to_scheduled": summary(latencies),
-            "other_states": {k: v for k, v in self.bots.states.items() if k != "scheduled" and v},
-        })
-        log.info("scale: %d created in %.1f s (%.0f/s); all scheduled %s after %.1f s; creation->scheduled %s",
-                 self.count, created - started, self.count / (created - started), ok, done - started,
-                 {k: round(v, 3) for k, v in result["to_scheduled"].items()})
+        result.update(
+            {
+                "create_s": created - started,
+                "creates_per_s": self.count / (created - started),
+                "all_scheduled_s": done - started,
+                "all_scheduled": ok,
+                "scheduled": self.bots.count("scheduled"),
+                "to_scheduled": summary(latencies),
+                "other_states": {k: v for k, v in self.bots.states.items() if k != "scheduled" and v},
+            }
+        )
+        log.info(
+            "scale: %d created in %.1f s (%.0f/s); all scheduled %s after %.1f s; creation->scheduled %s",
+            self.count,
+            created - started,
+            self.count / (created - started),
+            ok,
+            done - started,
+            {k: round(v, 3) for k, v in result["to_scheduled"].items()},
+        )
 
     async def _paced(self, result: dict[str, Any]) -> None:
         """Creation -> scheduled when bots come at a steady, ordinary pace, with the N waiting."""
@@ -124,8 +155,14 @@ class ScalePhase:
 
         async def one(i: int) -> None:
             await asyncio.sleep(max(0.0, started + i / rate - time.time()))
-            body = bot_body(f"paced-{i:04d}", self.namespace, join_at=join_at, lead=300, template=self.template,
-                            index=self.count + 1 + i)
+            body = bot_body(
+                f"paced-{i:04d}",
+                self.namespace,
+                join_at=join_at,
+                lead=300,
+                template=self.template,
+                index=self.count + 1 + i,
+            )
             returned.update(await self.kube.create_bots(self.namespace, [body], concurrency=1))
 
         await asyncio.gather(*(one(i) for i in range(count)))
@@ -133,8 +170,12 @@ class ScalePhase:
         await self.watch.wait(lambda: self.bots.count("scheduled") >= want, timeout=self._left(60))
         latencies = [self.bots.first_state_at[n] - at for n, at in returned.items() if n in self.bots.first_state_at]
         result["paced"] = {"count": count, "rate_per_s": rate, "to_scheduled": summary(latencies)}
-        log.info("scale: %d more bots at %d/s: creation->scheduled %s", count, rate,
-                 {k: round(v, 3) for k, v in result["paced"]["to_scheduled"].items()})
+        log.info(
+            "scale: %d more bots at %d/s: creation->scheduled %s",
+            count,
+            rate,
+            {k: round(v, 3) for k, v in result["paced"]["to_scheduled"].items()},
+        )
 
     async def _idle(self, result: dict[str, Any]) -> None:
         # Let the last passes and the watch settle, then measure a quiet window.
@@ -149,8 +190,13 @@ class ScalePhase:
         cpu_after, window = cpu_seconds(pid), time.monotonic() - at
         result["idle_cpu_s_per_min"] = (cpu_after - cpu_before) / window * 60
         result["rss_after_idle_mb"] = rss_bytes(pid) / 2**20
-        log.info("scale: RSS %.1f MB (empty %.1f MB); idle CPU %.3f s per minute over %.0f s",
-                 result["rss_mb"], result["rss_empty_mb"], result["idle_cpu_s_per_min"], window)
+        log.info(
+            "scale: RSS %.1f MB (empty %.1f MB); idle CPU %.3f s per minute over %.0f s",
+            result["rss_mb"],
+            result["rss_empty_mb"],
+            result["idle_cpu_s_per_min"],
+            window,
+        )
 
     async def _restart(self, result: dict[str, Any]) -> None:
         if os.environ.get("BENCH_PROFILE"):
@@ -161,9 +207,11 @@ class ScalePhase:
         spawned = self.operator.started_at
         fresh = "fresh-after-restart"
         join_at = iso((datetime.now(UTC) + timedelta(hours=WAIT_HOURS)).replace(microsecond=0).timestamp())
-        await self.kube.create_bots(self.namespace, [bot_body(fresh, self.namespace, join_at=join_at, lead=300,
-                                                               template=self.template, index=self.count)],
-                                    concurrency=1)
+        await self.kube.create_bots(
+            self.namespace,
+            [bot_body(fresh, self.namespace, join_at=join_at, lead=300, template=self.template, index=self.count)],
+            concurrency=1,
+        )
         fresh_created = time.time()
         healthy = await self.operator.wait_healthy(timeout=self._left(120))
         want = self.count + 1
@@ -180,16 +228,25 @@ class ScalePhase:
         fresh_at = self.bots.first_state_at.get(fresh)
         metrics = await self.operator.metrics()
         caught = max(all_known, fresh_at) - spawned if all_known is not None and fresh_at is not None else math.nan
-        result.update({
-            "restart_healthy_s": healthy,
-            "restart_all_known_s": (all_known - spawned) if all_known is not None else math.nan,
-            "restart_fresh_scheduled_s": (fresh_at - spawned) if fresh_at is not None else math.nan,
-            "restart_fresh_created_s": fresh_created - spawned,
-            "restart_caught_up_s": caught,
-            "restart_status_writes": metrics.get("scheduledbot_status_writes_total"),
-            "restart_cpu_s": cpu_seconds(self.operator.pid),
-            "restart_rss_mb": rss_bytes(self.operator.pid) / 2**20,
-        })
-        log.info("scale: restart caught up after %.1f s (healthy %.1f s, all %d known %.1f s, fresh scheduled %.1f s);"
-                 " %s status writes", caught, healthy, want, result["restart_all_known_s"],
-                 result["restart_fresh_scheduled_s"], result["restart_status_writes"])
+        result.update(
+            {
+                "restart_healthy_s": healthy,
+                "restart_all_known_s": (all_known - spawned) if all_known is not None else math.nan,
+                "restart_fresh_scheduled_s": (fresh_at - spawned) if fresh_at is not None else math.nan,
+                "restart_fresh_created_s": fresh_created - spawned,
+                "restart_caught_up_s": caught,
+                "restart_status_writes": metrics.get("scheduledbot_status_writes_total"),
+                "restart_cpu_s": cpu_seconds(self.operator.pid),
+                "restart_rss_mb": rss_bytes(self.operator.pid) / 2**20,
+            }
+        )
+        log.info(
+            "scale: restart caught up after %.1f s (healthy %.1f s, all %d known %.1f s, fresh scheduled %.1f s);"
+            " %s status writes",
+            caught,
+            healthy,
+            want,
+            result["restart_all_known_s"],
+            result["restart_fresh_scheduled_s"],
+            result["restart_status_writes"],
+        )

@@ -83,7 +83,7 @@ def _stamp(at: float) -> str:
 class Bot:
     """The protocol state of the one bot behind an address."""
 
-    __slots__ = ("address", "version", "state", "since", "message", "reason", "joined_by", "request_id", "waiters")
+    __slots__ = ("address", "joined_by", "message", "reason", "request_id", "since", "state", "version", "waiters")
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -114,11 +114,19 @@ class Bot:
             waiter()
 
     def document(self) -> bytes:
-        return json.dumps({
-            "protocol": "v1", "version": self.version, "state": self.state, "since": _stamp(self.since),
-            "message": self.message, "reason": self.reason, "joinedBy": self.joined_by,
-            "requestId": self.request_id, "exitCode": None,
-        }).encode()
+        return json.dumps(
+            {
+                "protocol": "v1",
+                "version": self.version,
+                "state": self.state,
+                "since": _stamp(self.since),
+                "message": self.message,
+                "reason": self.reason,
+                "joinedBy": self.joined_by,
+                "requestId": self.request_id,
+                "exitCode": None,
+            }
+        ).encode()
 
 
 class Stub:
@@ -194,8 +202,9 @@ class Stub:
 
     # Requests ------------------------------------------------------------------------------
 
-    def handle(self, connection: Connection, bot: Bot, at: float, kernel: float | None, method: str, target: str,
-               body: bytes) -> None:
+    def handle(
+        self, connection: Connection, bot: Bot, at: float, kernel: float | None, method: str, target: str, body: bytes
+    ) -> None:
         self.requests += 1
         url = urlsplit(target)
         path = url.path
@@ -259,8 +268,11 @@ class Stub:
                     self.bots[address].reset()
             return {"reset": True}
         if cmd == "stats":
-            return {"bound": len(self.servers), "requests": self.requests,
-                    "states": _count(b.state for b in self.bots.values())}
+            return {
+                "bound": len(self.servers),
+                "requests": self.requests,
+                "states": _count(b.state for b in self.bots.values()),
+            }
         return {"error": f"unknown command {cmd!r}"}
 
 
@@ -285,8 +297,7 @@ _REASONS = {200: "OK", 404: "Not Found"}
 class Connection:
     """One HTTP/1.1 connection to one bot's address, on a non-blocking socket."""
 
-    __slots__ = ("stub", "bot", "sock", "fd", "open", "buffer", "started", "started_kernel", "waiting", "timer",
-                 "out")
+    __slots__ = ("bot", "buffer", "fd", "open", "out", "sock", "started", "started_kernel", "stub", "timer", "waiting")
 
     def __init__(self, stub: Stub, bot: Bot, sock: socket.socket) -> None:
         self.stub = stub
@@ -350,7 +361,7 @@ class Connection:
             end = head_end + 4 + length
             if len(self.buffer) < end:
                 return
-            body = self.buffer[head_end + 4:end]
+            body = self.buffer[head_end + 4 : end]
             self.buffer = self.buffer[end:]
             started, started_kernel = self.started, self.started_kernel
             self.started, self.started_kernel = (at, kernel) if self.buffer else (None, None)
@@ -360,8 +371,11 @@ class Connection:
     def answer(self, code: int, body: bytes) -> None:
         if not self.open:
             return
-        self.send(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                  % (code, _REASONS.get(code, "").encode(), len(body)) + body)
+        self.send(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (code, _REASONS.get(code, "").encode(), len(body))
+            + body
+        )
 
     def send(self, data: bytes) -> None:
         if self.out:
@@ -416,7 +430,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=18181)
     parser.add_argument("--count", type=int, default=0, help="addresses to pre-bind from 127.0.0.10")
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     stub = Stub(args.port)
     failed = await stub.bind(list(addresses(args.count)))

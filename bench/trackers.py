@@ -39,8 +39,9 @@ class BotTracker:
                 self.writes["status"] += 1
             if obj["metadata"].get("finalizers") != previous["metadata"].get("finalizers"):
                 self.writes["finalizers"] += 1
-            if (obj.get("status") or {}) == (previous.get("status") or {}) and \
-                    obj["metadata"].get("finalizers") == previous["metadata"].get("finalizers"):
+            if (obj.get("status") or {}) == (previous.get("status") or {}) and obj["metadata"].get(
+                "finalizers"
+            ) == previous["metadata"].get("finalizers"):
                 self.writes["other"] += 1
 
     def count(self, *states: str) -> int:

@@ -23,6 +23,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+
 from localcluster.cluster import BUILD_SCRIPT, healthy
 from localcluster.testing import Cluster
 

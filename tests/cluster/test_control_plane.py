@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
+
 from localcluster.testing import Cluster, KubectlError
 
 pytestmark = pytest.mark.cluster

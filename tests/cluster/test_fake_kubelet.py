@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from localcluster import procs
 from localcluster.podspec import Obj
 from localcluster.testing import Cluster

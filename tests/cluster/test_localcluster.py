@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from localcluster import procs
 from localcluster.cluster import COMPONENTS, REPO_ROOT, Layout, leftover_processes
 from localcluster.testing import Cluster

@@ -45,8 +45,7 @@ def parse_time(text: str) -> datetime:
 @pytest.fixture(scope="session")
 def crd(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                    "crd/scheduledbots.meetingbots.dev")
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/scheduledbots.meetingbots.dev")
 
 
 @pytest.fixture(scope="session")
@@ -77,22 +76,34 @@ class Operator:
     def start(self, *, timeout: float = 30.0) -> None:
         self.health_port, self.webhook_port, self.metrics_port = free_port(), free_port(), free_port()
         command = [
-            sys.executable, "-m", "scheduledbot.runtime.main",
-            "--namespace", self.namespace,
-            "--extra-meeting-hosts", self.extra_hosts,
-            "--health-port", str(self.health_port),
-            "--metrics-port", str(self.metrics_port),
-            "--webhook-listen", "127.0.0.1",
-            "--webhook-port", str(self.webhook_port),
-            "--webhook-host", "127.0.0.1",
-            "--webhook-config-name", self.webhook_config,
-            "--log-level", "DEBUG",
+            sys.executable,
+            "-m",
+            "scheduledbot.runtime.main",
+            "--namespace",
+            self.namespace,
+            "--extra-meeting-hosts",
+            self.extra_hosts,
+            "--health-port",
+            str(self.health_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--webhook-listen",
+            "127.0.0.1",
+            "--webhook-port",
+            str(self.webhook_port),
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-config-name",
+            self.webhook_config,
+            "--log-level",
+            "DEBUG",
             *self.args,
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -142,19 +153,25 @@ class Operator:
 
 
 @pytest.fixture
-def operator(cluster: Any, namespace: str, crd: None, meeting_server: MeetingServerProcess,
-             tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Operator]:
+def operator(
+    cluster: Any,
+    namespace: str,
+    crd: None,
+    meeting_server: MeetingServerProcess,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Operator]:
     host = meeting_server.base_url.split("://", 1)[1]
-    op = Operator(kubeconfig=Path(cluster.kubeconfig), namespace=namespace, extra_hosts=host,
-                  log_path=tmp_path / "operator.log")
+    op = Operator(
+        kubeconfig=Path(cluster.kubeconfig), namespace=namespace, extra_hosts=host, log_path=tmp_path / "operator.log"
+    )
     op.start()
     yield op
     op.stop()
     report = getattr(request.node, "report_call", None)  # set by tests/conftest.py
     if report is not None and report.failed:
         print(f"\n----- operator log ({namespace}) -----\n{op.log()}")
-    cluster.kubectl("delete", "validatingwebhookconfiguration", op.webhook_config, "--ignore-not-found",
-                    check=False)
+    cluster.kubectl("delete", "validatingwebhookconfiguration", op.webhook_config, "--ignore-not-found", check=False)
 
 
 @dataclass
@@ -165,8 +182,9 @@ class Bots:
     namespace: str
     meeting_server: MeetingServerProcess
 
-    def manifest(self, name: str, *, join_at: datetime | str, lead: int | None = 6, meeting: str | None = None,
-                 **spec: Any) -> dict[str, Any]:
+    def manifest(
+        self, name: str, *, join_at: datetime | str, lead: int | None = 6, meeting: str | None = None, **spec: Any
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "meetingUrl": self.meeting_server.meeting_url(meeting or f"{self.namespace}-{name}"),
             "botName": f"Bot {name}",
@@ -175,8 +193,12 @@ class Bots:
         if lead is not None:
             body["stagingLeadSeconds"] = lead
         body.update(spec)
-        return {"apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot",
-                "metadata": {"name": name, "namespace": self.namespace}, "spec": body}
+        return {
+            "apiVersion": "meetingbots.dev/v1alpha1",
+            "kind": "ScheduledBot",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": body,
+        }
 
     def apply(self, manifest: dict[str, Any], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=check)
@@ -191,8 +213,14 @@ class Bots:
     def wait_state(self, name: str, state: str, *, timeout: float = 60) -> dict[str, Any]:
         """`kubectl wait` on the state, as the README tells users to."""
         result = self.cluster.kubectl(
-            "wait", f"--for=jsonpath={{.status.state}}={state}", f"--timeout={int(timeout)}s",
-            f"scheduledbot/{name}", "-n", self.namespace, check=False)
+            "wait",
+            f"--for=jsonpath={{.status.state}}={state}",
+            f"--timeout={int(timeout)}s",
+            f"scheduledbot/{name}",
+            "-n",
+            self.namespace,
+            check=False,
+        )
         if result.returncode != 0:
             raise AssertionError(f"{name} did not reach {state}: {self.status(name)}\n{result.stderr}")
         return self.status(name)
@@ -206,8 +234,9 @@ class Bots:
         return [s["metadata"]["name"] for s in json.loads(out)["items"]]
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        out = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json",
-                                   f"--field-selector=involvedObject.name={name}").stdout
+        out = self.cluster.kubectl(
+            "get", "events", "-n", self.namespace, "-o", "json", f"--field-selector=involvedObject.name={name}"
+        ).stdout
         return list(json.loads(out)["items"])
 
     def meeting(self, meeting_id: str) -> dict[str, Any]:
@@ -217,8 +246,9 @@ class Bots:
 
     def admin(self, meeting_id: str, action: str = "", body: dict[str, Any] | None = None) -> dict[str, Any]:
         url = f"{self.meeting_server.base_url}/admin/meetings/{meeting_id}" + (f"/{action}" if action else "")
-        request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=json.dumps(body or {}).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return dict(json.loads(response.read()))
 

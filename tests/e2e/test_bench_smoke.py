@@ -34,10 +34,19 @@ def test_one_small_run_is_measured_end_to_end(cluster: Any, crd: None, tmp_path:
         kubeconfig = Path(cluster.kubeconfig)
         kube = await Kube.connect(kubeconfig)
         try:
-            phase = PrecisionPhase(kube=kube, kubeconfig=kubeconfig, out=tmp_path,
-                                   run_id=f"smoke{secrets.token_hex(2)}", sizes=[2], runs={2: 1},
-                                   deadline=time.time() + 600, stub_port=SMOKE_PORT, lead_base=3,
-                                   namespace_timeout=20, floor_samples=10)
+            phase = PrecisionPhase(
+                kube=kube,
+                kubeconfig=kubeconfig,
+                out=tmp_path,
+                run_id=f"smoke{secrets.token_hex(2)}",
+                sizes=[2],
+                runs={2: 1},
+                deadline=time.time() + 600,
+                stub_port=SMOKE_PORT,
+                lead_base=3,
+                namespace_timeout=20,
+                floor_samples=10,
+            )
             return await phase.run(), phase.floor
         finally:
             await kube.close()

@@ -19,8 +19,9 @@ def test_operator_down_at_join_at_the_bot_joins_by_its_deadline_once(operator: O
     join_at = soon(12)
     bots.apply(bots.manifest("alone", join_at=join_at, lead=10))
     bots.wait_state("alone", "staged", timeout=15)
-    pod_ready = bots.cluster.kubectl("wait", "--for=condition=Ready", "pod/alone-bot", "-n", bots.namespace,
-                                     "--timeout=15s", check=False)
+    pod_ready = bots.cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod/alone-bot", "-n", bots.namespace, "--timeout=15s", check=False
+    )
     assert pod_ready.returncode == 0, pod_ready.stderr
     # Stop the operator one second before joinAt, and keep it away past the bot's own deadline.
     time.sleep(max(0.0, join_at.timestamp() - time.time() - 1))
@@ -33,8 +34,15 @@ def test_operator_down_at_join_at_the_bot_joins_by_its_deadline_once(operator: O
     assert len(arrivals) == 1, "the bot joined on its own"
     print(f"\nself-join lateness at the meeting: {(arrivals[0]['timestamp'] - join_at.timestamp()) * 1000:.0f} ms")
     operator.start()
-    waited = bots.cluster.kubectl("wait", "--for=jsonpath={.status.joinedBy}=deadline", "--timeout=20s",
-                                  "sbot/alone", "-n", bots.namespace, check=False)
+    waited = bots.cluster.kubectl(
+        "wait",
+        "--for=jsonpath={.status.joinedBy}=deadline",
+        "--timeout=20s",
+        "sbot/alone",
+        "-n",
+        bots.namespace,
+        check=False,
+    )
     status = bots.status("alone")
     assert waited.returncode == 0, status
     assert status["state"] in ("joined", "recording"), status
@@ -56,8 +64,7 @@ def test_deleting_a_bot_during_the_meeting_makes_it_leave_before_its_pod_goes(op
     bots.cluster.kubectl("delete", "sbot", "goodbye", "-n", bots.namespace, "--timeout=40s")
     departures = bots.meeting(f"{bots.namespace}-goodbye")["departures"]
     assert [d["cause"] for d in departures] == ["left"]
-    bots.cluster.kubectl("wait", "--for=delete", "pod/goodbye-bot", "-n", bots.namespace, "--timeout=40s",
-                         check=False)
+    bots.cluster.kubectl("wait", "--for=delete", "pod/goodbye-bot", "-n", bots.namespace, "--timeout=40s", check=False)
     assert bots.pods() == []
 
 
@@ -73,10 +80,23 @@ def test_a_waiting_room_shows_until_the_bot_is_admitted(operator: Operator, bots
 
 
 def test_a_bot_command_that_exits_non_zero_fails_with_the_exit_code(operator: Operator, bots: Bots) -> None:
-    template = {"spec": {"containers": [{
-        "name": "bot", "image": "scheduledbot-operator:dev",
-        "command": ["scheduledbot-agent", "--", "python", "-c", "import sys; print('@state joined'); sys.exit(3)"],
-    }]}}
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "bot",
+                    "image": "scheduledbot-operator:dev",
+                    "command": [
+                        "scheduledbot-agent",
+                        "--",
+                        "python",
+                        "-c",
+                        "import sys; print('@state joined'); sys.exit(3)",
+                    ],
+                }
+            ]
+        }
+    }
     bots.apply(bots.manifest("crash", join_at=soon(8), lead=6, template=template))
     failed = bots.wait_state("crash", "failed", timeout=30)
     assert "code 3" in failed["message"], failed
@@ -88,8 +108,12 @@ def test_join_without_the_token_gets_401_and_the_bot_does_not_join(operator: Ope
     bots.cluster.kubectl("wait", "--for=condition=Ready", "pod/locked-bot", "-n", bots.namespace, "--timeout=15s")
     ip = bots.pods()[0]["status"]["podIP"]
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
-        request = urllib.request.Request(f"http://{ip}:8181/v1/join", data=b'{"requestId": "x"}', method="POST",
-                                         headers={"Content-Type": "application/json", **headers})
+        request = urllib.request.Request(
+            f"http://{ip}:8181/v1/join",
+            data=b'{"requestId": "x"}',
+            method="POST",
+            headers={"Content-Type": "application/json", **headers},
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 401

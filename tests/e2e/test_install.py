@@ -38,13 +38,17 @@ def render(cluster: Any, workdir: Path, namespace: str, *directories: str) -> li
     """`kubectl kustomize` of manifests/<directories>, moved into `namespace`."""
     overlay = workdir / "overlay"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": namespace,
-        # kustomize refuses absolute paths to bases.
-        "resources": [os.path.relpath(ROOT / "manifests" / d, overlay) for d in directories],
-    }))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": namespace,
+                # kustomize refuses absolute paths to bases.
+                "resources": [os.path.relpath(ROOT / "manifests" / d, overlay) for d in directories],
+            }
+        )
+    )
     return [d for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout) if d]
 
 
@@ -64,22 +68,52 @@ SERVICE_MONITOR_CRD: Obj = {
     "spec": {
         "group": "monitoring.coreos.com",
         "scope": "Namespaced",
-        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors",
-                  "singular": "servicemonitor"},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-            "type": "object",
-            "properties": {"spec": {
-                "type": "object",
-                "required": ["selector"],
-                "properties": {
-                    "selector": {"type": "object", "properties": {
-                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                    "endpoints": {"type": "array", "items": {"type": "object", "properties": {
-                        "port": {"type": "string"}, "path": {"type": "string"},
-                        "interval": {"type": "string"}}}},
+        "names": {
+            "kind": "ServiceMonitor",
+            "listKind": "ServiceMonitorList",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["selector"],
+                                "properties": {
+                                    "selector": {
+                                        "type": "object",
+                                        "properties": {
+                                            "matchLabels": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "string"},
+                                            }
+                                        },
+                                    },
+                                    "endpoints": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "port": {"type": "string"},
+                                                "path": {"type": "string"},
+                                                "interval": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    }
                 },
-            }},
-        }}}],
+            }
+        ],
     },
 }
 
@@ -98,30 +132,47 @@ def service_monitor_kind(cluster: Any) -> Iterator[None]:
         cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--wait=false", check=False)
 
 
-def test_every_manifest_passes_the_api_servers_validation(cluster: Any, namespace: str, crd: None,
-                                                          tmp_path: Path) -> None:
+def test_every_manifest_passes_the_api_servers_validation(
+    cluster: Any, namespace: str, crd: None, tmp_path: Path
+) -> None:
     objects = render(cluster, tmp_path, namespace, ".", "prometheus", "samples")
-    assert Counter(o["kind"] for o in objects) == Counter({
-        "Namespace": 1, "CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 1,
-        "ClusterRoleBinding": 1, "Deployment": 1, "Service": 2, "ServiceMonitor": 1, "ScheduledBot": 3})
+    assert Counter(o["kind"] for o in objects) == Counter(
+        {
+            "Namespace": 1,
+            "CustomResourceDefinition": 1,
+            "ServiceAccount": 1,
+            "ClusterRole": 1,
+            "ClusterRoleBinding": 1,
+            "Deployment": 1,
+            "Service": 2,
+            "ServiceMonitor": 1,
+            "ScheduledBot": 3,
+        }
+    )
     # PodSecurity checks a Deployment's Pod template only against the namespace's real labels.
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted")
     with service_monitor_kind(cluster):
-        result = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-",
-                                 input=yaml.safe_dump_all(objects))
+        result = cluster.kubectl(
+            "apply", "--server-side", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects)
+        )
     applied = result.stdout.splitlines()
     assert len(applied) == len(objects) and all(line.endswith("(server dry run)") for line in applied), result.stdout
     assert "warning" not in result.stderr.lower(), result.stderr
 
 
 def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standard(
-        cluster: Any, namespace: str, crd: None, tmp_path: Path) -> None:
+    cluster: Any, namespace: str, crd: None, tmp_path: Path
+) -> None:
     objects = render(cluster, tmp_path, namespace, "rbac", "manager")
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     cluster.kubectl("apply", "-f", "-", input=json.dumps(find(objects, "ServiceAccount")))
     template = find(objects, "Deployment")["spec"]["template"]
-    pod = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
-           "metadata": {**template["metadata"], "name": "scheduledbot-operator", "namespace": namespace}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": template["spec"],
+        "metadata": {**template["metadata"], "name": "scheduledbot-operator", "namespace": namespace},
+    }
     result = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
     assert result.returncode == 0, result.stderr
     # The check is real: the same Pod, allowed to escalate privileges, is refused.
@@ -131,6 +182,7 @@ def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standar
 
 
 # --- the operator with manifests/rbac/ and nothing more ------------------------------------
+
 
 @pytest.fixture
 def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterator[Path]:
@@ -149,38 +201,54 @@ def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Pat
     [named] = [r for r in role["rules"] if r.get("resourceNames")]
     named["resourceNames"] = [webhook_config]
     assert [r for r in role["rules"] if r is not named] == [r for r in manifest_rules if not r.get("resourceNames")]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
-                                    "namespace": namespace}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
+    ]
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                              "items": [account, role, binding]}))
-        token = cluster.kubectl("create", "token", account["metadata"]["name"], "-n", namespace,
-                                "--duration", "1h").stdout.strip()
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding]}),
+        )
+        token = cluster.kubectl(
+            "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
+        ).stdout.strip()
         admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
         path = tmp_path / "operator.kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": admin["clusters"],
-            "users": [{"name": "scheduledbot-operator", "user": {"token": token}}],
-            "contexts": [{"name": "operator", "context": {"cluster": admin["clusters"][0]["name"],
-                                                         "user": "scheduledbot-operator"}}],
-            "current-context": "operator",
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": admin["clusters"],
+                    "users": [{"name": "scheduledbot-operator", "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "operator",
+                            "context": {"cluster": admin["clusters"][0]["name"], "user": "scheduledbot-operator"},
+                        }
+                    ],
+                    "current-context": "operator",
+                }
+            )
+        )
         yield path
     finally:
         cluster.kubectl("delete", "clusterrolebinding", own, "--ignore-not-found", check=False)
         cluster.kubectl("delete", "clusterrole", own, "--ignore-not-found", check=False)
-        cluster.kubectl("delete", "validatingwebhookconfiguration", webhook_config, "--ignore-not-found",
-                        check=False)
+        cluster.kubectl("delete", "validatingwebhookconfiguration", webhook_config, "--ignore-not-found", check=False)
 
 
 @pytest.fixture
-def restricted_operator(bots: Bots, restricted_kubeconfig: Path, tmp_path: Path,
-                        request: pytest.FixtureRequest) -> Iterator[Operator]:
+def restricted_operator(
+    bots: Bots, restricted_kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
     """The operator as tests/e2e/conftest.py runs it, but with the restricted kubeconfig; not started."""
     host = bots.meeting_server.base_url.split("://", 1)[1]
-    operator = Operator(kubeconfig=restricted_kubeconfig, namespace=bots.namespace, extra_hosts=host,
-                        log_path=tmp_path / "operator.log")
+    operator = Operator(
+        kubeconfig=restricted_kubeconfig, namespace=bots.namespace, extra_hosts=host, log_path=tmp_path / "operator.log"
+    )
     yield operator
     operator.stop()
     report = getattr(request.node, "report_call", None)  # set by tests/conftest.py
@@ -189,8 +257,7 @@ def restricted_operator(bots: Bots, restricted_kubeconfig: Path, tmp_path: Path,
 
 
 def webhook_configuration(cluster: Any, operator: Operator) -> Obj | None:
-    found = cluster.kubectl("get", "validatingwebhookconfiguration", operator.webhook_config, "-o", "json",
-                            check=False)
+    found = cluster.kubectl("get", "validatingwebhookconfiguration", operator.webhook_config, "-o", "json", check=False)
     return json.loads(found.stdout) if found.returncode == 0 else None
 
 
@@ -201,7 +268,8 @@ def assert_never_denied(operator: Operator) -> None:
 
 
 def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
-        cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator) -> None:
+    cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator
+) -> None:
     operator = restricted_operator
     operator.start()
     assert webhook_configuration(cluster, operator) is not None, "it creates its webhook configuration"
@@ -229,7 +297,8 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
 
 
 def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_with_only_its_rbac(
-        cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator) -> None:
+    cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator
+) -> None:
     operator = restricted_operator
     operator.start()
     before = webhook_configuration(cluster, operator)
@@ -254,11 +323,15 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
 
 # --- the Flux health expressions of docs/gitops.md ----------------------------------------
 
+
 def flux_expressions() -> Obj:
     """The healthCheckExprs entry of the Kustomization shown in docs/gitops.md."""
     text = (ROOT / "docs" / "gitops.md").read_text()
-    [kustomization] = [doc for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
-                       if (doc := yaml.safe_load(block)).get("kind") == "Kustomization"]
+    [kustomization] = [
+        doc
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        if (doc := yaml.safe_load(block)).get("kind") == "Kustomization"
+    ]
     check: Obj
     [check] = kustomization["spec"]["healthCheckExprs"]
     assert (check["apiVersion"], check["kind"]) == ("meetingbots.dev/v1alpha1", "ScheduledBot")
@@ -271,6 +344,7 @@ def flux_status_expression(check: Obj) -> str:
     Flux binds the object's top-level fields (status, metadata) as variables; an
     admission policy binds the object as `object`.
     """
+
     def bound(expression: str) -> str:
         return re.sub(r"(?<![\w.?])(status|metadata)\b", r"object.\1", expression)
 
@@ -285,8 +359,15 @@ def flux_status_expression(check: Obj) -> str:
 
 
 FLUX_EXPECTED = {
-    "scheduled": "Current", "staged": "Current", "joining": "InProgress", "waiting_room": "Current",
-    "joined": "Current", "recording": "Current", "leaving": "InProgress", "ended": "Current", "failed": "Failed",
+    "scheduled": "Current",
+    "staged": "Current",
+    "joining": "InProgress",
+    "waiting_room": "Current",
+    "joined": "Current",
+    "recording": "Current",
+    "leaving": "InProgress",
+    "ended": "Current",
+    "failed": "Failed",
 }
 
 
@@ -295,50 +376,89 @@ def bot_status(state: str, *, observed: int = 1) -> Obj:
     reason = "NotReadyInTime" if failed else "Scheduled"
 
     def condition(kind: str, true: bool) -> Obj:
-        return {"type": kind, "status": "True" if true else "False", "reason": reason, "message": "m",
-                "lastTransitionTime": "2030-06-16T16:00:00Z", "observedGeneration": observed}
+        return {
+            "type": kind,
+            "status": "True" if true else "False",
+            "reason": reason,
+            "message": "m",
+            "lastTransitionTime": "2030-06-16T16:00:00Z",
+            "observedGeneration": observed,
+        }
 
-    return {"state": state, "reason": reason, "message": "m", "observedGeneration": observed,
-            "conditions": [condition("Ready", not failed), condition("Reconciling", False),
-                           condition("Stalled", failed)]}
+    return {
+        "state": state,
+        "reason": reason,
+        "message": "m",
+        "observedGeneration": observed,
+        "conditions": [condition("Ready", not failed), condition("Reconciling", False), condition("Stalled", failed)],
+    }
 
 
 def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
-        cluster: Any, namespace: str, crd: None) -> None:
+    cluster: Any, namespace: str, crd: None
+) -> None:
     assert set(FLUX_EXPECTED) == {s.value for s in BotState}
     # A policy that refuses every status write of this namespace's bots, saying what
     # Flux would conclude about the object as written; dry-run writes ask it.
     name = f"flux-health-{namespace}"
     policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": name},
         "spec": {
             "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["meetingbots.dev"], "apiVersions": ["v1alpha1"], "operations": ["UPDATE"],
-                "resources": ["scheduledbots/status"]}]},
-            "validations": [{"expression": "false", "message": "no verdict",
-                             "messageExpression": "'flux: ' + (" + flux_status_expression(flux_expressions()) + ")"}],
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["meetingbots.dev"],
+                        "apiVersions": ["v1alpha1"],
+                        "operations": ["UPDATE"],
+                        "resources": ["scheduledbots/status"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "false",
+                    "message": "no verdict",
+                    "messageExpression": "'flux: ' + (" + flux_status_expression(flux_expressions()) + ")",
+                }
+            ],
         },
     }
     binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {"namespaceSelector": {
-            "matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+        },
     }
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "manifests" / "samples" / "zoom.yaml"))
 
     def verdict(status: Obj) -> str:
-        result = cluster.kubectl("patch", "scheduledbot", "zoom-standup", "-n", namespace, "--subresource=status",
-                                 "--type=merge", "--dry-run=server", "-p", json.dumps({"status": status}),
-                                 check=False)
+        result = cluster.kubectl(
+            "patch",
+            "scheduledbot",
+            "zoom-standup",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "--dry-run=server",
+            "-p",
+            json.dumps({"status": status}),
+            check=False,
+        )
         found = re.search(r"flux: (\w+)", result.stderr)
         return found[1] if found else f"(no verdict) {result.stderr.strip()}"
 
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                              "items": [policy, binding]}))
+        cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
+        )
         # Policies take effect a moment after they are written.
         deadline = time.monotonic() + 30
         while verdict(bot_status("scheduled")).startswith("(no verdict)") and time.monotonic() < deadline:

@@ -38,8 +38,10 @@ def test_a_bot_goes_scheduled_staged_joining_joined_recording_ended(operator: Op
 
     joined = bots.wait_state("standup", "joined", timeout=30)
     assert joined["joinedBy"] == "signal"
-    print(f"\njoin signal lateness at the operator: {_lateness_ms(joined):.1f} ms "
-          f"(status.joinLatenessMs={joined['joinLatenessMs']})")
+    print(
+        f"\njoin signal lateness at the operator: {_lateness_ms(joined):.1f} ms "
+        f"(status.joinLatenessMs={joined['joinLatenessMs']})"
+    )
     bots.wait_state("standup", "recording", timeout=15)
 
     meeting_id = f"{bots.namespace}-standup"
@@ -63,8 +65,15 @@ def test_reschedule_while_scheduled_moves_the_timers(operator: Operator, bots: B
     before = bots.wait_state("later", "scheduled", timeout=10)
     new_time = soon(600)
     bots.apply(bots.manifest("later", join_at=new_time, lead=60))
-    bots.cluster.kubectl("wait", f"--for=jsonpath={{.status.joinAt}}={iso(new_time).replace('.000Z', 'Z')}",
-                         "--timeout=10s", "sbot/later", "-n", bots.namespace, check=False)
+    bots.cluster.kubectl(
+        "wait",
+        f"--for=jsonpath={{.status.joinAt}}={iso(new_time).replace('.000Z', 'Z')}",
+        "--timeout=10s",
+        "sbot/later",
+        "-n",
+        bots.namespace,
+        check=False,
+    )
     after = bots.status("later")
     assert parse_time(after["joinAt"]) == new_time.replace(microsecond=new_time.microsecond // 1000 * 1000)
     assert parse_time(after["stageAt"]) == parse_time(after["joinAt"]) - timedelta(seconds=60)
@@ -113,19 +122,22 @@ def test_cancel_while_scheduled_and_while_staged_leaves_no_pod_and_no_secret(ope
     bots.wait_state("warm", "staged", timeout=15)
     assert "warm-bot-token" in bots.secrets() and len(bots.pods()) == 1
     bots.cluster.kubectl("delete", "sbot", "waiting", "warm", "-n", bots.namespace, "--timeout=20s")
-    bots.cluster.kubectl("wait", "--for=delete", "pod/warm-bot", "-n", bots.namespace, "--timeout=40s",
-                         check=False)
+    bots.cluster.kubectl("wait", "--for=delete", "pod/warm-bot", "-n", bots.namespace, "--timeout=40s", check=False)
     assert bots.pods() == []
     assert not [s for s in bots.secrets() if s.endswith("-bot-token")]
 
 
-@pytest.mark.parametrize(("join_at", "expected"), [
-    ("2020-01-01T00:00:00Z", "joinAt cannot be in the past"),
-    ("2031-06-16T16:24:00", "has no UTC offset"),
-    ("next tuesday at noon", "is not an ISO 8601 date-time"),
-])
-def test_invalid_join_at_is_rejected_with_its_message(operator: Operator, bots: Bots, join_at: str,
-                                                       expected: str) -> None:
+@pytest.mark.parametrize(
+    ("join_at", "expected"),
+    [
+        ("2020-01-01T00:00:00Z", "joinAt cannot be in the past"),
+        ("2031-06-16T16:24:00", "has no UTC offset"),
+        ("next tuesday at noon", "is not an ISO 8601 date-time"),
+    ],
+)
+def test_invalid_join_at_is_rejected_with_its_message(
+    operator: Operator, bots: Bots, join_at: str, expected: str
+) -> None:
     result = bots.apply(bots.manifest("bad", join_at=join_at), check=False)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
@@ -178,8 +190,17 @@ def test_a_staged_pod_deleted_by_hand_is_created_again_before_join_at(operator: 
 
 
 def test_an_unpullable_image_fails_not_ready_in_time_with_the_pods_reason(operator: Operator, bots: Bots) -> None:
-    template = {"spec": {"containers": [{"name": "bot", "image": "unpullable.invalid/bot:1",
-                                         "command": ["python", "-m", "scheduledbot.demo_bot"]}]}}
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "bot",
+                    "image": "unpullable.invalid/bot:1",
+                    "command": ["python", "-m", "scheduledbot.demo_bot"],
+                }
+            ]
+        }
+    }
     bots.apply(bots.manifest("nopull", join_at=soon(6), lead=5, joinDeadlineSeconds=2, template=template))
     failed = bots.wait_state("nopull", "failed", timeout=30)
     assert failed["reason"] == "NotReadyInTime"
@@ -213,9 +234,21 @@ def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operato
 
 def test_kubectl_watch_shows_every_transition_and_metrics_count_the_join(operator: Operator, bots: Bots) -> None:
     watch = subprocess.Popen(
-        ["kubectl", "get", "sbot", "-n", bots.namespace, "-w", "--no-headers",
-         "-o", "custom-columns=NAME:.metadata.name,STATE:.status.state"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "KUBECONFIG": str(operator.kubeconfig)})
+        [
+            "kubectl",
+            "get",
+            "sbot",
+            "-n",
+            bots.namespace,
+            "-w",
+            "--no-headers",
+            "-o",
+            "custom-columns=NAME:.metadata.name,STATE:.status.state",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(operator.kubeconfig)},
+    )
     try:
         bots.apply(bots.manifest("watched", join_at=soon(8), lead=6))
         bots.wait_state("watched", "recording", timeout=30)

@@ -45,24 +45,53 @@ def health(obj: dict[str, Any]) -> tuple[str, str]:
     return str(status), str(message)
 
 
-def bot(state: str | None = None, *, message: str | None = None, reason: str | None = None,
-        generation: int = 1, observed: int | None = 1, ready: str = "True",
-        stalled: str = "False") -> dict[str, Any]:
+def bot(
+    state: str | None = None,
+    *,
+    message: str | None = None,
+    reason: str | None = None,
+    generation: int = 1,
+    observed: int | None = 1,
+    ready: str = "True",
+    stalled: str = "False",
+) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot",
+        "apiVersion": "meetingbots.dev/v1alpha1",
+        "kind": "ScheduledBot",
         "metadata": {"name": "standup", "namespace": "team", "generation": generation},
         "spec": {"meetingUrl": "https://zoom.us/j/123456789", "joinAt": "2030-06-16T16:24:00+0000"},
     }
     if state is None:
         return obj
-    status: dict[str, Any] = {"state": state, "conditions": [
-        {"type": "Ready", "status": ready, "reason": reason or "Scheduled", "message": message or "",
-         "lastTransitionTime": "2030-06-16T16:00:00Z", "observedGeneration": observed},
-        {"type": "Reconciling", "status": "False", "reason": reason or "Scheduled", "message": message or "",
-         "lastTransitionTime": "2030-06-16T16:00:00Z", "observedGeneration": observed},
-        {"type": "Stalled", "status": stalled, "reason": reason or "Scheduled", "message": message or "",
-         "lastTransitionTime": "2030-06-16T16:00:00Z", "observedGeneration": observed},
-    ]}
+    status: dict[str, Any] = {
+        "state": state,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": ready,
+                "reason": reason or "Scheduled",
+                "message": message or "",
+                "lastTransitionTime": "2030-06-16T16:00:00Z",
+                "observedGeneration": observed,
+            },
+            {
+                "type": "Reconciling",
+                "status": "False",
+                "reason": reason or "Scheduled",
+                "message": message or "",
+                "lastTransitionTime": "2030-06-16T16:00:00Z",
+                "observedGeneration": observed,
+            },
+            {
+                "type": "Stalled",
+                "status": stalled,
+                "reason": reason or "Scheduled",
+                "message": message or "",
+                "lastTransitionTime": "2030-06-16T16:00:00Z",
+                "observedGeneration": observed,
+            },
+        ],
+    }
     if message is not None:
         status["message"] = message
     if reason is not None:
@@ -131,7 +160,11 @@ def test_a_state_this_check_does_not_know_falls_back_on_the_conditions() -> None
 def test_the_argocd_cm_patch_embeds_exactly_health_lua() -> None:
     patch = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())
     assert (patch["kind"], patch["metadata"]["name"], patch["metadata"]["namespace"]) == (
-        "ConfigMap", "argocd-cm", "argocd")
+        "ConfigMap",
+        "argocd-cm",
+        "argocd",
+    )
     assert patch["data"] == {CM_KEY: SCRIPT}, (
         "manifests/argocd/argocd-cm.yaml must embed manifests/argocd/health.lua verbatim; "
-        "paste health.lua, indented by 4 spaces, under the key")
+        "paste health.lua, indented by 4 spaces, under the key"
+    )

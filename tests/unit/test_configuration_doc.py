@@ -42,6 +42,6 @@ def test_the_flag_table_is_the_parsers(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("SCHEDULEDBOT_")]:
         monkeypatch.delenv(name)
     text = DOC.read_text()
-    documented = text[text.index(BEGIN) + len(BEGIN): text.index(END)].strip()
+    documented = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
     expected = render_table()
     assert documented == expected, f"docs/configuration.md is out of date; the table is:\n\n{expected}\n"

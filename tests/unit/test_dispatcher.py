@@ -43,9 +43,19 @@ class Receiver:
     async def _join(self, request: web.Request) -> web.Response:
         self.joins.append(await request.json())
         self.auth.append(request.headers.get("Authorization", ""))
-        return web.json_response({"protocol": "v1", "version": 2, "state": "joining", "since": "2026-01-01T00:00:00Z",
-                                  "message": "", "reason": None, "joinedBy": "signal",
-                                  "requestId": self.joins[0]["requestId"], "exitCode": None})
+        return web.json_response(
+            {
+                "protocol": "v1",
+                "version": 2,
+                "state": "joining",
+                "since": "2026-01-01T00:00:00Z",
+                "message": "",
+                "reason": None,
+                "joinedBy": "signal",
+                "requestId": self.joins[0]["requestId"],
+                "exitCode": None,
+            }
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -63,8 +73,14 @@ async def receivers() -> AsyncIterator[list[Receiver]]:
 
 
 def line(receiver: Receiver, request_id: str, join_at: datetime) -> JoinLine:
-    return JoinLine(address=receiver.address, token=TOKEN, request_id=request_id,
-                    meeting_url="https://zoom.us/j/1", bot_name="Bot", join_at=join_at.isoformat())
+    return JoinLine(
+        address=receiver.address,
+        token=TOKEN,
+        request_id=request_id,
+        meeting_url="https://zoom.us/j/1",
+        bot_name="Bot",
+        join_at=join_at.isoformat(),
+    )
 
 
 async def settle(outcomes: list[tuple[object, SignalOutcome]], count: int) -> None:
@@ -115,8 +131,14 @@ async def test_an_unreachable_bot_is_reported_as_an_error() -> None:
     outcomes: list[tuple[object, SignalOutcome]] = []
     dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
     join_at = datetime.now(UTC) + timedelta(milliseconds=50)
-    nowhere = JoinLine(address="127.0.0.1:9", token=TOKEN, request_id="x", meeting_url="https://zoom.us/j/1",
-                       bot_name="Bot", join_at=join_at.isoformat())
+    nowhere = JoinLine(
+        address="127.0.0.1:9",
+        token=TOKEN,
+        request_id="x",
+        meeting_url="https://zoom.us/j/1",
+        bot_name="Bot",
+        join_at=join_at.isoformat(),
+    )
     dispatcher.arm("x", join_at=join_at, not_before=None, line=nowhere, request_id="x")
     await settle(outcomes, 1)
     assert len(outcomes) == 1 and outcomes[0][1].error is not None and outcomes[0][1].sent_at is None
@@ -124,8 +146,14 @@ async def test_an_unreachable_bot_is_reported_as_an_error() -> None:
 
 
 def test_a_join_request_is_prebuilt_http_with_the_bearer_token() -> None:
-    built = JoinLine(address="127.0.0.10:8181", token=TOKEN, request_id="rid", meeting_url="https://zoom.us/j/1",
-                     bot_name="Bot", join_at="2026-01-01T00:00:00Z").request
+    built = JoinLine(
+        address="127.0.0.10:8181",
+        token=TOKEN,
+        request_id="rid",
+        meeting_url="https://zoom.us/j/1",
+        bot_name="Bot",
+        join_at="2026-01-01T00:00:00Z",
+    ).request
     head, _, body = built.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /v1/join HTTP/1.1\r\n")
     assert f"Authorization: Bearer {TOKEN}".encode() in head

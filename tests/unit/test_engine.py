@@ -57,20 +57,44 @@ class FakeKube:
 
 
 def settings() -> Settings:
-    return Settings(namespaces=(), defaults=Defaults(), template={"spec": {"containers": [{"name": "bot"}]}},
-                    extra_meeting_hosts=frozenset(), self_join_delay_seconds=2, log_level="INFO", log_format="text",
-                    health_port=0, metrics_port=0, webhook=False, webhook_listen="", webhook_port=0, webhook_host="",
-                    webhook_service=None, webhook_config_name="", webhook_cert_dir=None)
+    return Settings(
+        namespaces=(),
+        defaults=Defaults(),
+        template={"spec": {"containers": [{"name": "bot"}]}},
+        extra_meeting_hosts=frozenset(),
+        self_join_delay_seconds=2,
+        log_level="INFO",
+        log_format="text",
+        health_port=0,
+        metrics_port=0,
+        webhook=False,
+        webhook_listen="",
+        webhook_port=0,
+        webhook_host="",
+        webhook_service=None,
+        webhook_config_name="",
+        webhook_cert_dir=None,
+    )
 
 
 def new_bot(*, join_in: timedelta, lead: int = 300) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
-        "apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot",
-        "metadata": {"name": "standup", "namespace": "team", "uid": "uid-1", "generation": 1,
-                     "resourceVersion": "100", "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        "spec": {"meetingUrl": "https://zoom.us/j/123456789",
-                 "joinAt": (now + join_in).strftime("%Y-%m-%dT%H:%M:%SZ"), "stagingLeadSeconds": lead},
+        "apiVersion": "meetingbots.dev/v1alpha1",
+        "kind": "ScheduledBot",
+        "metadata": {
+            "name": "standup",
+            "namespace": "team",
+            "uid": "uid-1",
+            "generation": 1,
+            "resourceVersion": "100",
+            "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "spec": {
+            "meetingUrl": "https://zoom.us/j/123456789",
+            "joinAt": (now + join_in).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "stagingLeadSeconds": lead,
+        },
     }
 
 
@@ -111,8 +135,11 @@ async def test_a_bot_due_for_staging_is_scheduled_then_staged_in_two_writes() ->
     kube = FakeKube()
     engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
     assert kube.calls == [
-        ("event", "Scheduled"), ("patch_status", "scheduled"),
-        ("create_secret", "standup-bot-token"), ("create_pod", "standup-bot"), ("event", "Staged"),
+        ("event", "Scheduled"),
+        ("patch_status", "scheduled"),
+        ("create_secret", "standup-bot-token"),
+        ("create_pod", "standup-bot"),
+        ("event", "Staged"),
         ("patch_status", "staged"),
     ]
     await engine.close()

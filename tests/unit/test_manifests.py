@@ -58,23 +58,34 @@ def test_every_kustomization_lists_files_that_exist_and_every_file_is_listed() -
     listed = {p.resolve() for k in MANIFESTS.rglob("kustomization.yaml") for p in kustomized(k.parent)}
     assert all(p.exists() for p in listed)
     # argocd/ is a patch of Argo CD's own ConfigMap, applied to Argo CD's installation.
-    unlisted = {p.resolve() for p in MANIFESTS.rglob("*.yaml")
-                if p.name != "kustomization.yaml" and p.parent.name != "argocd"} - listed
+    unlisted = {
+        p.resolve() for p in MANIFESTS.rglob("*.yaml") if p.name != "kustomization.yaml" and p.parent.name != "argocd"
+    } - listed
     assert not unlisted
 
 
 def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_other_crds() -> None:
     files = kustomized(MANIFESTS)
     kinds = sorted(d["kind"] for f in files for d in yaml.safe_load_all(f.read_text()))
-    assert kinds == sorted(["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                            "Namespace", "Deployment", "Service"])
+    assert kinds == sorted(
+        [
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Namespace",
+            "Deployment",
+            "Service",
+        ]
+    )
     assert yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["namespace"] == "scheduledbot-system"
     assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
 
 
 def test_the_kustomize_crd_is_a_copy_of_crds() -> None:
     assert (MANIFESTS / "crd" / CRD).read_text() == (ROOT / "crds" / CRD).read_text(), (
-        "manifests/crd/ must hold the CRD of crds/: run `make crds`")
+        "manifests/crd/ must hold the CRD of crds/: run `make crds`"
+    )
 
 
 # --- RBAC --------------------------------------------------------------------------------
@@ -95,8 +106,10 @@ OPERATOR_CALLS = {
     ("", "secrets", "create", None),
     ("", "events", "create", None),
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", None),
-    *{("admissionregistration.k8s.io", "validatingwebhookconfigurations", verb, "scheduledbot-operator")
-      for verb in ("get", "update", "delete")},
+    *{
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", verb, "scheduledbot-operator")
+        for verb in ("get", "update", "delete")
+    },
 }
 
 
@@ -125,14 +138,19 @@ def test_the_webhook_rule_names_the_configuration_the_operator_manages_by_defaul
 def test_the_binding_gives_the_role_to_the_deployments_service_account() -> None:
     binding = one("rbac/role_binding.yaml", "ClusterRoleBinding")
     account = one("rbac/service_account.yaml", "ServiceAccount")["metadata"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": one("rbac/role.yaml", "ClusterRole")["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
-                                    "namespace": account["namespace"]}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": one("rbac/role.yaml", "ClusterRole")["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
     assert deployment()["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
 
 
 # --- the Deployment ------------------------------------------------------------------------
+
 
 def deployment() -> Obj:
     return one("manager/manager.yaml", "Deployment")
@@ -160,8 +178,11 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
     assert pod["automountServiceAccountToken"] is True
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
     security = container()["securityContext"]
-    assert security == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]}}
+    assert security == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert [v for v in pod["volumes"] if "emptyDir" not in v] == []
     assert {m["mountPath"] for m in container()["volumeMounts"]} == {"/tmp"}
 
@@ -174,8 +195,12 @@ def test_the_image_runs_as_the_user_the_pod_declares() -> None:
 
 
 def test_the_arguments_are_valid_operator_flags_for_the_in_cluster_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SCHEDULEDBOT_WEBHOOK_SERVICE", "SCHEDULEDBOT_METRICS_PORT", "SCHEDULEDBOT_HEALTH_PORT",
-                 "SCHEDULEDBOT_WEBHOOK_PORT"):
+    for name in (
+        "SCHEDULEDBOT_WEBHOOK_SERVICE",
+        "SCHEDULEDBOT_METRICS_PORT",
+        "SCHEDULEDBOT_HEALTH_PORT",
+        "SCHEDULEDBOT_WEBHOOK_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     pod_namespace = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     assert pod_namespace in container()["env"]
@@ -187,8 +212,7 @@ def test_the_arguments_are_valid_operator_flags_for_the_in_cluster_webhook(monke
     assert settings.webhook_cert_dir is not None and settings.webhook_cert_dir.is_relative_to("/tmp")
     assert settings.webhook
     ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
-    assert ports == {"metrics": settings.metrics_port, "health": settings.health_port,
-                     "webhook": settings.webhook_port}
+    assert ports == {"metrics": settings.metrics_port, "health": settings.health_port, "webhook": settings.webhook_port}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container()[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
@@ -204,6 +228,7 @@ def test_requests_and_a_memory_limit_but_no_cpu_limit() -> None:
 
 
 # --- Services ------------------------------------------------------------------------------
+
 
 def test_the_webhook_service_sends_443_to_the_webhook_port() -> None:
     service = one("webhook/service.yaml", "Service")
@@ -228,11 +253,15 @@ def test_the_service_monitor_scrapes_the_metrics_service_only() -> None:
 
 # --- samples -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("sample", "platform"), [
-    ("zoom.yaml", Platform.ZOOM),
-    ("google_meet.yaml", Platform.GOOGLE_MEET),
-    ("teams.yaml", Platform.MICROSOFT_TEAMS),
-])
+
+@pytest.mark.parametrize(
+    ("sample", "platform"),
+    [
+        ("zoom.yaml", Platform.ZOOM),
+        ("google_meet.yaml", Platform.GOOGLE_MEET),
+        ("teams.yaml", Platform.MICROSOFT_TEAMS),
+    ],
+)
 def test_each_sample_is_a_valid_scheduled_bot_of_its_platform(sample: str, platform: Platform) -> None:
     bot = one(f"samples/{sample}", "ScheduledBot")
     assert bot["apiVersion"] == "meetingbots.dev/v1alpha1"

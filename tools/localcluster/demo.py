@@ -36,8 +36,15 @@ RECORD_SECONDS = 5
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", *args], input=stdin, text=True, capture_output=True, check=check,
-                          env={**os.environ, "KUBECONFIG": str(KUBECONFIG)}, timeout=120)
+    return subprocess.run(
+        ["kubectl", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        check=check,
+        env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
+        timeout=120,
+    )
 
 
 def free_port() -> int:
@@ -51,18 +58,35 @@ def say(text: str) -> None:
 
 
 def wait_state(state: str, timeout: int) -> dict[str, object]:
-    kubectl("wait", f"--for=jsonpath={{.status.state}}={state}", f"--timeout={timeout}s", f"sbot/{NAME}",
-            "-n", NAMESPACE)
+    kubectl(
+        "wait", f"--for=jsonpath={{.status.state}}={state}", f"--timeout={timeout}s", f"sbot/{NAME}", "-n", NAMESPACE
+    )
     return dict(json.loads(kubectl("get", "sbot", NAME, "-n", NAMESPACE, "-o", "json").stdout)["status"])
 
 
 def start_operator(extra_host: str, log: Path) -> subprocess.Popen[bytes]:
     health = free_port()
     process = subprocess.Popen(
-        ["scheduledbot-operator", "--namespace", NAMESPACE, "--extra-meeting-hosts", extra_host,
-         "--health-port", str(health), "--metrics-port", "0", "--webhook-listen", "127.0.0.1",
-         "--webhook-port", str(free_port()), "--webhook-config-name", "scheduledbot-demo"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
+        [
+            "scheduledbot-operator",
+            "--namespace",
+            NAMESPACE,
+            "--extra-meeting-hosts",
+            extra_host,
+            "--health-port",
+            str(health),
+            "--metrics-port",
+            "0",
+            "--webhook-listen",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+            "--webhook-config-name",
+            "scheduledbot-demo",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -93,21 +117,28 @@ def main() -> int:
         try:
             join_at = (datetime.now(UTC) + timedelta(seconds=JOIN_IN_SECONDS)).replace(microsecond=0)
             manifest = {
-                "apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot",
+                "apiVersion": "meetingbots.dev/v1alpha1",
+                "kind": "ScheduledBot",
                 "metadata": {"name": NAME, "namespace": NAMESPACE},
-                "spec": {"meetingUrl": meetings.meeting_url(MEETING), "botName": "Demo Bot",
-                         "joinAt": join_at.strftime("%Y-%m-%dT%H:%M:%S+0000"), "stagingLeadSeconds": LEAD_SECONDS},
+                "spec": {
+                    "meetingUrl": meetings.meeting_url(MEETING),
+                    "botName": "Demo Bot",
+                    "joinAt": join_at.strftime("%Y-%m-%dT%H:%M:%S+0000"),
+                    "stagingLeadSeconds": LEAD_SECONDS,
+                },
             }
             say(f"applying ScheduledBot {NAME}: joins at {join_at:%H:%M:%S} UTC, staged {LEAD_SECONDS} s before")
             print(json.dumps(manifest["spec"], indent=2))
             kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
             say("kubectl get sbot -w")
-            watcher = subprocess.Popen(["kubectl", "get", "sbot", "-n", NAMESPACE, "-w"],
-                                       env={**os.environ, "KUBECONFIG": str(KUBECONFIG)})
+            watcher = subprocess.Popen(
+                ["kubectl", "get", "sbot", "-n", NAMESPACE, "-w"], env={**os.environ, "KUBECONFIG": str(KUBECONFIG)}
+            )
             wait_state("recording", JOIN_IN_SECONDS + 60)
             time.sleep(RECORD_SECONDS)
-            request = urllib.request.Request(f"{meetings.base_url}/admin/meetings/{MEETING}/end", data=b"{}",
-                                             method="POST")
+            request = urllib.request.Request(
+                f"{meetings.base_url}/admin/meetings/{MEETING}/end", data=b"{}", method="POST"
+            )
             urllib.request.urlopen(request, timeout=5).close()
             status = wait_state("ended", 30)
             with urllib.request.urlopen(f"{meetings.base_url}/admin/meetings/{MEETING}", timeout=5) as r:

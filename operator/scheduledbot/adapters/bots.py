@@ -55,13 +55,16 @@ def parse_report(doc: dict[str, Any]) -> BotReport:
 class JoinLine:
     """A pre-opened connection with its join request ready to write."""
 
-    def __init__(self, *, address: str, token: str, request_id: str, meeting_url: str, bot_name: str,
-                 join_at: str) -> None:
+    def __init__(
+        self, *, address: str, token: str, request_id: str, meeting_url: str, bot_name: str, join_at: str
+    ) -> None:
         self.address = address
         host, _, port = address.rpartition(":")
         self._host, self._port = host, int(port)
-        body = json.dumps({"requestId": request_id, "meetingUrl": meeting_url, "botName": bot_name,
-                           "joinAt": join_at}, separators=(",", ":")).encode()
+        body = json.dumps(
+            {"requestId": request_id, "meetingUrl": meeting_url, "botName": bot_name, "joinAt": join_at},
+            separators=(",", ":"),
+        ).encode()
         self.request = (
             f"POST /v1/join HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -70,14 +73,17 @@ class JoinLine:
         self._writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self._host, self._port), timeout=5)
+        self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self._host, self._port), timeout=5)
 
     @property
     def ready(self) -> bool:
         """Open and not closed by the bot since (a closed one is reopened at the instant)."""
-        return (self._writer is not None and self._reader is not None
-                and not self._writer.is_closing() and not self._reader.at_eof())
+        return (
+            self._writer is not None
+            and self._reader is not None
+            and not self._writer.is_closing()
+            and not self._reader.at_eof()
+        )
 
     def write(self) -> None:
         """Hand the request to the kernel now; synchronous so a batch has no await in it."""
@@ -97,7 +103,7 @@ class JoinLine:
                 if key.strip().lower() == "content-length":
                     length = int(value.strip())
             body = await asyncio.wait_for(self._reader.readexactly(length), timeout=10)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError) as error:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
             raise BotUnreachable(f"no answer to join from {self.address}: {error!r}") from error
         finally:
             self.close()
@@ -135,13 +141,14 @@ class BotClient:
         at = join_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return await self._call("POST", f"http://{address}/v1/schedule", token, json={"joinAt": at})
 
-    async def _call(self, method: str, url: str, token: str, *, timeout: aiohttp.ClientTimeout = _SHORT,
-                    **kwargs: Any) -> BotReport:
+    async def _call(
+        self, method: str, url: str, token: str, *, timeout: aiohttp.ClientTimeout = _SHORT, **kwargs: Any
+    ) -> BotReport:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with self._session.request(method, url, headers=headers, timeout=timeout, **kwargs) as response:
                 if response.status != 200:
                     raise BotUnreachable(f"{method} {url} answered {response.status}")
                 return parse_report(await response.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             raise BotUnreachable(f"{method} {url}: {error!r}") from error

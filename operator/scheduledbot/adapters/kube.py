@@ -87,15 +87,25 @@ class Kube:
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Delete exactly the observed Pod (a precondition on its uid), if still there."""
         body = {"preconditions": {"uid": uid}}
-        await _send(self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False),
-                    missing=(404, 409))
+        await _send(
+            self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False), missing=(404, 409)
+        )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch `.status`; returns the object as written, None if it is gone."""
-        return await _send(self._custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-            _content_type=_MERGE, _preload_content=False,
-        ), missing=(404,))
+        return await _send(
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": status},
+                _content_type=_MERGE,
+                _preload_content=False,
+            ),
+            missing=(404,),
+        )
 
     async def set_finalizer(self, body: dict[str, Any], finalizer: str, *, present: bool) -> dict[str, Any] | None:
         """Add or remove one finalizer with a JSON patch guarded by the observed list."""
@@ -103,31 +113,47 @@ class Kube:
         current = list(meta.get("finalizers") or [])
         if (finalizer in current) == present:
             return None
-        wanted = current + [finalizer] if present else [f for f in current if f != finalizer]
+        wanted = [*current, finalizer] if present else [f for f in current if f != finalizer]
         # `test` makes the patch fail (422) if someone changed the list meanwhile;
         # the next watch event brings the new list and the pass runs again.
         ops: list[dict[str, Any]] = (
             [{"op": "test", "path": "/metadata/finalizers", "value": current}] if "finalizers" in meta else []
         ) + [{"op": "add", "path": "/metadata/finalizers", "value": wanted}]
-        return await _send(self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], ops,
-            _content_type=_JSON_PATCH, _preload_content=False,
-        ), missing=(404, 422))
+        return await _send(
+            self._custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                ops,
+                _content_type=_JSON_PATCH,
+                _preload_content=False,
+            ),
+            missing=(404, 422),
+        )
 
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str,
-                         now: datetime) -> None:
+    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
         meta = body["metadata"]
         stamp = format_time(now)
         event = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
-                "namespace": meta["namespace"], "uid": meta["uid"],
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "type": type_, "reason": reason, "message": message[:1024],
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
         }
         try:
             await _send(self._core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
@@ -146,14 +172,18 @@ class Kube:
 
     async def delete_webhook_configuration(self, name: str, *, ca_bundle: str) -> None:
         """Delete the configuration if it still carries our CA (a successor's is left alone)."""
-        current = await _send(self._admission.read_validating_webhook_configuration(name, _preload_content=False),
-                              missing=(404,))
-        if current is None or any(w.get("clientConfig", {}).get("caBundle") != ca_bundle
-                                  for w in current.get("webhooks") or []):
+        current = await _send(
+            self._admission.read_validating_webhook_configuration(name, _preload_content=False), missing=(404,)
+        )
+        if current is None or any(
+            w.get("clientConfig", {}).get("caBundle") != ca_bundle for w in current.get("webhooks") or []
+        ):
             return
         body = {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}}
-        await _send(self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False),
-                    missing=(404, 409))
+        await _send(
+            self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False),
+            missing=(404, 409),
+        )
 
 
 async def _send(call: Any, *, missing: tuple[int, ...] = ()) -> dict[str, Any] | None:

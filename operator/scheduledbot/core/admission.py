@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.errors import SpecError
+from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec, parse_spec
 
 #: The furthest ahead a bot may be scheduled.
@@ -53,6 +53,8 @@ def _clock_rules(valid: ValidSpec, now: datetime) -> list[str]:
     if valid.join_at < now:
         return [f"spec.joinAt cannot be in the past: {format_time(valid.join_at)} is before now ({format_time(now)})"]
     if valid.join_at > now + MAX_AHEAD:
-        return [f"spec.joinAt cannot be more than 3 years ahead: {format_time(valid.join_at)} "
-                f"is after {format_time(now + MAX_AHEAD)}"]
+        return [
+            f"spec.joinAt cannot be more than 3 years ahead: {format_time(valid.join_at)} "
+            f"is after {format_time(now + MAX_AHEAD)}"
+        ]
     return []

@@ -60,8 +60,12 @@ def label_value(name: str) -> str:
 
 def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid,
-        "controller": True, "blockOwnerDeletion": True,
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 
@@ -101,23 +105,32 @@ def build_pod(
         raise ValueError("spec.template.spec.containers: at least one container is required")
     bot = containers[0]
     port = _control_port(bot)
-    ours = _env(name=name, namespace=namespace, spec=spec, join_at=join_at, port=port,
-                join_deadline_seconds=join_deadline_seconds, max_duration_seconds=max_duration_seconds,
-                self_join_delay_seconds=self_join_delay_seconds)
+    ours = _env(
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        join_at=join_at,
+        port=port,
+        join_deadline_seconds=join_deadline_seconds,
+        max_duration_seconds=max_duration_seconds,
+        self_join_delay_seconds=self_join_delay_seconds,
+    )
     # The protocol's variables win over a template's variable of the same name.
     taken = {e["name"] for e in ours}
     bot["env"] = ours + [e for e in bot.get("env") or [] if e.get("name") not in taken]
-    bot.setdefault("readinessProbe", {
-        "httpGet": {"path": "/v1/ready", "port": CONTROL_PORT_NAME},
-        "periodSeconds": 1,
-        "failureThreshold": 1,
-    })
+    bot.setdefault(
+        "readinessProbe",
+        {
+            "httpGet": {"path": "/v1/ready", "port": CONTROL_PORT_NAME},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
     bot["volumeMounts"] = [m for m in bot.get("volumeMounts") or [] if m.get("mountPath") != TOKEN_MOUNT] + [
         {"name": "meetingbots-token", "mountPath": TOKEN_MOUNT, "readOnly": True}
     ]
     pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") != "meetingbots-token"] + [
-        {"name": "meetingbots-token",
-         "secret": {"secretName": secret_name(name), "defaultMode": 0o444}}
+        {"name": "meetingbots-token", "secret": {"secretName": secret_name(name), "defaultMode": 0o444}}
     ]
     # A bot that crashed must not come back and join a second time.
     pod_spec["restartPolicy"] = "Never"
@@ -158,9 +171,17 @@ def control_port_of(pod: dict[str, Any]) -> int:
     return DEFAULT_CONTROL_PORT
 
 
-def _env(*, name: str, namespace: str, spec: ValidSpec, join_at: datetime, port: int,
-         join_deadline_seconds: int, max_duration_seconds: int,
-         self_join_delay_seconds: float) -> list[dict[str, Any]]:
+def _env(
+    *,
+    name: str,
+    namespace: str,
+    spec: ValidSpec,
+    join_at: datetime,
+    port: int,
+    join_deadline_seconds: int,
+    max_duration_seconds: int,
+    self_join_delay_seconds: float,
+) -> list[dict[str, Any]]:
     def field(path: str) -> dict[str, Any]:
         return {"fieldRef": {"fieldPath": path}}
 
@@ -189,16 +210,20 @@ def default_template(*, image: str) -> dict[str, Any]:
     """The operator-wide template when a ScheduledBot has none: the demo bot."""
     return {
         "spec": {
-            "containers": [{
-                "name": "bot",
-                "image": image,
-                "command": ["python", "-m", "scheduledbot.demo_bot"],
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
-                },
-            }],
+            "containers": [
+                {
+                    "name": "bot",
+                    "image": image,
+                    "command": ["python", "-m", "scheduledbot.demo_bot"],
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         }
     }

@@ -198,8 +198,16 @@ class Emit:
 
 
 Action = (
-    CreateSecret | CreatePod | DeletePod | ArmJoin | DisarmJoin | MoveSelfJoin | Leave
-    | AddFinalizer | RemoveFinalizer | Emit
+    CreateSecret
+    | CreatePod
+    | DeletePod
+    | ArmJoin
+    | DisarmJoin
+    | MoveSelfJoin
+    | Leave
+    | AddFinalizer
+    | RemoveFinalizer
+    | Emit
 )
 
 
@@ -221,8 +229,27 @@ TERMINAL: Final = TERMINAL_STATES
 PRE_JOIN: Final = RESCHEDULABLE_STATES
 
 __all__ = [
-    "Action", "AddFinalizer", "ArmJoin", "BotReport", "BotView", "CreatePod", "CreateSecret",
-    "Defaults", "DeletePod", "DisarmJoin", "Emit", "EventType", "FINALIZER", "IN_MEETING",
-    "Leave", "MoveSelfJoin", "Observed", "PRE_JOIN", "Plan", "PodView", "RemoveFinalizer",
-    "SignalOutcome", "TERMINAL",
+    "FINALIZER",
+    "IN_MEETING",
+    "PRE_JOIN",
+    "TERMINAL",
+    "Action",
+    "AddFinalizer",
+    "ArmJoin",
+    "BotReport",
+    "BotView",
+    "CreatePod",
+    "CreateSecret",
+    "Defaults",
+    "DeletePod",
+    "DisarmJoin",
+    "Emit",
+    "EventType",
+    "Leave",
+    "MoveSelfJoin",
+    "Observed",
+    "Plan",
+    "PodView",
+    "RemoveFinalizer",
+    "SignalOutcome",
 ]

@@ -88,8 +88,9 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
         moved = _reschedule_note(bot, spec, timing)
         base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
         if observed.rejection is not None:
-            return _fail(bot, now, "PodRejected", f"the API server refused the bot Pod: {observed.rejection}",
-                         (), base=base)
+            return _fail(
+                bot, now, "PodRejected", f"the API server refused the bot Pod: {observed.rejection}", (), base=base
+            )
         if state is BotState.SCHEDULED:
             return _scheduled(bot, base, observed, timing, now, moved)
         return _staged(bot, base, observed, timing, now, moved)
@@ -134,19 +135,34 @@ def _first_sight(bot: BotView, spec: ValidSpec, timing: _Timing, now: datetime) 
     if now > timing.deadline:
         return _missed(bot, now, timing, base=base)
     actions: list[Action] = [
-        Emit(type=EventType.NORMAL, reason="Scheduled",
-             message=f"will stage at {format_time(timing.stage_at)} and join at {format_time(timing.join_at)}")
+        Emit(
+            type=EventType.NORMAL,
+            reason="Scheduled",
+            message=f"will stage at {format_time(timing.stage_at)} and join at {format_time(timing.join_at)}",
+        )
     ]
     # The lead the bot really gets: a bot created closer to joinAt than its lead is staged at once.
     lead = (timing.join_at - max(now, timing.stage_at)).total_seconds()
     if lead < MIN_RECOMMENDED_LEAD_SECONDS:
-        actions.append(Emit(
-            type=EventType.WARNING, reason="ShortLead",
-            message=(f"the bot Pod gets {lead:.0f} s before joinAt (under {MIN_RECOMMENDED_LEAD_SECONDS} s) "
-                     f"and may not be warm in time; staging {'at once' if timing.stage_at <= now else 'at stageAt'}"),
-        ))
-    status = _with_state(bot, base, BotState.SCHEDULED, now, "Scheduled",
-                         f"joins at {format_time(timing.join_at)}", scheduled_at=format_time(now))
+        actions.append(
+            Emit(
+                type=EventType.WARNING,
+                reason="ShortLead",
+                message=(
+                    f"the bot Pod gets {lead:.0f} s before joinAt (under {MIN_RECOMMENDED_LEAD_SECONDS} s) "
+                    f"and may not be warm in time; staging {'at once' if timing.stage_at <= now else 'at stageAt'}"
+                ),
+            )
+        )
+    status = _with_state(
+        bot,
+        base,
+        BotState.SCHEDULED,
+        now,
+        "Scheduled",
+        f"joins at {format_time(timing.join_at)}",
+        scheduled_at=format_time(now),
+    )
     return Plan(status=status, actions=tuple(actions), wake_at=max(now, timing.stage_at))
 
 
@@ -158,8 +174,9 @@ def _reschedule_note(bot: BotView, spec: ValidSpec, timing: _Timing) -> Emit | N
     return Emit(type=EventType.NORMAL, reason="Rescheduled", message=f"joinAt moved from {old} to {new}")
 
 
-def _scheduled(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
-               now: datetime, moved: Emit | None) -> Plan:
+def _scheduled(
+    bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime, moved: Emit | None
+) -> Plan:
     notes: tuple[Action, ...] = (moved,) if moved else ()
     if now > timing.deadline:
         return _missed(bot, now, timing, base=base)
@@ -174,15 +191,29 @@ def _scheduled(bot: BotView, base: ScheduledBotStatus, observed: Observed, timin
     if not observed.secret:
         actions.append(CreateSecret())
     actions.append(CreatePod(join_at=timing.join_at))
-    actions.append(Emit(type=EventType.NORMAL, reason="Staged",
-                        message=f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}"))
-    status = _with_state(bot, base, BotState.STAGED, now, "Staged", "bot Pod created, warming up",
-                         pod_name=_pod_name(bot), staged_at=format_time(now))
+    actions.append(
+        Emit(
+            type=EventType.NORMAL,
+            reason="Staged",
+            message=f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}",
+        )
+    )
+    status = _with_state(
+        bot,
+        base,
+        BotState.STAGED,
+        now,
+        "Staged",
+        "bot Pod created, warming up",
+        pod_name=_pod_name(bot),
+        staged_at=format_time(now),
+    )
     return Plan(status=status, actions=tuple(actions), wake_at=timing.deadline)
 
 
-def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
-            now: datetime, moved: Emit | None) -> Plan:
+def _staged(
+    bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime, moved: Emit | None
+) -> Plan:
     pod = observed.pod
     notes: list[Action] = [moved] if moved else []
     if moved is not None and now < timing.stage_at:
@@ -190,9 +221,16 @@ def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: 
         notes.append(DisarmJoin())
         if pod is not None and not pod.deleting:
             notes.append(DeletePod(uid=pod.uid))
-        status = _with_state(bot, base, BotState.SCHEDULED, now, "Rescheduled",
-                             f"bot Pod released; stages again at {format_time(timing.stage_at)}",
-                             pod_name=None, staged_at=None)
+        status = _with_state(
+            bot,
+            base,
+            BotState.SCHEDULED,
+            now,
+            "Rescheduled",
+            f"bot Pod released; stages again at {format_time(timing.stage_at)}",
+            pod_name=None,
+            staged_at=None,
+        )
         return Plan(status=status, actions=tuple(notes), wake_at=timing.stage_at)
     joined = _joined_plan(bot, base, observed, timing, now)
     if joined is not None:
@@ -202,21 +240,38 @@ def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: 
     signal = observed.signal
     if signal is not None and signal.error and signal.join_at == timing.join_at:
         if now >= timing.deadline:
-            return _fail(bot, now, "SignalFailed", f"the join signal could not reach the bot: {signal.error}",
-                         _drop_pod(observed), base=base)
+            return _fail(
+                bot,
+                now,
+                "SignalFailed",
+                f"the join signal could not reach the bot: {signal.error}",
+                _drop_pod(observed),
+                base=base,
+            )
         notes.append(Emit(type=EventType.WARNING, reason="SignalFailed", message=signal.error))
     if pod is None:
         if now >= timing.deadline:
             return _missed(bot, now, timing, base=base)
         notes.append(CreatePod(join_at=timing.join_at))
-        notes.append(Emit(type=EventType.WARNING, reason="PodRecreated",
-                          message=f"bot Pod {_pod_name(bot)} was deleted before joinAt; created it again"))
+        notes.append(
+            Emit(
+                type=EventType.WARNING,
+                reason="PodRecreated",
+                message=f"bot Pod {_pod_name(bot)} was deleted before joinAt; created it again",
+            )
+        )
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
     if pod.deleting:
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
     if pod.finished:
-        return _fail(bot, now, "BotExited", f"bot Pod {pod.name} exited before joining{_code(pod.exit_code)}",
-                     tuple(notes), base=base)
+        return _fail(
+            bot,
+            now,
+            "BotExited",
+            f"bot Pod {pod.name} exited before joining{_code(pod.exit_code)}",
+            tuple(notes),
+            base=base,
+        )
     if not pod.ready or not pod.ip:
         if now >= timing.deadline:
             why = f"bot Pod {pod.name} was not Ready by {format_time(timing.deadline)}"
@@ -231,15 +286,20 @@ def _staged(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: 
         return _missed(bot, now, timing, base=base)
     address = _address(pod)
     retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
-    notes.append(ArmJoin(
-        join_at=timing.join_at, address=address, request_id=request_id(uid=bot.uid, join_at=timing.join_at),
-        not_before=now + timedelta(seconds=SIGNAL_RETRY_SECONDS) if retry else None,
-    ))
+    notes.append(
+        ArmJoin(
+            join_at=timing.join_at,
+            address=address,
+            request_id=request_id(uid=bot.uid, join_at=timing.join_at),
+            not_before=now + timedelta(seconds=SIGNAL_RETRY_SECONDS) if retry else None,
+        )
+    )
     return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline, follow=address)
 
 
-def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing,
-                 now: datetime) -> Plan | None:
+def _joined_plan(
+    bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime
+) -> Plan | None:
     """Staged -> joining, once the bot says it is joining (or further).
 
     The bot's own word decides, not the dispatcher's write: its answer to the
@@ -257,8 +317,9 @@ def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, tim
             return _fail(bot, now, why, text, (), base=base)
         status = _with_state(bot, base, BotState.ENDED, now, why, text, ended_at=format_time(report.since or now))
         return Plan(status=status, actions=(DisarmJoin(), Emit(type=EventType.NORMAL, reason="Ended", message=text)))
-    sent_at = (signal.sent_at if signal is not None and signal.error is None and signal.join_at == timing.join_at
-               else None)
+    sent_at = (
+        signal.sent_at if signal is not None and signal.error is None and signal.join_at == timing.join_at else None
+    )
     by = report.joined_by or JoinedBy.SIGNAL
     fields: dict[str, object] = {"joined_by": by}
     if by is JoinedBy.DEADLINE:
@@ -280,8 +341,7 @@ def _joined_plan(bot: BotView, base: ScheduledBotStatus, observed: Observed, tim
     return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event), wake_at=now, follow=address)
 
 
-def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults,
-                now: datetime) -> Plan:
+def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults, now: datetime) -> Plan:
     state = base.state
     pod = observed.pod
     address = _address(pod) if pod is not None and pod.ip and not pod.finished else None
@@ -309,16 +369,21 @@ def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defa
         if new is BotState.ENDED:
             actions.append(Emit(type=EventType.NORMAL, reason="Ended", message=report.message or "the bot left"))
             actions.append(RemoveFinalizer())
-            return Plan(status=_with_state(bot, base, new, now, "Ended", report.message or "the bot left", **fields),
-                        actions=tuple(actions))
+            return Plan(
+                status=_with_state(bot, base, new, now, "Ended", report.message or "the bot left", **fields),
+                actions=tuple(actions),
+            )
         status = _with_state(bot, base, new, now, _camel(new), report.message or f"the bot is {new.value}", **fields)
         return Plan(status=status, actions=tuple(actions), wake_at=now, follow=address)
     if pod is None or pod.finished:
         code = pod.exit_code if pod is not None else None
         if pod is not None and pod.phase == "Succeeded":
-            return Plan(status=_with_state(bot, base, BotState.ENDED, now, "Ended", "the bot Pod completed",
-                                           ended_at=format_time(now)),
-                        actions=(*actions, RemoveFinalizer()))
+            return Plan(
+                status=_with_state(
+                    bot, base, BotState.ENDED, now, "Ended", "the bot Pod completed", ended_at=format_time(now)
+                ),
+                actions=(*actions, RemoveFinalizer()),
+            )
         why = f"bot Pod {_pod_name(bot)} {'is gone' if pod is None else 'failed'}{_code(code)}"
         return _fail(bot, now, "PodFailed", why, tuple(actions), base=base)
     wake_at: datetime | None = None
@@ -328,8 +393,13 @@ def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defa
         until = _parse(base.joined_at) + timedelta(seconds=max_seconds)
         if now >= until and address is not None:
             actions.append(Leave(address=address, reason="maxDurationSeconds reached"))
-            actions.append(Emit(type=EventType.WARNING, reason="MaxDurationReached",
-                                message=f"in the meeting for {max_seconds} s; asked the bot to leave"))
+            actions.append(
+                Emit(
+                    type=EventType.WARNING,
+                    reason="MaxDurationReached",
+                    message=f"in the meeting for {max_seconds} s; asked the bot to leave",
+                )
+            )
         else:
             wake_at = until
     return Plan(status=base, actions=tuple(actions), wake_at=wake_at, follow=address)
@@ -351,27 +421,49 @@ def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
         status = _with_state(bot, status, new, now, _camel(new), report.message or f"the bot is {new.value}")
     if bot.status.state in IN_MEETING and not gone and now < give_up and pod is not None and pod.ip:
         address = _address(pod)
-        return Plan(status=status, actions=(
-            Leave(address=address, reason="ScheduledBot deleted"),
-            Emit(type=EventType.NORMAL, reason="Cancelled", message="deleted during the meeting; asked the bot to leave"),
-        ), wake_at=give_up, follow=address)
+        return Plan(
+            status=status,
+            actions=(
+                Leave(address=address, reason="ScheduledBot deleted"),
+                Emit(
+                    type=EventType.NORMAL,
+                    reason="Cancelled",
+                    message="deleted during the meeting; asked the bot to leave",
+                ),
+            ),
+            wake_at=give_up,
+            follow=address,
+        )
     return Plan(status=status, actions=(RemoveFinalizer(),))
 
 
 def _missed(bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus) -> Plan:
-    why = (f"the operator could not act before the join deadline {format_time(timing.deadline)} "
-           f"(joinAt {format_time(timing.join_at)})")
+    why = (
+        f"the operator could not act before the join deadline {format_time(timing.deadline)} "
+        f"(joinAt {format_time(timing.join_at)})"
+    )
     return _fail(bot, now, "Missed", why, (), base=base)
 
 
-def _fail(bot: BotView, now: datetime, reason: str, message: str, actions: tuple[Action, ...],
-          *, base: ScheduledBotStatus | None = None) -> Plan:
-    status = _with_state(bot, base or bot.status, BotState.FAILED, now, reason, message,
-                         ended_at=format_time(now))
-    return Plan(status=status, actions=(
-        *actions, DisarmJoin(), *_release_finalizer(bot),
-        Emit(type=EventType.WARNING, reason="Failed", message=f"{reason}: {message}"),
-    ))
+def _fail(
+    bot: BotView,
+    now: datetime,
+    reason: str,
+    message: str,
+    actions: tuple[Action, ...],
+    *,
+    base: ScheduledBotStatus | None = None,
+) -> Plan:
+    status = _with_state(bot, base or bot.status, BotState.FAILED, now, reason, message, ended_at=format_time(now))
+    return Plan(
+        status=status,
+        actions=(
+            *actions,
+            DisarmJoin(),
+            *_release_finalizer(bot),
+            Emit(type=EventType.WARNING, reason="Failed", message=f"{reason}: {message}"),
+        ),
+    )
 
 
 def _observe(bot: BotView, status: ScheduledBotStatus) -> ScheduledBotStatus:
@@ -391,14 +483,22 @@ def _drop_pod(observed: Observed) -> tuple[Action, ...]:
     return (DeletePod(uid=pod.uid),) if pod is not None and not pod.deleting else ()
 
 
-def _with_state(bot: BotView, base: ScheduledBotStatus, state: BotState, now: datetime, reason: str,
-                message: str, **fields: object) -> ScheduledBotStatus:
-    conditions = build_conditions(state=state, reason=reason, message=message, generation=bot.generation,
-                                  previous=base.conditions or [], now=now)
-    return base.model_copy(update={
-        "state": state, "reason": reason, "message": message, "observed_generation": bot.generation,
-        "conditions": conditions, **fields,
-    })
+def _with_state(
+    bot: BotView, base: ScheduledBotStatus, state: BotState, now: datetime, reason: str, message: str, **fields: object
+) -> ScheduledBotStatus:
+    conditions = build_conditions(
+        state=state, reason=reason, message=message, generation=bot.generation, previous=base.conditions or [], now=now
+    )
+    return base.model_copy(
+        update={
+            "state": state,
+            "reason": reason,
+            "message": message,
+            "observed_generation": bot.generation,
+            "conditions": conditions,
+            **fields,
+        }
+    )
 
 
 def _reported_state(report: BotReport, default: BotState) -> BotState:

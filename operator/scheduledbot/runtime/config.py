@@ -55,50 +55,117 @@ def parser() -> argparse.ArgumentParser:
         "Every flag can also be set by the environment variable shown.",
     )
     add = p.add_argument
-    add("--namespace", action="append", dest="namespaces", metavar="NS",
-        help="namespace to watch, repeatable; default: all namespaces [SCHEDULEDBOT_NAMESPACES, comma-separated]")
-    add("--default-image", default=_env("DEFAULT_IMAGE", DEFAULT_IMAGE),
-        help="image of the default bot template (the demo bot) [SCHEDULEDBOT_DEFAULT_IMAGE]")
-    add("--default-template-file", default=_env("DEFAULT_TEMPLATE_FILE"), metavar="PATH",
-        help="YAML PodTemplateSpec used when a ScheduledBot has no spec.template [SCHEDULEDBOT_DEFAULT_TEMPLATE_FILE]")
-    add("--default-staging-lead-seconds", type=int, default=int(_env("DEFAULT_STAGING_LEAD_SECONDS", "300") or 300),
-        help="staging lead when spec.stagingLeadSeconds is absent [SCHEDULEDBOT_DEFAULT_STAGING_LEAD_SECONDS]")
-    add("--default-join-deadline-seconds", type=int,
+    add(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="namespace to watch, repeatable; default: all namespaces [SCHEDULEDBOT_NAMESPACES, comma-separated]",
+    )
+    add(
+        "--default-image",
+        default=_env("DEFAULT_IMAGE", DEFAULT_IMAGE),
+        help="image of the default bot template (the demo bot) [SCHEDULEDBOT_DEFAULT_IMAGE]",
+    )
+    add(
+        "--default-template-file",
+        default=_env("DEFAULT_TEMPLATE_FILE"),
+        metavar="PATH",
+        help="YAML PodTemplateSpec used when a ScheduledBot has no spec.template [SCHEDULEDBOT_DEFAULT_TEMPLATE_FILE]",
+    )
+    add(
+        "--default-staging-lead-seconds",
+        type=int,
+        default=int(_env("DEFAULT_STAGING_LEAD_SECONDS", "300") or 300),
+        help="staging lead when spec.stagingLeadSeconds is absent [SCHEDULEDBOT_DEFAULT_STAGING_LEAD_SECONDS]",
+    )
+    add(
+        "--default-join-deadline-seconds",
+        type=int,
         default=int(_env("DEFAULT_JOIN_DEADLINE_SECONDS", "120") or 120),
         help="how late a join may still happen when spec.joinDeadlineSeconds is absent "
-        "[SCHEDULEDBOT_DEFAULT_JOIN_DEADLINE_SECONDS]")
-    add("--default-max-duration-seconds", type=int,
+        "[SCHEDULEDBOT_DEFAULT_JOIN_DEADLINE_SECONDS]",
+    )
+    add(
+        "--default-max-duration-seconds",
+        type=int,
         default=int(_env("DEFAULT_MAX_DURATION_SECONDS", "14400") or 14400),
         help="longest stay in a meeting when spec.maxDurationSeconds is absent "
-        "[SCHEDULEDBOT_DEFAULT_MAX_DURATION_SECONDS]")
-    add("--extra-meeting-hosts", default=_env("EXTRA_MEETING_HOSTS", ""), metavar="HOST[:PORT],...",
+        "[SCHEDULEDBOT_DEFAULT_MAX_DURATION_SECONDS]",
+    )
+    add(
+        "--extra-meeting-hosts",
+        default=_env("EXTRA_MEETING_HOSTS", ""),
+        metavar="HOST[:PORT],...",
         help="ADMIN ONLY, off by default: extra meeting hosts admitted as platform 'local' (http or https), "
-        "for demos and tests with the local meeting server [SCHEDULEDBOT_EXTRA_MEETING_HOSTS]")
-    add("--self-join-delay-seconds", type=float, default=float(_env("SELF_JOIN_DELAY_SECONDS", "2") or 2),
+        "for demos and tests with the local meeting server [SCHEDULEDBOT_EXTRA_MEETING_HOSTS]",
+    )
+    add(
+        "--self-join-delay-seconds",
+        type=float,
+        default=float(_env("SELF_JOIN_DELAY_SECONDS", "2") or 2),
         help="delay after joinAt at which a bot joins on its own if no signal came "
-        "[SCHEDULEDBOT_SELF_JOIN_DELAY_SECONDS]")
+        "[SCHEDULEDBOT_SELF_JOIN_DELAY_SECONDS]",
+    )
     add("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR [SCHEDULEDBOT_LOG_LEVEL]")
-    add("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
-        help="text or json [SCHEDULEDBOT_LOG_FORMAT]")
-    add("--health-port", type=int, default=int(_env("HEALTH_PORT", "8081") or 8081),
-        help="port of /healthz (liveness and readiness) [SCHEDULEDBOT_HEALTH_PORT]")
-    add("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8080") or 8080),
-        help="port of the Prometheus /metrics endpoint; 0 disables [SCHEDULEDBOT_METRICS_PORT]")
-    add("--no-webhook", action="store_true", default=_env("WEBHOOK", "on") == "off",
-        help="do not serve the admission webhook (the backstop still fails bad bots) [SCHEDULEDBOT_WEBHOOK=off]")
-    add("--webhook-listen", default=_env("WEBHOOK_LISTEN", "0.0.0.0"),
-        help="address the webhook server binds [SCHEDULEDBOT_WEBHOOK_LISTEN]")
-    add("--webhook-port", type=int, default=int(_env("WEBHOOK_PORT", "9443") or 9443),
-        help="port the webhook server binds [SCHEDULEDBOT_WEBHOOK_PORT]")
-    add("--webhook-host", default=_env("WEBHOOK_HOST", "127.0.0.1"),
-        help="host the API server dials when no --webhook-service is set [SCHEDULEDBOT_WEBHOOK_HOST]")
-    add("--webhook-service", default=_env("WEBHOOK_SERVICE"), metavar="NAMESPACE/NAME",
-        help="in a cluster: the Service in front of the webhook (port 443) [SCHEDULEDBOT_WEBHOOK_SERVICE]")
-    add("--webhook-config-name", default=_env("WEBHOOK_CONFIG_NAME", "scheduledbot-operator"),
-        help="name of the ValidatingWebhookConfiguration the operator manages [SCHEDULEDBOT_WEBHOOK_CONFIG_NAME]")
-    add("--webhook-cert-dir", default=_env("WEBHOOK_CERT_DIR"), metavar="DIR",
+    add(
+        "--log-format",
+        default=_env("LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text or json [SCHEDULEDBOT_LOG_FORMAT]",
+    )
+    add(
+        "--health-port",
+        type=int,
+        default=int(_env("HEALTH_PORT", "8081") or 8081),
+        help="port of /healthz (liveness and readiness) [SCHEDULEDBOT_HEALTH_PORT]",
+    )
+    add(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "8080") or 8080),
+        help="port of the Prometheus /metrics endpoint; 0 disables [SCHEDULEDBOT_METRICS_PORT]",
+    )
+    add(
+        "--no-webhook",
+        action="store_true",
+        default=_env("WEBHOOK", "on") == "off",
+        help="do not serve the admission webhook (the backstop still fails bad bots) [SCHEDULEDBOT_WEBHOOK=off]",
+    )
+    add(
+        "--webhook-listen",
+        default=_env("WEBHOOK_LISTEN", "0.0.0.0"),
+        help="address the webhook server binds [SCHEDULEDBOT_WEBHOOK_LISTEN]",
+    )
+    add(
+        "--webhook-port",
+        type=int,
+        default=int(_env("WEBHOOK_PORT", "9443") or 9443),
+        help="port the webhook server binds [SCHEDULEDBOT_WEBHOOK_PORT]",
+    )
+    add(
+        "--webhook-host",
+        default=_env("WEBHOOK_HOST", "127.0.0.1"),
+        help="host the API server dials when no --webhook-service is set [SCHEDULEDBOT_WEBHOOK_HOST]",
+    )
+    add(
+        "--webhook-service",
+        default=_env("WEBHOOK_SERVICE"),
+        metavar="NAMESPACE/NAME",
+        help="in a cluster: the Service in front of the webhook (port 443) [SCHEDULEDBOT_WEBHOOK_SERVICE]",
+    )
+    add(
+        "--webhook-config-name",
+        default=_env("WEBHOOK_CONFIG_NAME", "scheduledbot-operator"),
+        help="name of the ValidatingWebhookConfiguration the operator manages [SCHEDULEDBOT_WEBHOOK_CONFIG_NAME]",
+    )
+    add(
+        "--webhook-cert-dir",
+        default=_env("WEBHOOK_CERT_DIR"),
+        metavar="DIR",
         help="where the generated serving certificate is written; default: a temporary directory "
-        "[SCHEDULEDBOT_WEBHOOK_CERT_DIR]")
+        "[SCHEDULEDBOT_WEBHOOK_CERT_DIR]",
+    )
     return p
 
 

@@ -76,13 +76,16 @@ class JoinDispatcher(Generic[K]):
         self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine,
-            request_id: str) -> None:
+    def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine, request_id: str) -> None:
         """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
         fire = max(join_at, not_before or join_at).timestamp()
         current = self._armed.get(key)
-        if (current is not None and current.request_id == request_id and current.line.address == line.address
-                and (current.fire == fire or (current.fired and not_before is None))):
+        if (
+            current is not None
+            and current.request_id == request_id
+            and current.line.address == line.address
+            and (current.fire == fire or (current.fired and not_before is None))
+        ):
             return
         self.disarm(key)
         armed: _Armed[K] = _Armed(key=key, join_at=join_at, fire=fire, request_id=request_id, line=line)
@@ -161,7 +164,7 @@ class JoinDispatcher(Generic[K]):
     async def _open(self, armed: _Armed[K]) -> None:
         try:
             await armed.line.open()
-        except (OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError) as error:
             # Not fatal: the refresh timer and the instant itself try again.
             log.debug("pre-connect to %s failed: %r", armed.line.address, error)
 
@@ -172,7 +175,7 @@ class JoinDispatcher(Generic[K]):
             if not armed.line.ready:
                 await armed.line.open()
             armed.line.write()
-        except (OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError) as error:
             message = f"could not connect to the bot at {armed.line.address}: {error!r}"
             self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=None, error=message, report=None))
             return

@@ -32,8 +32,8 @@ from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
-from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.errors import SpecError
+from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
@@ -180,8 +180,13 @@ class Engine:
             return
         now = datetime.now(UTC)
         bot = self._bot_view(entry.body)
-        observed = Observed(pod=_pod_view(entry.pod, bot.uid), secret=entry.token is not None,
-                            report=entry.report, signal=entry.signal, rejection=entry.rejection)
+        observed = Observed(
+            pod=_pod_view(entry.pod, bot.uid),
+            secret=entry.token is not None,
+            report=entry.report,
+            signal=entry.signal,
+            rejection=entry.rejection,
+        )
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         for action in decision.actions:
             if not await self._act(entry, bot, action, now):
@@ -256,11 +261,15 @@ class Engine:
                 token = await self._load_token(entry)
                 if token is None or bot.spec is None:
                     return True
-                line = JoinLine(address=address, token=token, request_id=request_id,
-                                meeting_url=bot.spec.meeting_url, bot_name=bot.spec.bot_name,
-                                join_at=format_time(join_at))
-                self.dispatcher.arm(entry.key, join_at=join_at, not_before=not_before, line=line,
-                                    request_id=request_id)
+                line = JoinLine(
+                    address=address,
+                    token=token,
+                    request_id=request_id,
+                    meeting_url=bot.spec.meeting_url,
+                    bot_name=bot.spec.bot_name,
+                    join_at=format_time(join_at),
+                )
+                self.dispatcher.arm(entry.key, join_at=join_at, not_before=not_before, line=line, request_id=request_id)
             case DisarmJoin():
                 self.dispatcher.disarm(entry.key)
             case MoveSelfJoin(join_at=join_at, address=address):
@@ -274,7 +283,9 @@ class Engine:
                     self._spawn(self._bot_call(self._bots.leave(address, token, reason=reason)))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
-                written = await self._kube.set_finalizer(entry.body, FINALIZER, present=isinstance(action, AddFinalizer))
+                written = await self._kube.set_finalizer(
+                    entry.body, FINALIZER, present=isinstance(action, AddFinalizer)
+                )
                 if written is not None and _newer(written, entry.body):
                     entry.body = _kept(written)
         return True
@@ -282,8 +293,12 @@ class Engine:
     def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
         defaults = self._settings.defaults
         return children.build_pod(
-            name=name, namespace=namespace, uid=uid, spec=spec,
-            template=spec.template or self._settings.template, join_at=join_at,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            template=spec.template or self._settings.template,
+            join_at=join_at,
             join_deadline_seconds=spec.join_deadline_seconds or defaults.join_deadline_seconds,
             max_duration_seconds=spec.max_duration_seconds or defaults.max_duration_seconds,
             self_join_delay_seconds=self._settings.self_join_delay_seconds,
@@ -403,12 +418,15 @@ class Engine:
             error = "; ".join(bad.messages)
         deleted = meta.get("deletionTimestamp")
         return BotView(
-            name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
             generation=int(meta.get("generation") or 1),
             created_at=parse_join_at(meta["creationTimestamp"]),
             deleted_at=parse_join_at(deleted) if deleted else None,
             has_finalizer=FINALIZER in (meta.get("finalizers") or []),
-            spec=spec, spec_error=error,
+            spec=spec,
+            spec_error=error,
             status=ScheduledBotStatus.model_validate(body.get("status") or {}),
         )
 
@@ -417,11 +435,16 @@ class Engine:
             return
         entry.staged_seen = True
         created = pod["metadata"].get("creationTimestamp")
-        ready_at = next((c.get("lastTransitionTime") for c in (pod.get("status") or {}).get("conditions") or []
-                         if c.get("type") == "Ready"), None)
+        ready_at = next(
+            (
+                c.get("lastTransitionTime")
+                for c in (pod.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ),
+            None,
+        )
         if created and ready_at:
-            self._metrics.staging_time.observe(
-                (parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
+            self._metrics.staging_time.observe((parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -488,8 +511,10 @@ def _controller(pod: dict[str, Any]) -> str | None:
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _pod_view(pod: dict[str, Any] | None, owner_uid: str) -> PodView | None:
@@ -507,8 +532,14 @@ def _pod_view(pod: dict[str, Any] | None, owner_uid: str) -> PodView | None:
         waiting = waiting or state.get("waiting")
         terminated = terminated or state.get("terminated")
     return PodView(
-        name=meta["name"], uid=meta.get("uid") or "", phase=status.get("phase") or "Pending",
-        ready=_pod_ready(pod), ip=status.get("podIP"), deleting=bool(meta.get("deletionTimestamp")),
-        waiting_reason=(waiting or {}).get("reason"), waiting_message=(waiting or {}).get("message"),
-        exit_code=(terminated or {}).get("exitCode"), control_port=children.control_port_of(pod),
+        name=meta["name"],
+        uid=meta.get("uid") or "",
+        phase=status.get("phase") or "Pending",
+        ready=_pod_ready(pod),
+        ip=status.get("podIP"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        waiting_reason=(waiting or {}).get("reason"),
+        waiting_message=(waiting or {}).get("message"),
+        exit_code=(terminated or {}).get("exitCode"),
+        control_port=children.control_port_of(pod),
     )

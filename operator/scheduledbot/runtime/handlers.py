@@ -56,10 +56,16 @@ async def _serve_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, confi
     names = service_names(config.webhook_service) if config.webhook_service else [config.webhook_host]
     cert, key, ca = make_certificates(directory, names=names, now=datetime.now(UTC))
     settings.admission.server = kopf.WebhookServer(
-        addr=config.webhook_listen, port=config.webhook_port, certfile=str(cert), pkeyfile=str(key))
-    body = build_configuration(name=config.webhook_config_name, ca_pem=ca, host=config.webhook_host,
-                               port=config.webhook_port, service=config.webhook_service,
-                               namespaces=config.namespaces)
+        addr=config.webhook_listen, port=config.webhook_port, certfile=str(cert), pkeyfile=str(key)
+    )
+    body = build_configuration(
+        name=config.webhook_config_name,
+        ca_pem=ca,
+        host=config.webhook_host,
+        port=config.webhook_port,
+        service=config.webhook_service,
+        namespaces=config.namespaces,
+    )
     await kube.apply_webhook_configuration(body)
     memo.webhook_ca = body["webhooks"][0]["clientConfig"]["caBundle"]
 
@@ -86,8 +92,9 @@ async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
-async def validate(body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None,
-                   **_: Any) -> None:
+async def validate(
+    body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
+) -> None:
     config: Settings = memo.settings
     spec = dict(body.get("spec") or {})
     errors = admit(
@@ -101,7 +108,9 @@ async def validate(body: kopf.Body, memo: Any, old: kopf.Body | None = None, ope
         raise kopf.AdmissionError("; ".join(errors), code=422)
     meta = body.get("metadata") or {}
     refusal = await memo.engine.pod_refusal(
-        namespace=meta.get("namespace") or "default", name=meta.get("name") or "dry-run",
-        spec=parse_spec(spec, extra_hosts=config.extra_meeting_hosts))
+        namespace=meta.get("namespace") or "default",
+        name=meta.get("name") or "dry-run",
+        spec=parse_spec(spec, extra_hosts=config.extra_meeting_hosts),
+    )
     if refusal:
         raise kopf.AdmissionError(f"spec.template: the bot Pod would be refused: {refusal}", code=422)

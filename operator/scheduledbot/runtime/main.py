@@ -13,8 +13,12 @@ from scheduledbot.runtime import config as config_module
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -22,8 +26,9 @@ class _JsonFormatter(logging.Formatter):
 
 def _logging(level: str, form: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if form == "json"
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        _JsonFormatter() if form == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -37,7 +42,8 @@ def _logging(level: str, form: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = config_module.load(argv)
     _logging(settings.log_level, settings.log_format)
-    from scheduledbot.runtime import handlers  # noqa: F401  (registers the handlers)
+    # Imported here, after the settings parsed: importing registers the kopf handlers.
+    from scheduledbot.runtime import handlers  # noqa: F401, PLC0415
 
     kopf.run(
         standalone=True,  # one replica (Deployment strategy Recreate); no peering objects

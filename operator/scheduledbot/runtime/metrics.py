@@ -22,8 +22,9 @@ class _States(Collector):
         self.source: Callable[[], dict[str, int]] = dict
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("scheduledbot_bots", "ScheduledBots known to the operator, by state",
-                                   labels=["state"])
+        family = GaugeMetricFamily(
+            "scheduledbot_bots", "ScheduledBots known to the operator, by state", labels=["state"]
+        )
         for state, count in sorted(self.source().items()):
             family.add_metric([state], count)
         yield family
@@ -33,15 +34,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.join_lateness = Histogram(
-            "scheduledbot_join_lateness_seconds", "Join signal written minus joinAt",
-            buckets=_LATENESS_BUCKETS, registry=self.registry)
+            "scheduledbot_join_lateness_seconds",
+            "Join signal written minus joinAt",
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
         self.signal_failures = Counter(
-            "scheduledbot_join_signal_failures", "Join signals that could not be sent", registry=self.registry)
+            "scheduledbot_join_signal_failures", "Join signals that could not be sent", registry=self.registry
+        )
         self.staging_time = Histogram(
-            "scheduledbot_pod_staging_seconds", "Bot Pod created to Ready", buckets=_STAGING_BUCKETS,
-            registry=self.registry)
+            "scheduledbot_pod_staging_seconds",
+            "Bot Pod created to Ready",
+            buckets=_STAGING_BUCKETS,
+            registry=self.registry,
+        )
         self.status_writes = Counter(
-            "scheduledbot_status_writes", "Status patches sent to the API server", registry=self.registry)
+            "scheduledbot_status_writes", "Status patches sent to the API server", registry=self.registry
+        )
         self._states = _States()
         self.registry.register(self._states)
 

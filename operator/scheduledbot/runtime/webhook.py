@@ -41,9 +41,13 @@ def make_certificates(directory: Path, *, names: list[str], now: dt.datetime) ->
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scheduledbot-operator webhook CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
@@ -57,15 +61,19 @@ def make_certificates(directory: Path, *, names: list[str], now: dt.datetime) ->
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / "tls.crt", directory / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
 
@@ -75,12 +83,14 @@ def service_names(service: str) -> list[str]:
     return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}"]
 
 
-def build_configuration(*, name: str, ca_pem: bytes, host: str, port: int, service: str | None,
-                        namespaces: tuple[str, ...]) -> dict[str, Any]:
+def build_configuration(
+    *, name: str, ca_pem: bytes, host: str, port: int, service: str | None, namespaces: tuple[str, ...]
+) -> dict[str, Any]:
     if service:
         svc_namespace, _, svc_name = service.partition("/")
-        client: dict[str, Any] = {"service": {"namespace": svc_namespace, "name": svc_name, "port": 443,
-                                              "path": f"/{WEBHOOK_PATH}"}}
+        client: dict[str, Any] = {
+            "service": {"namespace": svc_namespace, "name": svc_name, "port": 443, "path": f"/{WEBHOOK_PATH}"}
+        }
     else:
         client = {"url": f"https://{host}:{port}/{WEBHOOK_PATH}"}
     client["caBundle"] = base64.b64encode(ca_pem).decode()
@@ -91,15 +101,21 @@ def build_configuration(*, name: str, ca_pem: bytes, host: str, port: int, servi
         "failurePolicy": "Ignore",
         "timeoutSeconds": 5,
         "matchPolicy": "Equivalent",
-        "rules": [{
-            "apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [PLURAL],
-            "operations": ["CREATE", "UPDATE"], "scope": "Namespaced",
-        }],
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": [VERSION],
+                "resources": [PLURAL],
+                "operations": ["CREATE", "UPDATE"],
+                "scope": "Namespaced",
+            }
+        ],
         "clientConfig": client,
     }
     if namespaces:
-        webhook["namespaceSelector"] = {"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(namespaces)}]}
+        webhook["namespaceSelector"] = {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(namespaces)}]
+        }
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
