@@ -9,6 +9,9 @@ etcd_version=$(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$h
 cache=${SCHEDULEDBOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scheduledbot}
 bin=$cache/k8s-$version/bin
 mkdir -p "$bin"
+# Several checkouts share the cache: one build at a time, the others wait and reuse it.
+exec 9>"$cache/.build.lock"
+flock 9
 
 minor=$(echo "$version" | cut -d. -f2)
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
