@@ -101,10 +101,16 @@ def test_a_status_with_notifications_round_trips() -> None:
             "sink": "3f2a9c1d0b7e4a65",
             "sequence": 5,
             "pending": [
-                {"sequence": 4, "state": "joining", "previousState": "staged", "at": "2030-06-16T16:24:00.004Z"},
+                {
+                    "sequence": 4,
+                    "state": "joining",
+                    "previousState": "staged",
+                    "at": "2030-06-16T16:24:00.004Z",
+                    "attempts": 2,
+                },
                 {"sequence": 5, "state": "joined", "previousState": "joining", "at": "2030-06-16T16:24:01Z"},
             ],
-            "attempts": 2,
+            "failures": 2,
             "nextAttemptAt": "2030-06-16T16:24:12Z",
             "lastDelivered": {
                 "id": "uid-1.3",

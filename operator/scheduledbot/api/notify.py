@@ -178,7 +178,11 @@ class Notice(_Model):
         default=None,
         description="The state before (before the first of the coalesced changes, if any); absent for the first.",
     )
-    at: str = _timestamp("When the state changed (RFC 3339 UTC); the notification's time.", required=True)
+    at: str = _timestamp(
+        "When the operator recorded the change (RFC 3339 UTC): the notification's time, and the start of its "
+        "retry window.",
+        required=True,
+    )
     reason: str | None = Field(default=None, max_length=1024, description="status.reason with the change.")
     message: str | None = Field(
         default=None,
@@ -189,6 +193,7 @@ class Notice(_Model):
     join_signaled_at: str | None = _timestamp("status.joinSignaledAt at the change.")
     join_lateness_ms: int | None = Field(default=None, description="status.joinLatenessMs at the change.")
     joined_by: JoinedBy | None = Field(default=None, description="status.joinedBy at the change.")
+    attempts: int | None = Field(default=None, ge=1, description="Attempts made to deliver it so far.")
     coalesced: int | None = Field(
         default=None,
         ge=1,
@@ -251,7 +256,7 @@ class NotificationsStatus(_Model):
             f"At most {MAX_PENDING}: beyond, the newest entry absorbs further changes (see coalesced)."
         ),
     )
-    attempts: int | None = Field(
+    failures: int | None = Field(
         default=None,
         ge=1,
         description="Failed attempts in a row on this sink since its last success; they set the back-off.",
