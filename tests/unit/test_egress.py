@@ -183,6 +183,7 @@ class Local:
     def __init__(self) -> None:
         self.connections = 0
         self.requests: list[str] = []
+        self.cookies: list[str | None] = []
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -209,7 +210,12 @@ class Local:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path_qs)
+        self.cookies.append(request.headers.get("Cookie"))
         path = request.path
+        if path == "/cookie":
+            response = web.Response(text="hello")
+            response.set_cookie("session", "tenant-a")
+            return response
         if path == "/redirect":
             raise web.HTTPFound("/ok")
         if path == "/big":
@@ -297,6 +303,13 @@ async def test_a_redirect_is_returned_not_followed(local: Local) -> None:
         answer = await client.request("POST", f"http://127.0.0.1:{local.port}/redirect", max_body_bytes=100)
     assert answer.status == 302 and answer.headers["location"] == "/ok"
     assert local.requests == ["/redirect"]
+
+
+async def test_no_cookie_set_by_one_sink_is_sent_to_the_next(local: Local) -> None:
+    async with _client(local) as client:
+        await client.request("POST", f"http://127.0.0.1:{local.port}/cookie", max_body_bytes=100)
+        await client.request("POST", f"http://127.0.0.1:{local.port}/other-tenant", max_body_bytes=100)
+    assert local.cookies == [None, None]
 
 
 async def test_at_most_the_cap_is_read(local: Local) -> None:

@@ -38,7 +38,8 @@ rest is left unread, and the connection closed); redirects are never followed (a
 Webhooks recommend); no decompression. A tenant's URL may carry a token in its
 user info, path or query, so messages name only `scheme://host:port`
 (`redact`), and errors are rebuilt here rather than passed on from aiohttp,
-whose messages may quote the whole URL.
+whose messages may quote the whole URL. No cookies are kept: requests for
+different tenants share the client.
 """
 
 from __future__ import annotations
@@ -244,6 +245,8 @@ class EgressClient:
             timeout=aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=connect_timeout_seconds),
             auto_decompress=False,
             trust_env=False,
+            # One tenant's sink must not hand cookies to the next request to that host, another tenant's.
+            cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
         )
 
