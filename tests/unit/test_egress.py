@@ -306,9 +306,11 @@ async def test_a_redirect_is_returned_not_followed(local: Local) -> None:
 
 
 async def test_no_cookie_set_by_one_sink_is_sent_to_the_next(local: Local) -> None:
-    async with _client(local) as client:
-        await client.request("POST", f"http://127.0.0.1:{local.port}/cookie", max_body_bytes=100)
-        await client.request("POST", f"http://127.0.0.1:{local.port}/other-tenant", max_body_bytes=100)
+    # A host name, not an IP: cookie jars keep no cookies for IP addresses anyway.
+    policy = EgressPolicy(admitted_hosts=frozenset({f"hooks.test:{local.port}"}))
+    async with EgressClient(policy=policy, resolver=FakeDns({"hooks.test": ["127.0.0.1"]})) as client:
+        await client.request("POST", f"http://hooks.test:{local.port}/cookie", max_body_bytes=100)
+        await client.request("POST", f"http://hooks.test:{local.port}/other-tenant", max_body_bytes=100)
     assert local.cookies == [None, None]
 
 
