@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
 
 from scheduledbot.api.crd import build_crd
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.models import BotState, ScheduledBotStatus, parse_spec
+from scheduledbot.api.models import BotState, JoinedBy, ScheduledBotStatus, parse_spec
 from scheduledbot.api.notify import (
+    MAX_NOTICE_MESSAGE,
     MAX_PENDING,
     SIGNING_KEY_LABEL,
+    DeliveredNotice,
+    FailedNotice,
+    Notice,
+    NotificationsStatus,
     NotifySpec,
     SecretKeyRef,
     SigningKeyError,
@@ -192,3 +198,44 @@ def test_a_secret_that_cannot_sign_is_named_in_the_error(
 def test_a_key_never_prints_its_value() -> None:
     key = parse_signing_key(KEY_32, source="test")
     assert KEY_32 not in repr(key) and KEY_32 not in str(key)
+
+
+def test_status_notifications_stay_small_even_filled_to_every_limit() -> None:
+    stamp = "2026-01-01T10:00:00.123Z"
+    full = Notice(
+        sequence=10**9,
+        state=BotState.WAITING_ROOM,
+        previous_state=BotState.WAITING_ROOM,
+        at=stamp,
+        reason="R" * 1024,
+        message="m" * MAX_NOTICE_MESSAGE,
+        join_at=stamp,
+        join_signaled_at=stamp,
+        join_lateness_ms=10**9,
+        joined_by=JoinedBy.DEADLINE,
+        attempts=100,
+        coalesced=1000,
+    )
+    failed = FailedNotice(
+        id="x" * 128,
+        sequence=1,
+        state=BotState.FAILED,
+        failed_at=stamp,
+        attempts=50,
+        reason="Expired",
+        message="e" * 1024,
+    )
+    notes = NotificationsStatus(
+        sink="a" * 16,
+        sequence=10**9,
+        pending=[full] * MAX_PENDING,
+        failures=100,
+        next_attempt_at=stamp,
+        failing_since=stamp,
+        last_error="e" * 1024,
+        last_delivered=DeliveredNotice(id="x" * 128, sequence=1, state=BotState.ENDED, delivered_at=stamp, attempts=3),
+        last_failure=failed,
+        dropped=100,
+    )
+    size = len(json.dumps(notes.model_dump(by_alias=True, exclude_none=True, mode="json")))
+    assert size <= 41 * 1024  # of the 1.5 MiB an object may have in etcd

@@ -52,8 +52,9 @@ from scheduledbot.api.states import BotState, JoinedBy
 
 MAX_SINK_URL_LENGTH: Final = 2048
 #: A lifecycle is 8 changes (scheduled ... ended with a waiting room); twice that covers
-#: reschedules and trips back to the waiting room. At ~1.4 KB per entry at most, the
-#: queue stays under 25 KB of the object's 1.5 MiB.
+#: reschedules and trips back to the waiting room. An entry is at most 2.4 KB (a reason
+#: and a message of 1 KiB each), all of status.notifications at most 41 KB of the
+#: object's 1.5 MiB; a typical entry is about 250 bytes.
 MAX_PENDING: Final = 16
 #: The message of a change as notified; status.message itself may be longer.
 MAX_NOTICE_MESSAGE: Final = 1024
