@@ -184,8 +184,15 @@ def build_crd() -> dict[str, Any]:
 
 def render_crd() -> str:
     """`build_crd()` as the YAML committed in crds/: keys sorted (as controller-gen does), one value per line."""
-    body = yaml.safe_dump(build_crd(), sort_keys=True, allow_unicode=True, width=100_000)
+    body = yaml.dump(build_crd(), Dumper=_Dumper, sort_keys=True, allow_unicode=True, width=100_000)
     return HEADER + body
+
+
+class _Dumper(yaml.SafeDumper):
+    """Spells out a value the schema uses twice (a shared enum) instead of a YAML anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def structural_schema(model: type[BaseModel], *, path: str) -> dict[str, Any]:

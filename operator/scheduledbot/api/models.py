@@ -43,7 +43,15 @@ from scheduledbot.api.joinat import (
     JoinAtError,
     parse_join_at,
 )
+from scheduledbot.api.notify import NotificationsStatus, NotifySpec
 from scheduledbot.api.platforms import SUPPORTED_PLATFORMS, MeetingUrlError, Platform, detect_platform
+
+# Re-exported: the lifecycle vocabulary is defined in api.states, and imported from here as well.
+from scheduledbot.api.states import IN_MEETING_STATES as IN_MEETING_STATES
+from scheduledbot.api.states import RESCHEDULABLE_STATES as RESCHEDULABLE_STATES
+from scheduledbot.api.states import TERMINAL_STATES as TERMINAL_STATES
+from scheduledbot.api.states import BotState as BotState
+from scheduledbot.api.states import JoinedBy as JoinedBy
 
 #: The seed's own default would be anonymous; a name makes the bot recognisable in the meeting.
 DEFAULT_BOT_NAME: Final = "Meeting Bot"
@@ -193,6 +201,13 @@ class ScheduledBotSpec(_Model):
             "Defaults to the operator's template. Not validated here: the apiserver validates the Pod."
         ),
     )
+    notify: NotifySpec | None = Field(
+        default=None,
+        description=(
+            "Where to send a signed notification (CloudEvents JSON, Standard Webhooks signature) of each state "
+            "change. Absent: the operator's default sink, if it has one."
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +225,7 @@ class ValidSpec:
     max_duration_seconds: int | None
     bot_config: Mapping[str, Any] | None
     template: Mapping[str, Any] | None
+    notify: NotifySpec | None = None
 
 
 def parse_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSpec:
@@ -257,6 +273,7 @@ def parse_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSpec:
         max_duration_seconds=raw.max_duration_seconds,
         bot_config=raw.bot_config,
         template=raw.template,
+        notify=raw.notify,
     )
 
 
@@ -282,53 +299,6 @@ def _field_errors(invalid: ValidationError) -> list[FieldError]:
         message = error["msg"]
         out.append(FieldError(path, f"{shown} is invalid: {message[:1].lower()}{message[1:]}"))
     return out
-
-
-class BotState(enum.StrEnum):
-    """Where a bot is in its lifecycle."""
-
-    #: Accepted; waiting for stageAt.
-    SCHEDULED = "scheduled"
-    #: The bot Pod exists and is warming up or ready; waiting for joinAt.
-    STAGED = "staged"
-    JOINING = "joining"
-    WAITING_ROOM = "waiting_room"
-    JOINED = "joined"
-    RECORDING = "recording"
-    LEAVING = "leaving"
-    ENDED = "ended"
-    FAILED = "failed"
-
-    @property
-    def is_terminal(self) -> bool:
-        """Nothing follows: the bot's Pod is gone or going."""
-        return self in TERMINAL_STATES
-
-    @property
-    def in_meeting(self) -> bool:
-        """The bot is joining, in, or leaving the meeting; deleting it makes it leave first."""
-        return self in IN_MEETING_STATES
-
-    @property
-    def allows_reschedule(self) -> bool:
-        """spec.joinAt and spec.meetingUrl may still change (the CRD's CEL rule enforces this)."""
-        return self in RESCHEDULABLE_STATES
-
-
-TERMINAL_STATES: Final = frozenset({BotState.ENDED, BotState.FAILED})
-IN_MEETING_STATES: Final = frozenset(
-    {BotState.JOINING, BotState.WAITING_ROOM, BotState.JOINED, BotState.RECORDING, BotState.LEAVING}
-)
-RESCHEDULABLE_STATES: Final = frozenset({BotState.SCHEDULED, BotState.STAGED})
-
-
-class JoinedBy(enum.StrEnum):
-    """What started the join."""
-
-    #: The operator's join call at joinAt.
-    SIGNAL = "signal"
-    #: The bot Pod's own timer, when no signal had come shortly after joinAt.
-    DEADLINE = "deadline"
 
 
 class ConditionType(enum.StrEnum):
@@ -463,4 +433,11 @@ class ScheduledBotStatus(_Model):
             "or staged bot is Ready; a failed one is Stalled. Written with every status write."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    notifications: NotificationsStatus | None = Field(
+        default=None,
+        description=(
+            "The delivery of state-change notifications: what is still to be sent, in order, and how the last "
+            "attempts went. Written by the operator with the state change itself and after each delivery attempt."
+        ),
     )
