@@ -25,7 +25,8 @@ def webhook_port(cluster: Cluster, name: str) -> int | None:
         assert "NotFound" in found.stderr, found.stderr
         return None
     config: dict[str, Any] = json.loads(found.stdout)
-    return urlsplit(config["webhooks"][0]["clientConfig"]["url"]).port
+    url: str = config["webhooks"][0]["clientConfig"]["url"]
+    return urlsplit(url).port
 
 
 def test_two_instances_of_one_namespace_run_side_by_side_and_obey_the_harness(
