@@ -49,7 +49,7 @@ def test_deleting_a_bot_during_the_meeting_makes_it_leave_before_its_pod_goes(
     bots.cluster.kubectl("delete", "sbot", "goodbye", "-n", bots.namespace, "--timeout=40s")
     departures = bots.meeting(f"{bots.namespace}-goodbye")["departures"]
     assert [d["cause"] for d in departures] == ["left"]
-    bots.cluster.kubectl("wait", "--for=delete", "pod/goodbye-bot", "-n", bots.namespace, "--timeout=40s", check=False)
+    bots.cluster.wait_for_pod_deleted(bots.namespace, "goodbye-bot", timeout=40)
     assert bots.pods() == []
 
 

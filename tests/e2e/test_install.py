@@ -247,11 +247,6 @@ def restricted_operator(restricted_kubeconfig: Path, make_operator: Callable[...
     return make_operator(kubeconfig=restricted_kubeconfig, start=False)
 
 
-def webhook_configuration(cluster: Cluster, operator: OperatorProcess) -> Obj | None:
-    found = cluster.kubectl("get", "validatingwebhookconfiguration", operator.webhook_config, "-o", "json", check=False)
-    return json.loads(found.stdout) if found.returncode == 0 else None
-
-
 def assert_never_denied(operator: OperatorProcess) -> None:
     # Only kopf's own calls log a refusal; the adapters' are proven by their effects.
     denied = [line for line in operator.log().splitlines() if re.search(r"forbidden|\(403\)", line, re.I)]
@@ -263,7 +258,7 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
 ) -> None:
     operator = restricted_operator
     operator.start()
-    assert webhook_configuration(cluster, operator) is not None, "it creates its webhook configuration"
+    assert operator.webhook_configuration() is not None, "it creates its webhook configuration"
 
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=8))
     # Staged at once, then moved beyond its lead: the operator deletes the Pod itself
@@ -283,16 +278,16 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     assert {"Scheduled", "Staged", "Joined", "Ended"} <= {e["reason"] for e in bots.events("standup")}
 
     operator.stop()
-    assert webhook_configuration(cluster, operator) is None, "it deletes its webhook configuration when it stops"
+    assert operator.webhook_configuration() is None, "it deletes its webhook configuration when it stops"
     assert_never_denied(operator)
 
 
 def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_with_only_its_rbac(
-    cluster: Cluster, namespace: str, bots: Bots, restricted_operator: OperatorProcess
+    namespace: str, bots: Bots, restricted_operator: OperatorProcess
 ) -> None:
     operator = restricted_operator
     operator.start()
-    before = webhook_configuration(cluster, operator)
+    before = operator.webhook_configuration()
     assert before is not None
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=10))
     bots.wait_state("standup", "staged", timeout=15)
@@ -306,7 +301,7 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
     bots.wait_state("standup", "ended", timeout=30)
     assert_never_denied(operator)
 
-    after = webhook_configuration(cluster, operator)
+    after = operator.webhook_configuration()
     assert after is not None
     # The restarted operator serves a new certificate: the configuration must carry its CA.
     assert after["webhooks"][0]["clientConfig"]["caBundle"] != before["webhooks"][0]["clientConfig"]["caBundle"]

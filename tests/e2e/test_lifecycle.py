@@ -117,7 +117,7 @@ def test_cancel_while_scheduled_and_while_staged_leaves_no_pod_and_no_secret(
     bots.wait_state("warm", "staged", timeout=15)
     assert "warm-bot-token" in bots.secrets() and len(bots.pods()) == 1
     bots.cluster.kubectl("delete", "sbot", "waiting", "warm", "-n", bots.namespace, "--timeout=20s")
-    bots.cluster.kubectl("wait", "--for=delete", "pod/warm-bot", "-n", bots.namespace, "--timeout=40s", check=False)
+    bots.cluster.wait_for_pod_deleted(bots.namespace, "warm-bot", timeout=40)
     assert bots.pods() == []
     assert not [s for s in bots.secrets() if s.endswith("-bot-token")]
 

@@ -5,39 +5,24 @@ side, and what it does to them (freeze, thaw, kill, restart, stop), checked from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from localcluster.operator import OperatorProcess
-from localcluster.testing import Cluster
 
 pytestmark = pytest.mark.cluster
 
 
-def webhook_port(cluster: Cluster, name: str) -> int | None:
-    """The port the API server sends admission reviews of configuration `name` to; None if absent."""
-    found = cluster.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json", check=False)
-    if found.returncode != 0:
-        assert "NotFound" in found.stderr, found.stderr
-        return None
-    config: dict[str, Any] = json.loads(found.stdout)
-    url: str = config["webhooks"][0]["clientConfig"]["url"]
-    return urlsplit(url).port
-
-
 def test_two_instances_of_one_namespace_run_side_by_side_and_obey_the_harness(
-    cluster: Cluster, make_operator: Callable[..., OperatorProcess]
+    make_operator: Callable[..., OperatorProcess],
 ) -> None:
     first, second = make_operator(), make_operator()
     ports = {first.health_port, first.metrics_port, first.webhook_port}
     assert ports.isdisjoint({second.health_port, second.metrics_port, second.webhook_port})
     assert first.webhook_config == second.webhook_config
     # The later start registered the shared configuration with its own port.
-    assert webhook_port(cluster, first.webhook_config) == second.webhook_port
+    assert first.registered_port() == second.webhook_port
     assert first.metrics().get("scheduledbot_status_writes_total") == 0
 
     first.pause()
@@ -49,13 +34,13 @@ def test_two_instances_of_one_namespace_run_side_by_side_and_obey_the_harness(
     pid = second.pid
     second.kill()
     assert not second.alive()
-    assert webhook_port(cluster, second.webhook_config) == second.webhook_port, "a kill cleans nothing up"
+    assert second.registered_port() == second.webhook_port, "a kill cleans nothing up"
     first.close()
-    assert webhook_port(cluster, first.webhook_config) == second.webhook_port, "only its own is removed"
+    assert first.registered_port() == second.webhook_port, "only its own is removed"
 
     second.restart()
     assert second.alive() and second.pid != pid
-    assert webhook_port(cluster, second.webhook_config) == second.webhook_port
+    assert second.registered_port() == second.webhook_port
     assert second.log(None).count("=== harness: starting the operator") == 2
     second.stop()
-    assert webhook_port(cluster, second.webhook_config) is None, "on SIGTERM the operator removes its own"
+    assert second.registered_port() is None, "on SIGTERM the operator removes its own"

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -286,20 +287,42 @@ class OperatorProcess:
             return ""
         return text if limit is None else text[-limit:]
 
+    def webhook_configuration(self) -> dict[str, Any] | None:
+        """Its ValidatingWebhookConfiguration as the API server has it; None when there is none."""
+        found = kubectl(
+            "get",
+            "validatingwebhookconfiguration",
+            self.webhook_config,
+            "-o",
+            "json",
+            kubeconfig=self.admin_kubeconfig or self.kubeconfig,
+            check=False,
+        )
+        if found.returncode != 0 and "NotFound" in found.stderr:
+            return None
+        if found.returncode != 0:
+            raise KubectlError(found.returncode, found.args, found.stdout, found.stderr)
+        config: dict[str, Any] = json.loads(found.stdout)
+        return config
+
+    def registered_port(self) -> int | None:
+        """The port the API server sends this configuration's reviews to (any instance's); None without one."""
+        config = self.webhook_configuration()
+        if config is None:
+            return None
+        url: str = config["webhooks"][0]["clientConfig"]["url"]
+        return urllib.parse.urlsplit(url).port
+
     def remove_webhook_configuration(self) -> None:
         """Delete the webhook configuration if it still sends to one of this instance's ports.
 
         A configuration another instance registered since (same name, its own port) is left alone.
         """
-        if not self.webhook:
-            return
-        config = self.admin_kubeconfig or self.kubeconfig
-        kind = "validatingwebhookconfiguration"
-        found = kubectl("get", kind, self.webhook_config, "-o", "json", kubeconfig=config, check=False)
-        if found.returncode != 0 and "NotFound" in found.stderr:
-            return
-        if found.returncode != 0:
-            raise KubectlError(found.returncode, found.args, found.stdout, found.stderr)
-        urls = [w.get("clientConfig", {}).get("url", "") for w in json.loads(found.stdout).get("webhooks") or []]
-        if any(urllib.parse.urlsplit(url).port in self._webhook_ports for url in urls):
-            kubectl("delete", kind, self.webhook_config, "--ignore-not-found", kubeconfig=config)
+        if self.webhook and self.registered_port() in self._webhook_ports:
+            kubectl(
+                "delete",
+                "validatingwebhookconfiguration",
+                self.webhook_config,
+                "--ignore-not-found",
+                kubeconfig=self.admin_kubeconfig or self.kubeconfig,
+            )
