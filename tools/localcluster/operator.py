@@ -88,7 +88,8 @@ class OperatorProcess:
     log_level: str = "INFO"
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    #: For the harness's own clean-up; default `kubeconfig` (which may lack the rights).
+    #: For what the harness itself reads and deletes (the webhook configuration); default
+    #: `kubeconfig`, which may lack the rights (a ServiceAccount's, say).
     admin_kubeconfig: Path | None = None
     health_port: int = field(default=0, init=False)
     metrics_port: int = field(default=0, init=False)
