@@ -20,7 +20,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
 
-venv: $(VENV)/.installed ## create the virtual environment with the pinned dependencies
+# tools/ on the environment's path, so that `python -m bench` and the tests import
+# localcluster (the local cluster, the operator harness) without PYTHONPATH.
+$(VENV)/.tools-path: $(VENV)/.installed
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/scheduledbot-tools.pth", "w").write(sys.argv[1] + "\n")' $(CURDIR)/tools
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.tools-path ## create the virtual environment with the pinned dependencies
 
 cluster: venv ## start the local control plane (kubeconfig at .cluster/kubeconfig)
 	$(CLUSTER) up

@@ -32,9 +32,10 @@ from typing import Any
 
 from bench.identity import CATEGORIES, OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
-from bench.processes import ROOT, Operator, StubProcess, run_naive
+from bench.processes import ROOT, BenchOperator, StubProcess, run_naive
 from bench.stats import summary
 from bench.trackers import BotTracker, PodTracker
+from localcluster.operator import Metrics
 
 log = logging.getLogger("bench")
 
@@ -170,12 +171,13 @@ class PrecisionPhase:
         self.identity = OperatorIdentity(
             kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig, path=out / "operator.kubeconfig"
         )
-        self.operator = Operator(
+        self.operator = BenchOperator(
             kubeconfig=out / "operator.kubeconfig",
             namespaces=[self.namespace],
             log_path=out / "operator-join.log",
             webhook_config=f"scheduledbot-bench-{self.namespace}",
-            extra_args=list(operator_args or []),
+            args=list(operator_args or []),
+            admin_kubeconfig=kubeconfig,
         )
         self.bots = BotTracker()
         self.pods = PodTracker()
@@ -202,7 +204,7 @@ class PrecisionPhase:
             log.info(
                 "stub: %d addresses bound on port %d (open files limit %d)", hello["bound"], self.port, hello["nofile"]
             )
-            self.operator.start()
+            self.operator.start(wait=False)
             await self.operator.wait_healthy()
             self.bot_watch.start()
             self.pod_watch.start()
@@ -284,8 +286,9 @@ class PrecisionPhase:
         ]
         api_before = await self.kube.request_counts()
         apf_before = await self.identity.counts()
-        op_before = await self.operator.metrics()
+        op_before = await self.operator.scrape()
         writes_before = Counter(self.bots.writes)
+        assert self.others is not None  # started by run()
         self.others.take()
 
         started = time.time()
@@ -335,7 +338,7 @@ class PrecisionPhase:
             signaled = (obj.get("status") or {}).get("joinSignaledAt")
             if name.startswith(prefix) and signaled:
                 result.operator.append(parse_time(signaled) - join_at)
-        op_after = await self.operator.metrics()
+        op_after = await self.operator.scrape()
         result.operator_mean, result.operator_buckets = _histogram_delta(op_before, op_after)
 
         # The naive fan-out on the same addresses.
@@ -366,7 +369,7 @@ class PrecisionPhase:
         # (Only the bots that joined: one whose Pod never became Ready has failed already.)
         joined = (
             await self.stub.command(
-                "state", addresses=ips, state="joined", message="in the meeting", **{"from": ["joining"]}
+                "state", addresses=ips, state="joined", message="in the meeting", **_moved_from("joining")
             )
         )["moved"]
         ok_joined = await self.bot_watch.wait(lambda: self.bots.count("joined") >= joined, timeout=60 + size / 20)
@@ -377,7 +380,7 @@ class PrecisionPhase:
                 state="ended",
                 message="the meeting ended",
                 reason="MeetingEnded",
-                **{"from": ["joined"]},
+                **_moved_from("joined"),
             )
         )["moved"]
         ok_ended = await self.bot_watch.wait(
@@ -431,20 +434,12 @@ class PrecisionPhase:
             self.others.stop()
         await self.bot_watch.stop()
         await self.pod_watch.stop()
-        self.operator.stop()
+        await self.operator.close_async()
         await self.stub.stop()
         took = await self.kube.delete_namespace(self.namespace, timeout=self.namespace_timeout)
         if took is None:
             log.warning("namespace %s not gone after %.0f s", self.namespace, self.namespace_timeout)
-        await delete_webhook_configuration(self.kube, self.operator.webhook_config)
         await self.identity.delete()
-
-
-async def delete_webhook_configuration(kube: Kube, name: str) -> None:
-    try:
-        await kube.call("DELETE", f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}")
-    except Exception:  # gone already (the operator removes its own on SIGTERM)
-        pass
 
 
 class OtherOperators:
@@ -493,14 +488,19 @@ def operator_pids() -> set[int]:
     return pids
 
 
-def _histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, dict[str, float]]:
+def _moved_from(*states: str) -> dict[str, Any]:
+    """The stub's `from` argument (a Python keyword): only bots in these states move."""
+    return {"from": list(states)}
+
+
+def _histogram_delta(before: Metrics, after: Metrics) -> tuple[float, dict[str, float]]:
     name = "scheduledbot_join_lateness_seconds"
-    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
-    total = after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)
-    buckets = {}
-    for labels, value in (after.get(f"{name}_bucket") or {}).items():
-        le = dict(labels)["le"]
-        buckets[le] = value - (before.get(f"{name}_bucket") or {}).get(labels, 0)
+    count = (after.get(f"{name}_count") or 0) - (before.get(f"{name}_count") or 0)
+    total = (after.get(f"{name}_sum") or 0) - (before.get(f"{name}_sum") or 0)
+    earlier = before.series(f"{name}_bucket")
+    buckets = {
+        dict(labels)["le"]: value - earlier.get(labels, 0) for labels, value in after.series(f"{name}_bucket").items()
+    }
     return (total / count if count else math.nan), buckets
 
 

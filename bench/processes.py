@@ -5,26 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from localcluster.operator import Metrics, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -83,120 +72,29 @@ class CpuMeter:
         return {name: now[name] - self.start[name] for name in now if name in self.start}
 
 
-@dataclass
-class Operator:
-    """`python -m scheduledbot.runtime.main --namespace NS ...` in its own process group."""
+class BenchOperator(OperatorProcess):
+    """The operator as the benchmark runs it: profiled under BENCH_PROFILE, awaited from the event loop."""
 
-    kubeconfig: Path
-    namespaces: list[str]
-    log_path: Path
-    webhook_config: str
-    extra_args: list[str] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
-    metrics_port: int = 0
-    health_port: int = 0
-    started_at: float = 0.0
-
-    def start(self) -> None:
-        self.metrics_port, self.health_port, webhook_port = free_port(), free_port(), free_port()
-        command = [sys.executable]
-        if os.environ.get("BENCH_PROFILE"):
-            # cProfile of the whole operator, written when it stops (SIGTERM), not on SIGKILL.
-            profile = self.log_path.with_suffix(f".{int(time.time())}.prof")
-            command += ["-m", "cProfile", "-o", str(profile)]
-        command += [
-            "-m",
-            "scheduledbot.runtime.main",
-            *[arg for ns in self.namespaces for arg in ("--namespace", ns)],
-            "--health-port",
-            str(self.health_port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--webhook-listen",
-            "127.0.0.1",
-            "--webhook-port",
-            str(webhook_port),
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-config-name",
-            self.webhook_config,
-            "--log-level",
-            "INFO",
-            *self.extra_args,
-        ]
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        with self.log_path.open("ab") as log:
-            self.started_at = time.time()
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def python_options(self) -> list[str]:
+        if not os.environ.get("BENCH_PROFILE"):
+            return []
+        # cProfile of the whole operator, written when it stops (SIGTERM), not on SIGKILL.
+        profile = self.log_path.with_suffix(f".{int(time.time())}.prof")
+        return ["-m", "cProfile", "-o", str(profile)]
 
     async def wait_healthy(self, *, timeout: float = 60) -> float:
-        """Seconds from start until /healthz answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"operator exited; see {self.log_path}")
-            if await asyncio.to_thread(self._get, f"http://127.0.0.1:{self.health_port}/healthz") is not None:
-                return time.time() - self.started_at
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"operator not healthy after {timeout} s; see {self.log_path}")
+        """Seconds from start until it is ready (/healthz answers, the webhook listens)."""
+        return await asyncio.to_thread(self.wait_ready, timeout=timeout)
 
-    @staticmethod
-    def _get(url: str) -> str | None:
+    async def scrape(self) -> Metrics:
+        """The operator's metrics; none while it does not answer (busy restarting, say)."""
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.read().decode() if response.status == 200 else None
+            return await asyncio.to_thread(self.metrics, timeout=2)
         except OSError:
-            return None
+            return Metrics({})
 
-    async def metrics(self) -> dict[str, Any]:
-        """The operator's Prometheus samples: name -> value, or name -> {labels -> value}."""
-        text = await asyncio.to_thread(self._get, f"http://127.0.0.1:{self.metrics_port}/metrics")
-        if text is None:
-            return {}
-        out: dict[str, Any] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                key = sample.name
-                labels = tuple(sorted(sample.labels.items()))
-                if labels:
-                    out.setdefault(key, {})[labels] = sample.value
-                else:
-                    out[key] = sample.value
-        return out
-
-    def kill(self) -> None:
-        """SIGKILL, no cleanup: as when its node dies."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        self.process = None
+    async def close_async(self) -> None:
+        await asyncio.to_thread(self.close)
 
 
 class StubProcess:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.kube import Kube, Watcher
-from bench.precision import bot_body, delete_webhook_configuration, iso, other_operators, pod_template
-from bench.processes import CpuMeter, Operator, cluster_pids, cpu_seconds, rss_bytes
+from bench.precision import bot_body, iso, other_operators, pod_template
+from bench.processes import BenchOperator, CpuMeter, cluster_pids, cpu_seconds, rss_bytes
 from bench.stats import summary
 from bench.trackers import BotTracker
 
@@ -63,12 +63,12 @@ class ScalePhase:
         self.idle = idle
         self.deadline = deadline
         self.namespace = f"bench-{run_id}-scale"
-        self.operator = Operator(
+        self.operator = BenchOperator(
             kubeconfig=kubeconfig,
             namespaces=[self.namespace],
             log_path=out / "operator-scale.log",
             webhook_config=f"scheduledbot-bench-{self.namespace}",
-            extra_args=list(operator_args or []),
+            args=list(operator_args or []),
         )
         self.bots = BotTracker()
         self.watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)
@@ -86,10 +86,10 @@ class ScalePhase:
         }
         await self.kube.create_namespace(self.namespace)
         try:
-            self.operator.start()
+            self.operator.start(wait=False)
             await self.operator.wait_healthy()
             if self.without_webhook:
-                await delete_webhook_configuration(self.kube, self.operator.webhook_config)
+                await asyncio.to_thread(self.operator.remove_webhook_configuration)
                 result["without_webhook"] = True
             result["rss_empty_mb"] = rss_bytes(self.operator.pid) / 2**20
             result["other_operators"] = other_operators({self.operator.pid})
@@ -105,10 +105,9 @@ class ScalePhase:
             await self._paced(result)
         finally:
             await self.watch.stop()
-            self.operator.stop()
+            await self.operator.close_async()
             took = await self.kube.delete_namespace(self.namespace, timeout=self._left(600) + 120)
             result["namespace_deleted_s"] = took
-            await delete_webhook_configuration(self.kube, self.operator.webhook_config)
         return result
 
     async def _create(self, result: dict[str, Any]) -> None:
@@ -181,8 +180,8 @@ class ScalePhase:
         # Let the last passes and the watch settle, then measure a quiet window.
         await asyncio.sleep(5)
         pid = self.operator.pid
-        metrics = await self.operator.metrics()
-        result["gauge_total"] = sum((metrics.get("scheduledbot_bots") or {}).values())
+        metrics = await self.operator.scrape()
+        result["gauge_total"] = metrics.total("scheduledbot_bots")
         result["status_writes"] = metrics.get("scheduledbot_status_writes_total")
         result["rss_mb"] = rss_bytes(pid) / 2**20
         cpu_before, at = cpu_seconds(pid), time.monotonic()
@@ -203,7 +202,7 @@ class ScalePhase:
             self.operator.stop()  # SIGTERM, so that cProfile writes its file; the restart is then graceful
         else:
             self.operator.kill()
-        self.operator.start()
+        self.operator.start(wait=False)
         spawned = self.operator.started_at
         fresh = "fresh-after-restart"
         join_at = iso((datetime.now(UTC) + timedelta(hours=WAIT_HOURS)).replace(microsecond=0).timestamp())
@@ -218,15 +217,15 @@ class ScalePhase:
         all_known: float | None = None
         deadline = time.time() + self._left(240)
         while time.time() < deadline:
-            metrics = await self.operator.metrics()
-            total = sum((metrics.get("scheduledbot_bots") or {}).values())
+            metrics = await self.operator.scrape()
+            total = metrics.total("scheduledbot_bots")
             if total >= want and all_known is None:
                 all_known = time.time()
             if all_known is not None and self.bots.state_of.get(fresh) == "scheduled":
                 break
             await asyncio.sleep(0.25)
         fresh_at = self.bots.first_state_at.get(fresh)
-        metrics = await self.operator.metrics()
+        metrics = await self.operator.scrape()
         caught = max(all_known, fresh_at) - spawned if all_known is not None and fresh_at is not None else math.nan
         result.update(
             {

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from localcluster.testing import Cluster, KubectlError
+from localcluster.kubectl import KubectlError
+from localcluster.testing import Cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.kube import Kube  # noqa: E402
-from bench.precision import PrecisionPhase, RunResult  # noqa: E402
+from bench.kube import Kube
+from bench.precision import PrecisionPhase, RunResult
+from localcluster.testing import Cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -29,7 +24,7 @@ pytestmark = pytest.mark.cluster
 SMOKE_PORT = 18191
 
 
-def test_one_small_run_is_measured_end_to_end(cluster: Any, crd: None, tmp_path: Path) -> None:
+def test_one_small_run_is_measured_end_to_end(cluster: Cluster, crd: None, tmp_path: Path) -> None:
     async def run() -> tuple[list[RunResult], list[dict[str, list[float]]]]:
         kubeconfig = Path(cluster.kubeconfig)
         kube = await Kube.connect(kubeconfig)

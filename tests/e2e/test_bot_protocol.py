@@ -10,12 +10,14 @@ import urllib.request
 
 import pytest
 
-from .conftest import Bots, Operator, soon
+from localcluster.bots import Bots, soon
+from localcluster.operator import OperatorProcess
+from localcluster.waiting import until
 
 pytestmark = pytest.mark.cluster
 
 
-def test_operator_down_at_join_at_the_bot_joins_by_its_deadline_once(operator: Operator, bots: Bots) -> None:
+def test_operator_down_at_join_at_the_bot_joins_by_its_deadline_once(operator: OperatorProcess, bots: Bots) -> None:
     join_at = soon(12)
     bots.apply(bots.manifest("alone", join_at=join_at, lead=10))
     bots.wait_state("alone", "staged", timeout=15)
@@ -27,48 +29,31 @@ def test_operator_down_at_join_at_the_bot_joins_by_its_deadline_once(operator: O
     time.sleep(max(0.0, join_at.timestamp() - time.time() - 1))
     operator.stop()
     meeting_id = f"{bots.namespace}-alone"
-    deadline = time.time() + 15
-    while time.time() < deadline and not _arrivals(bots, meeting_id):
-        time.sleep(0.2)
-    arrivals = _arrivals(bots, meeting_id)
+    arrivals = until(lambda: bots.arrivals(meeting_id), timeout=15, interval=0.2, what="the bot's own join")
     assert len(arrivals) == 1, "the bot joined on its own"
     print(f"\nself-join lateness at the meeting: {(arrivals[0]['timestamp'] - join_at.timestamp()) * 1000:.0f} ms")
     operator.start()
-    waited = bots.cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.status.joinedBy}=deadline",
-        "--timeout=20s",
-        "sbot/alone",
-        "-n",
-        bots.namespace,
-        check=False,
-    )
-    status = bots.status("alone")
-    assert waited.returncode == 0, status
+    # The restarted operator has read the bot's own report once it records who joined.
+    status = bots.wait_for("alone", ".status.joinedBy", "deadline", timeout=20)
     assert status["state"] in ("joined", "recording"), status
     assert "joinSignaledAt" not in status
-    assert len(_arrivals(bots, meeting_id)) == 1, "no second join after the operator came back"
+    assert len(bots.arrivals(meeting_id)) == 1, "no second join after the operator came back"
 
 
-def _arrivals(bots: Bots, meeting_id: str) -> list[dict[str, object]]:
-    try:
-        return list(bots.meeting(meeting_id)["arrivals"])
-    except urllib.error.HTTPError:
-        return []
-
-
-def test_deleting_a_bot_during_the_meeting_makes_it_leave_before_its_pod_goes(operator: Operator, bots: Bots) -> None:
+def test_deleting_a_bot_during_the_meeting_makes_it_leave_before_its_pod_goes(
+    operator: OperatorProcess, bots: Bots
+) -> None:
     bots.apply(bots.manifest("goodbye", join_at=soon(8), lead=6))
     bots.wait_state("goodbye", "joined", timeout=30)
     assert "meetingbots.dev/leave-meeting" in bots.get("goodbye")["metadata"]["finalizers"]
     bots.cluster.kubectl("delete", "sbot", "goodbye", "-n", bots.namespace, "--timeout=40s")
     departures = bots.meeting(f"{bots.namespace}-goodbye")["departures"]
     assert [d["cause"] for d in departures] == ["left"]
-    bots.cluster.kubectl("wait", "--for=delete", "pod/goodbye-bot", "-n", bots.namespace, "--timeout=40s", check=False)
+    bots.cluster.wait_for_pod_deleted(bots.namespace, "goodbye-bot", timeout=40)
     assert bots.pods() == []
 
 
-def test_a_waiting_room_shows_until_the_bot_is_admitted(operator: Operator, bots: Bots) -> None:
+def test_a_waiting_room_shows_until_the_bot_is_admitted(operator: OperatorProcess, bots: Bots) -> None:
     meeting_id = f"{bots.namespace}-lobby"
     bots.admin(meeting_id, body={"waitingRoom": True})
     bots.apply(bots.manifest("lobby", join_at=soon(8), lead=6, meeting=meeting_id))
@@ -79,7 +64,7 @@ def test_a_waiting_room_shows_until_the_bot_is_admitted(operator: Operator, bots
     assert joined["joinedAt"]
 
 
-def test_a_bot_command_that_exits_non_zero_fails_with_the_exit_code(operator: Operator, bots: Bots) -> None:
+def test_a_bot_command_that_exits_non_zero_fails_with_the_exit_code(operator: OperatorProcess, bots: Bots) -> None:
     template = {
         "spec": {
             "containers": [
@@ -102,7 +87,7 @@ def test_a_bot_command_that_exits_non_zero_fails_with_the_exit_code(operator: Op
     assert "code 3" in failed["message"], failed
 
 
-def test_join_without_the_token_gets_401_and_the_bot_does_not_join(operator: Operator, bots: Bots) -> None:
+def test_join_without_the_token_gets_401_and_the_bot_does_not_join(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("locked", join_at=soon(600), lead=599))
     bots.wait_state("locked", "staged", timeout=15)
     bots.cluster.kubectl("wait", "--for=condition=Ready", "pod/locked-bot", "-n", bots.namespace, "--timeout=15s")
@@ -117,5 +102,5 @@ def test_join_without_the_token_gets_401_and_the_bot_does_not_join(operator: Ope
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 401
-    assert _arrivals(bots, f"{bots.namespace}-locked") == []
+    assert bots.arrivals(f"{bots.namespace}-locked") == []
     assert bots.status("locked")["state"] == "staged"

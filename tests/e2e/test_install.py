@@ -14,19 +14,20 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from localcluster.bots import Bots, soon
+from localcluster.operator import OperatorProcess, default_webhook_config
+from localcluster.testing import Cluster
+from localcluster.waiting import until
 from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
-
-from .conftest import Bots, Operator, soon
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 Obj = dict[str, Any]
 
 
-def render(cluster: Any, workdir: Path, namespace: str, *directories: str) -> list[Obj]:
+def render(cluster: Cluster, workdir: Path, namespace: str, *directories: str) -> list[Obj]:
     """`kubectl kustomize` of manifests/<directories>, moved into `namespace`."""
     overlay = workdir / "overlay"
     overlay.mkdir()
@@ -119,7 +120,7 @@ SERVICE_MONITOR_CRD: Obj = {
 
 
 @contextlib.contextmanager
-def service_monitor_kind(cluster: Any) -> Iterator[None]:
+def service_monitor_kind(cluster: Cluster) -> Iterator[None]:
     name = SERVICE_MONITOR_CRD["metadata"]["name"]
     if cluster.kubectl("get", "crd", name, check=False).returncode == 0:
         yield  # the real one, or someone else's: use it, leave it
@@ -133,7 +134,7 @@ def service_monitor_kind(cluster: Any) -> Iterator[None]:
 
 
 def test_every_manifest_passes_the_api_servers_validation(
-    cluster: Any, namespace: str, crd: None, tmp_path: Path
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
 ) -> None:
     objects = render(cluster, tmp_path, namespace, ".", "prometheus", "samples")
     assert Counter(o["kind"] for o in objects) == Counter(
@@ -161,7 +162,7 @@ def test_every_manifest_passes_the_api_servers_validation(
 
 
 def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standard(
-    cluster: Any, namespace: str, crd: None, tmp_path: Path
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
 ) -> None:
     objects = render(cluster, tmp_path, namespace, "rbac", "manager")
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
@@ -185,7 +186,7 @@ def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standar
 
 
 @pytest.fixture
-def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterator[Path]:
+def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path: Path) -> Iterator[Path]:
     """A kubeconfig with the token of manifests/rbac/'s ServiceAccount, in the test's namespace.
 
     The ClusterRole and its binding are cluster-wide objects, so this test's copies get
@@ -195,7 +196,7 @@ def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Pat
     objects = render(cluster, tmp_path, namespace, "rbac")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
     own = f"scheduledbot-operator-{namespace}"
-    webhook_config = f"scheduledbot-test-{namespace}"  # what Operator.start() passes
+    webhook_config = default_webhook_config([namespace])  # the name the e2e operator registers
     manifest_rules = json.loads(json.dumps(role["rules"]))
     role["metadata"]["name"] = binding["metadata"]["name"] = binding["roleRef"]["name"] = own
     [named] = [r for r in role["rules"] if r.get("resourceNames")]
@@ -241,38 +242,23 @@ def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Pat
 
 
 @pytest.fixture
-def restricted_operator(
-    bots: Bots, restricted_kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Operator]:
-    """The operator as tests/e2e/conftest.py runs it, but with the restricted kubeconfig; not started."""
-    host = bots.meeting_server.base_url.split("://", 1)[1]
-    operator = Operator(
-        kubeconfig=restricted_kubeconfig, namespace=bots.namespace, extra_hosts=host, log_path=tmp_path / "operator.log"
-    )
-    yield operator
-    operator.stop()
-    report = getattr(request.node, "report_call", None)  # set by tests/conftest.py
-    if report is not None and report.failed:
-        print(f"\n----- operator log -----\n{operator.log()}")
+def restricted_operator(restricted_kubeconfig: Path, make_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    """The e2e operator, but with the restricted kubeconfig; not started."""
+    return make_operator(kubeconfig=restricted_kubeconfig, start=False)
 
 
-def webhook_configuration(cluster: Any, operator: Operator) -> Obj | None:
-    found = cluster.kubectl("get", "validatingwebhookconfiguration", operator.webhook_config, "-o", "json", check=False)
-    return json.loads(found.stdout) if found.returncode == 0 else None
-
-
-def assert_never_denied(operator: Operator) -> None:
+def assert_never_denied(operator: OperatorProcess) -> None:
     # Only kopf's own calls log a refusal; the adapters' are proven by their effects.
     denied = [line for line in operator.log().splitlines() if re.search(r"forbidden|\(403\)", line, re.I)]
     assert not denied, "\n".join(denied)
 
 
 def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
-    cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator
+    cluster: Cluster, namespace: str, bots: Bots, restricted_operator: OperatorProcess
 ) -> None:
     operator = restricted_operator
     operator.start()
-    assert webhook_configuration(cluster, operator) is not None, "it creates its webhook configuration"
+    assert operator.webhook_configuration() is not None, "it creates its webhook configuration"
 
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=8))
     # Staged at once, then moved beyond its lead: the operator deletes the Pod itself
@@ -292,16 +278,16 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     assert {"Scheduled", "Staged", "Joined", "Ended"} <= {e["reason"] for e in bots.events("standup")}
 
     operator.stop()
-    assert webhook_configuration(cluster, operator) is None, "it deletes its webhook configuration when it stops"
+    assert operator.webhook_configuration() is None, "it deletes its webhook configuration when it stops"
     assert_never_denied(operator)
 
 
 def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_with_only_its_rbac(
-    cluster: Any, namespace: str, bots: Bots, restricted_operator: Operator
+    namespace: str, bots: Bots, restricted_operator: OperatorProcess
 ) -> None:
     operator = restricted_operator
     operator.start()
-    before = webhook_configuration(cluster, operator)
+    before = operator.webhook_configuration()
     assert before is not None
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=10))
     bots.wait_state("standup", "staged", timeout=15)
@@ -315,7 +301,7 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
     bots.wait_state("standup", "ended", timeout=30)
     assert_never_denied(operator)
 
-    after = webhook_configuration(cluster, operator)
+    after = operator.webhook_configuration()
     assert after is not None
     # The restarted operator serves a new certificate: the configuration must carry its CA.
     assert after["webhooks"][0]["clientConfig"]["caBundle"] != before["webhooks"][0]["clientConfig"]["caBundle"]
@@ -395,7 +381,7 @@ def bot_status(state: str, *, observed: int = 1) -> Obj:
 
 
 def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
-    cluster: Any, namespace: str, crd: None
+    cluster: Cluster, namespace: str, crd: None
 ) -> None:
     assert set(FLUX_EXPECTED) == {s.value for s in BotState}
     # A policy that refuses every status write of this namespace's bots, saying what
@@ -460,9 +446,12 @@ def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
             "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
         )
         # Policies take effect a moment after they are written.
-        deadline = time.monotonic() + 30
-        while verdict(bot_status("scheduled")).startswith("(no verdict)") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until(
+            lambda: not verdict(bot_status("scheduled")).startswith("(no verdict)"),
+            timeout=30,
+            interval=0.2,
+            what="the policy in effect",
+        )
         assert {state: verdict(bot_status(state)) for state in FLUX_EXPECTED} == FLUX_EXPECTED
         assert verdict({}) == "InProgress", "a status without a state or conditions"
         assert verdict(bot_status("scheduled", observed=0)) == "InProgress", "a spec the operator has not seen"

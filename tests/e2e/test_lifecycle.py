@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .conftest import Bots, Operator, iso, parse_time, soon
+from localcluster.bots import Bots, iso, parse_time, soon
+from localcluster.operator import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -23,7 +23,7 @@ def _lateness_ms(status: dict[str, object]) -> float:
     return (signalled - parse_time(str(status["joinAt"]))).total_seconds() * 1000
 
 
-def test_a_bot_goes_scheduled_staged_joining_joined_recording_ended(operator: Operator, bots: Bots) -> None:
+def test_a_bot_goes_scheduled_staged_joining_joined_recording_ended(operator: OperatorProcess, bots: Bots) -> None:
     join_at = soon(12)
     bots.apply(bots.manifest("standup", join_at=join_at, lead=6))
     scheduled = bots.wait_state("standup", "scheduled", timeout=10)
@@ -60,21 +60,14 @@ def test_a_bot_goes_scheduled_staged_joining_joined_recording_ended(operator: Op
     assert {"Scheduled", "Staged", "JoinSignaled", "Joined"} <= reasons
 
 
-def test_reschedule_while_scheduled_moves_the_timers(operator: Operator, bots: Bots) -> None:
+def test_reschedule_while_scheduled_moves_the_timers(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("later", join_at=soon(300), lead=60))
     before = bots.wait_state("later", "scheduled", timeout=10)
     new_time = soon(600)
     bots.apply(bots.manifest("later", join_at=new_time, lead=60))
-    bots.cluster.kubectl(
-        "wait",
-        f"--for=jsonpath={{.status.joinAt}}={iso(new_time).replace('.000Z', 'Z')}",
-        "--timeout=10s",
-        "sbot/later",
-        "-n",
-        bots.namespace,
-        check=False,
-    )
-    after = bots.status("later")
+    # The operator has seen the new spec once it reports the new generation.
+    generation = str(bots.get("later")["metadata"]["generation"])
+    after = bots.wait_for("later", ".status.observedGeneration", generation, timeout=10)
     assert parse_time(after["joinAt"]) == new_time.replace(microsecond=new_time.microsecond // 1000 * 1000)
     assert parse_time(after["stageAt"]) == parse_time(after["joinAt"]) - timedelta(seconds=60)
     assert after["stageAt"] != before["stageAt"]
@@ -83,7 +76,7 @@ def test_reschedule_while_scheduled_moves_the_timers(operator: Operator, bots: B
     assert messages and before["joinAt"] in messages[0] and after["joinAt"] in messages[0]
 
 
-def test_reschedule_while_staged_keeps_the_pod_within_the_lead(operator: Operator, bots: Bots) -> None:
+def test_reschedule_while_staged_keeps_the_pod_within_the_lead(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("keep", join_at=soon(14), lead=12))
     bots.wait_state("keep", "staged", timeout=15)
     uid = bots.pods()[0]["metadata"]["uid"]
@@ -96,7 +89,7 @@ def test_reschedule_while_staged_keeps_the_pod_within_the_lead(operator: Operato
     print(f"\nrescheduled join lateness: {_lateness_ms(joined):.1f} ms")
 
 
-def test_reschedule_while_staged_beyond_the_lead_releases_the_pod(operator: Operator, bots: Bots) -> None:
+def test_reschedule_while_staged_beyond_the_lead_releases_the_pod(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("release", join_at=soon(12), lead=10))
     bots.wait_state("release", "staged", timeout=15)
     assert len(bots.pods()) == 1
@@ -107,7 +100,7 @@ def test_reschedule_while_staged_beyond_the_lead_releases_the_pod(operator: Oper
     assert bots.pods() == []
 
 
-def test_editing_join_at_after_joining_is_rejected_by_the_server(operator: Operator, bots: Bots) -> None:
+def test_editing_join_at_after_joining_is_rejected_by_the_server(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("fixed", join_at=soon(8), lead=6))
     bots.wait_state("fixed", "joined", timeout=30)
     result = bots.apply(bots.manifest("fixed", join_at=soon(600), lead=6), check=False)
@@ -115,14 +108,16 @@ def test_editing_join_at_after_joining_is_rejected_by_the_server(operator: Opera
     assert "cannot change once the bot has started joining" in result.stderr, result.stderr
 
 
-def test_cancel_while_scheduled_and_while_staged_leaves_no_pod_and_no_secret(operator: Operator, bots: Bots) -> None:
+def test_cancel_while_scheduled_and_while_staged_leaves_no_pod_and_no_secret(
+    operator: OperatorProcess, bots: Bots
+) -> None:
     bots.apply(bots.manifest("waiting", join_at=soon(600), lead=60))
     bots.apply(bots.manifest("warm", join_at=soon(30), lead=28))
     bots.wait_state("waiting", "scheduled", timeout=10)
     bots.wait_state("warm", "staged", timeout=15)
     assert "warm-bot-token" in bots.secrets() and len(bots.pods()) == 1
     bots.cluster.kubectl("delete", "sbot", "waiting", "warm", "-n", bots.namespace, "--timeout=20s")
-    bots.cluster.kubectl("wait", "--for=delete", "pod/warm-bot", "-n", bots.namespace, "--timeout=40s", check=False)
+    bots.cluster.wait_for_pod_deleted(bots.namespace, "warm-bot", timeout=40)
     assert bots.pods() == []
     assert not [s for s in bots.secrets() if s.endswith("-bot-token")]
 
@@ -136,7 +131,7 @@ def test_cancel_while_scheduled_and_while_staged_leaves_no_pod_and_no_secret(ope
     ],
 )
 def test_invalid_join_at_is_rejected_with_its_message(
-    operator: Operator, bots: Bots, join_at: str, expected: str
+    operator: OperatorProcess, bots: Bots, join_at: str, expected: str
 ) -> None:
     result = bots.apply(bots.manifest("bad", join_at=join_at), check=False)
     assert result.returncode != 0
@@ -144,7 +139,7 @@ def test_invalid_join_at_is_rejected_with_its_message(
     assert "spec.joinAt" in result.stderr, result.stderr
 
 
-def test_unsupported_platform_and_missing_url_are_rejected(operator: Operator, bots: Bots) -> None:
+def test_unsupported_platform_and_missing_url_are_rejected(operator: OperatorProcess, bots: Bots) -> None:
     manifest = bots.manifest("elsewhere", join_at=soon(600))
     manifest["spec"]["meetingUrl"] = "https://meet.example.com/room/42"
     result = bots.apply(manifest, check=False)
@@ -156,14 +151,14 @@ def test_unsupported_platform_and_missing_url_are_rejected(operator: Operator, b
     assert "spec.meetingUrl: Required value" in result.stderr, result.stderr
 
 
-def test_the_seeds_offset_form_is_accepted_and_normalized(operator: Operator, bots: Bots) -> None:
+def test_the_seeds_offset_form_is_accepted_and_normalized(operator: OperatorProcess, bots: Bots) -> None:
     moment = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     bots.apply(bots.manifest("seed", join_at=moment.strftime("%Y-%m-%dT%H:%M:%S+0000"), lead=60))
     status = bots.wait_state("seed", "scheduled", timeout=10)
     assert status["joinAt"] == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_operator_killed_between_staging_and_join_still_signals_on_time(operator: Operator, bots: Bots) -> None:
+def test_operator_killed_between_staging_and_join_still_signals_on_time(operator: OperatorProcess, bots: Bots) -> None:
     join_at = soon(16)
     bots.apply(bots.manifest("restart", join_at=join_at, lead=12))
     bots.wait_state("restart", "staged", timeout=15)
@@ -177,7 +172,7 @@ def test_operator_killed_between_staging_and_join_still_signals_on_time(operator
     assert len(bots.meeting(f"{bots.namespace}-restart")["arrivals"]) == 1
 
 
-def test_a_staged_pod_deleted_by_hand_is_created_again_before_join_at(operator: Operator, bots: Bots) -> None:
+def test_a_staged_pod_deleted_by_hand_is_created_again_before_join_at(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("phoenix", join_at=soon(18), lead=15))
     bots.wait_state("phoenix", "staged", timeout=15)
     first = bots.pods()[0]["metadata"]["uid"]
@@ -189,7 +184,9 @@ def test_a_staged_pod_deleted_by_hand_is_created_again_before_join_at(operator: 
     assert "PodRecreated" in {e["reason"] for e in bots.events("phoenix")}
 
 
-def test_an_unpullable_image_fails_not_ready_in_time_with_the_pods_reason(operator: Operator, bots: Bots) -> None:
+def test_an_unpullable_image_fails_not_ready_in_time_with_the_pods_reason(
+    operator: OperatorProcess, bots: Bots
+) -> None:
     template = {
         "spec": {
             "containers": [
@@ -210,7 +207,7 @@ def test_an_unpullable_image_fails_not_ready_in_time_with_the_pods_reason(operat
     assert "Failed" in {e["reason"] for e in bots.events("nopull")}
 
 
-def test_status_is_kstatus_ready_with_observed_generation(operator: Operator, bots: Bots) -> None:
+def test_status_is_kstatus_ready_with_observed_generation(operator: OperatorProcess, bots: Bots) -> None:
     bots.apply(bots.manifest("gitops", join_at=soon(3600), lead=60))
     bots.wait_state("gitops", "scheduled", timeout=10)
     bots.cluster.kubectl("wait", "--for=condition=Ready", "--timeout=10s", "sbot/gitops", "-n", bots.namespace)
@@ -224,7 +221,7 @@ def test_status_is_kstatus_ready_with_observed_generation(operator: Operator, bo
     assert json.loads(bots.cluster.kubectl("get", "sbot", "-n", bots.namespace, "-o", "json").stdout)["items"]
 
 
-def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operator: Operator, bots: Bots) -> None:
+def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operator: OperatorProcess, bots: Bots) -> None:
     template = {"spec": {"containers": [{"name": "bot", "command": ["python", "-m", "scheduledbot.demo_bot"]}]}}
     result = bots.apply(bots.manifest("badtemplate", join_at=soon(600), template=template), check=False)
     assert result.returncode != 0
@@ -232,7 +229,7 @@ def test_a_template_the_api_server_would_refuse_is_rejected_when_applied(operato
     assert "spec.containers[0].image: Required value" in result.stderr, result.stderr
 
 
-def test_kubectl_watch_shows_every_transition_and_metrics_count_the_join(operator: Operator, bots: Bots) -> None:
+def test_kubectl_watch_shows_every_transition_and_metrics_count_the_join(operator: OperatorProcess, bots: Bots) -> None:
     watch = subprocess.Popen(
         [
             "kubectl",
@@ -260,10 +257,9 @@ def test_kubectl_watch_shows_every_transition_and_metrics_count_the_join(operato
     seen = [line.split()[1] for line in out.splitlines() if len(line.split()) == 2 and "<none>" not in line]
     states = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
     assert states == ["scheduled", "staged", "joining", "joined", "recording", "ended"], out
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    assert "scheduledbot_join_lateness_seconds_count 1.0" in metrics
-    assert "scheduledbot_pod_staging_seconds_count 1.0" in metrics
-    assert 'scheduledbot_bots{state="ended"} 1.0' in metrics
+    metrics = operator.metrics()
+    assert metrics.get("scheduledbot_join_lateness_seconds_count") == 1
+    assert metrics.get("scheduledbot_pod_staging_seconds_count") == 1
+    assert metrics.get("scheduledbot_bots", state="ended") == 1
     explain = bots.cluster.kubectl("explain", "scheduledbot.spec").stdout
     assert "joinAt" in explain and "ISO 8601" in explain

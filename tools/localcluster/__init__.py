@@ -9,5 +9,11 @@ the whole cluster lives in `.cluster/` and on 127.0.0.0/8.
 Modules: `cluster` (lifecycle of the processes), `pki` (certificates),
 `procs` (pid files, process groups), `kubelet` (the fake node, with `pods`
 for one Pod, `podspec` for the pure rules of a Pod spec and `kubeapi` for
-its API calls), `testing` (helpers for the pytest fixtures).
+its API calls), `testing` (helpers for the pytest fixtures), `kubectl`,
+`waiting` (bounded waits) and `net` (free ports).
+
+For the operator on that cluster: `operator` (the operator in a process of
+its own, as the tests, the benchmark and the demo run it), `bots`
+(ScheduledBots driven with kubectl), `meeting` (the local meeting server) and
+`demo` (`make demo`).
 """

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import yaml
 
 from localcluster import pki as pki_mod
 from localcluster import procs
+from localcluster.net import free_ports
+from localcluster.waiting import until
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / "tools" / "cluster" / "build.sh"
@@ -209,13 +210,6 @@ def _build() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _wipe(layout: Layout) -> None:
     for entry in layout.root.iterdir():
         if entry == layout.lock:
@@ -302,17 +296,22 @@ def _wait(
     watched: dict[str, subprocess.Popen[bytes]],
     started: float,
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not check():
+
+    def ready() -> bool:
+        if check():
+            return True
         for component, process in watched.items():
             if process.poll() is not None:
                 raise ClusterError(
                     f"{component} exited with code {process.returncode} while waiting for {what}; "
                     f"last lines of {layout.log(component)}:\n{_log_tail(layout, component)}"
                 )
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {START_TIMEOUT:.0f} s waiting for {what}")
-        time.sleep(0.1)
+        return False
+
+    try:
+        until(ready, timeout=START_TIMEOUT, what=what)
+    except TimeoutError as error:
+        raise ClusterError(str(error)) from None
     say(f"{what} ({time.monotonic() - started:.1f} s)")
 
 
@@ -320,7 +319,7 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
     for d in (layout.logs, layout.run, layout.pods):
         d.mkdir(parents=True, exist_ok=True)
     p = pki_mod.generate(layout.pki.dir)
-    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer_port, api_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
     layout.state.write_text(json.dumps({"server": server, "etcd_port": etcd_port, "bin": str(bin_dir)}))
     _write_kubeconfig(layout, server)

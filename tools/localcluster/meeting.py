@@ -467,6 +467,11 @@ class MeetingServerProcess:
     def meeting_url(self, meeting_id: str) -> str:
         return f"{self.base_url}/m/{meeting_id}"
 
+    @property
+    def address(self) -> str:
+        """`host:port`, as the operator's --extra-meeting-hosts admits it."""
+        return self.base_url.split("://", 1)[1]
+
     def stop(self) -> None:
         if self._process is None:
             return

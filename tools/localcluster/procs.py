@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from localcluster.waiting import until
 
 # Set by the kubelet in every Pod process's environment to its Pod directory.
 POD_MARKER_VAR: Final = "LOCALCLUSTER_POD_DIR"
@@ -97,14 +98,16 @@ def _live_groups() -> set[int]:
 
 def _wait_groups_gone(refs: list[ProcessRef], timeout: float) -> list[ProcessRef]:
     """Those of `refs` whose group still lives after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
     remaining = [r for r in refs if r.group_may_be_ours()]
-    while remaining:
+
+    def gone() -> bool:
+        nonlocal remaining
         live = _live_groups()
         remaining = [r for r in remaining if r.pid in live and r.group_may_be_ours()]
-        if not remaining or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return not remaining
+
+    with contextlib.suppress(TimeoutError):
+        until(gone, timeout=timeout, interval=0.05)
     return remaining
 
 
@@ -123,9 +126,8 @@ def wait_reaped(refs: list[ProcessRef], *, timeout: float) -> None:
     They are not our children, so we cannot reap them; until init does,
     `pgrep` lists them as <defunct>, which looks like a leak.
     """
-    deadline = time.monotonic() + timeout
-    while any(_start_time(r.pid) == r.start_time for r in refs) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        until(lambda: not any(_start_time(r.pid) == r.start_time for r in refs), timeout=timeout, interval=0.05)
 
 
 def marked_processes(marker: str) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import ssl
 import subprocess
 import urllib.parse
@@ -20,14 +19,8 @@ from pathlib import Path
 
 from localcluster.cluster import DEFAULT_LAYOUT, Layout
 from localcluster.kubeapi import load_kubeconfig
+from localcluster.kubectl import kubectl
 from localcluster.podspec import Obj
-
-
-class KubectlError(subprocess.CalledProcessError):
-    """A failed kubectl call whose message carries kubectl's own stderr."""
-
-    def __str__(self) -> str:
-        return f"{super().__str__()}\n{self.stderr}"
 
 
 class Cluster:
@@ -39,19 +32,7 @@ class Cluster:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster, as a user would."""
-        command = ["kubectl", *args]
-        result = subprocess.run(
-            command,
-            input=input,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise KubectlError(result.returncode, command, result.stdout, result.stderr)
-        return result
+        return kubectl(*args, kubeconfig=self.kubeconfig, input=input, check=check, timeout=timeout)
 
     def pod_dir(self, namespace: str, name: str) -> Path:
         """The fake kubelet's directory of a Pod (its cwd, log, volumes, pid)."""
