@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.runtime import config
@@ -70,6 +71,7 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert kinds == sorted(
         [
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -82,10 +84,15 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
 
 
-def test_the_kustomize_crd_is_a_copy_of_crds() -> None:
-    assert (MANIFESTS / "crd" / CRD).read_text() == (ROOT / "crds" / CRD).read_text(), (
-        "manifests/crd/ must hold the CRD of crds/: run `make crds`"
+@pytest.mark.parametrize("name", [CRD, "meetingbots.dev_botschedules.yaml"])
+def test_the_kustomize_crd_is_a_copy_of_crds(name: str) -> None:
+    assert (MANIFESTS / "crd" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+        "manifests/crd/ must hold the CRDs of crds/: run `make crds`"
     )
+
+
+def test_crds_holds_exactly_the_generated_kinds() -> None:
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(kind.file_name for kind in KINDS)
 
 
 # --- RBAC --------------------------------------------------------------------------------
