@@ -27,6 +27,7 @@ checked by `parse_spec` itself, on the spec a child would get.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from dateutil.rrule import rrulestr
+from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, YEARLY, rrule, rrulestr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.config import JsonValue
 from pydantic.fields import FieldInfo
@@ -747,15 +748,81 @@ def _rrule(source: RRuleSource, zone: ZoneInfo | None) -> tuple[ValidRRule | Non
     if not re.fullmatch(RULE_PATTERN, rule) or "FREQ=" not in rule.upper():
         errors.append(FieldError("spec.rrule.rule", f"{quote_value(source.rule)} is not an RRULE value; {RULE_FORM}"))
     elif dtstart is not None and zone is not None:
-        try:
-            rrulestr(rule, dtstart=dtstart.replace(tzinfo=zone))
-        except (ValueError, TypeError) as error:
-            errors.append(
-                FieldError("spec.rrule.rule", f"{quote_value(source.rule)} is not a valid RRULE ({error}); {RULE_FORM}")
-            )
+        wrong = _rule_problem(rule, dtstart.replace(tzinfo=zone))
+        if wrong is not None:
+            errors.append(FieldError("spec.rrule.rule", f"{quote_value(source.rule)} {wrong}; {RULE_FORM}"))
     if errors or dtstart is None:
         return None, errors
     return ValidRRule(dtstart=dtstart, rule=rule, exdates=exdates, rdates=rdates), []
+
+
+#: How many of each frequency's periods make 400 Gregorian years, after which the calendar repeats exactly
+#: (146,097 days, 20,871 weeks).
+PERIODS_PER_CYCLE: Final = {
+    YEARLY: 400,
+    MONTHLY: 4800,
+    WEEKLY: 20871,
+    DAILY: 146097,
+    HOURLY: 146097 * 24,
+    MINUTELY: 146097 * 24 * 60,
+    SECONDLY: 146097 * 24 * 3600,
+}
+_CYCLE_YEARS: Final = 400
+#: The last cycle before dateutil's MAXYEAR (9999), where the never-occurs check looks.
+_LAST_CYCLE: Final = 9599
+
+
+def rule_parts(parsed: rrule) -> tuple[int, int, int | None]:
+    """(frequency, interval, count) of a parsed rule; dateutil keeps them as attributes without accessors."""
+    fields = vars(parsed)
+    return fields["_freq"], fields["_interval"], fields["_count"]
+
+
+def ever_occurs(parsed: rrule) -> bool:
+    """Whether the rule has an occurrence at all, ignoring COUNT and UNTIL, in bounded time.
+
+    dateutil looks for the next occurrence of a rule that has none (BYMONTHDAY=30
+    with BYMONTH=2, a BYSETPOS past every set) until the year 9999: up to 13 s of
+    CPU for a minutely rule. The calendar repeats every 400 years, so a rule that
+    occurs does so within 400 years of any start in phase with its own: the
+    check moves dtstart by whole cycles (a multiple of its interval) to the last
+    cycle before 9999, where dateutil's own bound ends the search.
+    """
+    freq, interval, _ = rule_parts(parsed)
+    start: datetime = vars(parsed)["_dtstart"]
+    periods = PERIODS_PER_CYCLE[freq]
+    cycles = interval // math.gcd(periods, interval)  # so many cycles are a whole number of intervals
+    step = _CYCLE_YEARS * cycles
+    cycles_to_last = -(-(_LAST_CYCLE - start.year) // step)  # rounded up: the search starts in the last cycle
+    if cycles_to_last < 1 or start.year + cycles_to_last * step > datetime.max.year:
+        return True  # an interval this long scans few periods: the search is short anyway
+    shifted = start.replace(year=start.year + cycles_to_last * step)
+    probe = parsed.replace(dtstart=shifted, count=None, until=None)
+    return next(iter(probe), None) is not None
+
+
+#: Parts a rule more frequent than daily may not use: with them a rule that never occurs costs dateutil
+#: seconds to minutes of CPU per lookup (it searches each hour or minute until the year 9999).
+_SUB_DAILY_REFUSED: Final = ("BYSETPOS", "BYMONTH", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO")
+
+
+def _rule_problem(rule: str, dtstart: datetime) -> str | None:
+    try:
+        parsed = rrulestr(rule, dtstart=dtstart)
+    except (ValueError, TypeError) as error:
+        return f"is not a valid RRULE ({error})"
+    if not isinstance(parsed, rrule):
+        return "is not a single RRULE"
+    freq, _, _ = rule_parts(parsed)
+    if freq == SECONDLY:
+        return "repeats by the second (FREQ=SECONDLY is not supported)"
+    parts = {part.split("=", 1)[0] for part in rule.upper().removeprefix("RRULE:").split(";")}
+    refused = sorted(parts.intersection(_SUB_DAILY_REFUSED))
+    if freq in (HOURLY, MINUTELY) and refused:
+        return f"uses {', '.join(refused)} with an hourly or minutely frequency (only BYDAY, BYHOUR and BYMINUTE)"
+    if not ever_occurs(parsed):
+        return "never occurs (e.g. February 30)"
+    return None
 
 
 def _ical(source: ICalSource) -> tuple[ValidICal | None, list[FieldError]]:
