@@ -394,8 +394,10 @@ class BotScheduleSpec(_Model):
             "Resuming creates no occurrence whose startingDeadlineSeconds has passed."
         ),
     )
+    # Not strict: the apiserver sends the enum's value, a string.
     concurrency_policy: ConcurrencyPolicy = Field(
         default=ConcurrencyPolicy.ALLOW,
+        strict=False,
         description=(
             "When an occurrence starts while this schedule's bot of an earlier occurrence is still in the same "
             "meeting: Allow (both), Forbid (the new occurrence is skipped and counted as missed) or Replace "
