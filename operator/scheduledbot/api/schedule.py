@@ -72,7 +72,8 @@ MAX_SKIPPED: Final = 20
 MAX_CRON_LENGTH: Final = 256
 MAX_RULE_LENGTH: Final = 1024
 MAX_DATES: Final = 200
-MAX_LOCAL_TIME_LENGTH: Final = 19
+#: Room for a mistyped offset, so that the message can say what is wrong with it.
+MAX_LOCAL_TIME_LENGTH: Final = 32
 #: The longest zone name in tzdata has 32 characters.
 MAX_TIME_ZONE_LENGTH: Final = 64
 MAX_REGEX_LENGTH: Final = 256
@@ -630,7 +631,7 @@ def parse_schedule_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSc
         raw = BotScheduleSpec.model_validate(spec)
     except ValidationError as invalid:
         errors = _field_errors(invalid)
-        raise SpecError(sorted(errors + _beside(spec, errors), key=_field_order)) from None
+        raise SpecError(sorted(errors + _beside(spec, errors, extra_hosts), key=_field_order)) from None
     zone, errors = _zone(raw.time_zone)
     sources = [name for name in ("cron", "rrule", "ical") if getattr(raw, name) is not None]
     source: ValidSource | None = None
@@ -669,10 +670,17 @@ def _source(raw: BotScheduleSpec, zone: ZoneInfo | None) -> tuple[ValidSource | 
     return _ical(raw.ical)
 
 
-def _beside(spec: Mapping[str, Any], errors: list[FieldError]) -> list[FieldError]:
-    """The zone's and the source's own problems, when another field failed the schema: one apply shows all."""
+def _beside(spec: Mapping[str, Any], errors: list[FieldError], extra_hosts: frozenset[str]) -> list[FieldError]:
+    """The zone's, source's and template's own problems, when a field failed the schema: one apply shows all."""
     failed = {error.path.split("[")[0] for error in errors}
     out: list[FieldError] = []
+    template = (spec.get("botTemplate") or {}).get("spec") if isinstance(spec.get("botTemplate"), Mapping) else None
+    if isinstance(template, Mapping):
+        out += [
+            error
+            for error in _template(dict(template), is_feed=spec.get("ical") is not None, extra_hosts=extra_hosts)
+            if error.path not in failed
+        ]
     zone = None
     text = spec.get("timeZone")
     if isinstance(text, str) and "spec.timeZone" not in failed:
@@ -881,6 +889,13 @@ _FIELD_ORDER: Final = {
 }
 
 
-def _field_order(error: FieldError) -> tuple[int, str]:
-    top = ".".join(error.path.split(".")[:2]).split("[")[0]
-    return _FIELD_ORDER.get(top, -1 if error.path == "spec" else len(_FIELD_ORDER)), error.path
+_TEMPLATE_ORDER: Final = {
+    f"{_TEMPLATE_PATH}.{field.alias}": index for index, field in enumerate(ScheduledBotSpec.model_fields.values())
+}
+
+
+def _field_order(error: FieldError) -> tuple[int, int, str]:
+    parts = error.path.split("[")[0].split(".")
+    top = ".".join(parts[:2])
+    within = _TEMPLATE_ORDER.get(".".join(parts[:4]), len(_TEMPLATE_ORDER))
+    return _FIELD_ORDER.get(top, -1 if error.path == "spec" else len(_FIELD_ORDER)), within, error.path
