@@ -272,7 +272,7 @@ def test_every_zone_name_of_the_database_matches_the_cel_shape() -> None:
         ),
         pytest.param(
             LOCAL_TIME_PATTERN,
-            ["2026-03-02T09:00:00"],
+            ["2026-03-02T09:00:00", "2026-03-02 09:00:00"],
             ["2026-03-02T09:00", "2026-03-02T09:00:00Z", "2026-13-01T00:00:00"],
             id="local time",
         ),

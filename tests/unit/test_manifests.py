@@ -16,6 +16,7 @@ import yaml
 from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
+from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
 from scheduledbot.runtime import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,6 +274,17 @@ def test_each_sample_is_a_valid_scheduled_bot_of_its_platform(sample: str, platf
     bot = one(f"samples/{sample}", "ScheduledBot")
     assert bot["apiVersion"] == "meetingbots.dev/v1alpha1"
     assert parse_spec(bot["spec"], extra_hosts=frozenset()).platform is platform
+
+
+@pytest.mark.parametrize("sample", ["weekly_sync.yaml", "calendar.yaml"])
+def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
+    schedule = one(f"samples/{sample}", "BotSchedule")
+    assert schedule["apiVersion"] == "meetingbots.dev/v1alpha1"
+    valid = parse_schedule_spec(schedule["spec"], extra_hosts=frozenset())
+    if valid.kind is SourceKind.ICAL:
+        secret = one(f"samples/{sample}", "Secret")
+        ref = schedule["spec"]["ical"]["urlSecretRef"]
+        assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
 
 
 def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:

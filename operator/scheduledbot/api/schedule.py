@@ -90,9 +90,11 @@ MAX_SOURCE_LENGTH: Final = 300
 #: whether the zone exists needs the zone database, which the webhook has and CEL has not.
 TIME_ZONE_PATTERN: Final = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 TIME_ZONE_FORM: Final = "expected an IANA time zone name such as Europe/Berlin or America/New_York"
-#: A local wall-clock time, to the second, without an offset: the zone is spec.timeZone.
+#: A local wall-clock time, to the second, without an offset: the zone is spec.timeZone. A space for the T is
+#: accepted: kustomize drops the quotes of `"2026-03-02T09:00:00"`, and YAML 1.1 tools (PyYAML) then read a
+#: timestamp and write it back as `2026-03-02 09:00:00`.
 LOCAL_TIME_PATTERN: Final = (
-    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
+    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
 )
 LOCAL_TIME_FORM: Final = "expected a local date-time without an offset, e.g. 2026-03-02T09:00:00"
 #: Five fields separated by spaces; CronJob's `CRON_TZ=` prefix and `@daily` macros do not match.
@@ -727,7 +729,7 @@ def parse_local_time(text: str, field: str) -> datetime:
     if re.fullmatch(LOCAL_TIME_PATTERN, text) is None:
         raise ValueError(f"{field}: {quote_value(text)} is not a local date-time; {LOCAL_TIME_FORM}")
     try:
-        return datetime.strptime(text, _LOCAL_TIME_FORMAT)
+        return datetime.strptime(text.replace(" ", "T"), _LOCAL_TIME_FORMAT)
     except ValueError:
         raise ValueError(f"{field}: {quote_value(text)} is not a real calendar date; {LOCAL_TIME_FORM}") from None
 
