@@ -203,7 +203,7 @@ def test_dst_a_daily_nine_oclock_child_joins_at_nine_local_after_spring_forward(
 
 
 def test_at_most_max_planned_occurrences_have_children_at_once() -> None:
-    plan = run(schedule({"cron": "* * * * *", "horizonSeconds": 28 * 86400}))
+    plan = run(schedule({"cron": "* * * * *", "horizonSeconds": 28 * 86400}, created=NOW))
     assert len(creates(plan)) == MAX_PLANNED
     assert plan.wake_at == NOW + timedelta(minutes=1)
 
@@ -405,6 +405,26 @@ def test_after_downtime_occurrences_past_the_deadline_are_missed_with_one_event(
     # The next pass counts nothing again.
     again = run(ScheduleView(**{**vars_of(sched), "status": plan.status}), now=now + timedelta(seconds=1))
     assert "MissedOccurrences" not in events(again)
+
+
+def test_of_the_occurrences_that_began_without_a_bot_only_the_latest_is_created() -> None:
+    # A meeting every minute, the operator back after 4 minutes away: one bot joins now, not four.
+    sched = schedule(
+        {"cron": "* * * * *", "horizonSeconds": 60},
+        created=NOW - DAY,
+        status={"plannedThrough": iso(NOW - timedelta(minutes=4))},
+    )
+    plan = run(sched, now=NOW + timedelta(seconds=30))
+    assert [b["metadata"]["annotations"][OCCURRENCE_ANNOTATION] for b in creates(plan)] == [
+        "2026-03-02T07:00:00Z",
+        "2026-03-02T07:01:00Z",
+    ]
+    assert created_times(plan)[0] == iso(NOW + timedelta(seconds=30) + LATE_JOIN_MARGIN)
+    assert plan.status.missed_count == 4 and events(plan).count("MissedOccurrences") == 1  # 06:56 to 06:59
+    # The next pass sees the created children and the settled misses: nothing more.
+    kids = [observe(body) for body in creates(plan)]
+    again = run(ScheduleView(**{**vars_of(sched), "status": plan.status}), kids, now=NOW + timedelta(seconds=31))
+    assert again.actions == () and again.status.missed_count == 4
 
 
 def test_a_late_child_keeps_its_late_join_at() -> None:

@@ -25,9 +25,11 @@ The rules, each one for a reason
   and `SourceHealthy` says why.
 - An occurrence later than `startingDeadlineSeconds` when the operator can
   act is never created; it is counted as missed, with one Event per pass that
-  finds some. An occurrence whose bot joined, ended or failed is *settled*
-  and never created again, even after its child is pruned by the history
-  limits (`status.settled` remembers it while it is in the window).
+  finds some. Of the occurrences of one meeting that began without a bot
+  within the deadline, only the latest is created (it joins at once). An
+  occurrence whose bot joined, ended or failed is *settled* and never
+  created again, even after its child is pruned by the history limits
+  (`status.settled` remembers it while it is in the window).
 - No two active ScheduledBots in a namespace join the same meeting (normalized
   URL) at the same instant: a hand-written bot and a bot already in the
   meeting always win; between schedules, the one whose name sorts first.
@@ -186,12 +188,14 @@ class _Pass:
         window = self._expand(self.lo, self.hi, MAX_PLANNED + 1) if self.known else []
         window_end = window[MAX_PLANNED].start if len(window) > MAX_PLANNED else self.hi
         window = window[:MAX_PLANNED]
-        self._count_missed()
+        superseded = self._superseded(window)
+        self._count_missed(superseded)
         names = {}
         for occurrence in window:
             name = self._name(occurrence)
             names[name] = occurrence
-            self._occurrence(occurrence, name)
+            if name not in superseded:
+                self._occurrence(occurrence, name)
         self._replace_earlier(window, names)
         self._unmatched(names, window_end)
         self._prune_history()
@@ -386,20 +390,45 @@ class _Pass:
             for child in done[limit:]:
                 self._delete(child, "history limit", event=False)
 
-    def _count_missed(self) -> None:
+    def _superseded(self, window: list[Occurrence]) -> dict[str, Occurrence]:
+        """Occurrences that began without a bot and are followed by a later one that began, on the same meeting.
+
+        Only the latest is created late (as CronJob runs only the latest missed
+        time): bots for a minutely meeting's last five minutes would all join
+        now. The others are missed, and settled so that they stay so.
+        """
+        if self.spec.suspend:
+            return {}
+        latest: dict[str | None, tuple[str, Occurrence]] = {}
+        out: dict[str, Occurrence] = {}
+        for occurrence in window:
+            name = self._name(occurrence)
+            if occurrence.start > self.now or name in self.children or self._is_settled(name, occurrence.start):
+                continue
+            meeting = self._normal(self.spec.meeting_url or occurrence.meeting_url)
+            if meeting in latest:
+                earlier, before = latest[meeting]
+                out[earlier] = before
+            latest[meeting] = (name, occurrence)
+        for name, occurrence in out.items():
+            self.settled[name] = occurrence.start
+        return out
+
+    def _count_missed(self, superseded: dict[str, Occurrence]) -> None:
         if self.spec.suspend or not self.known:
             return
         since = self.schedule.created_at
         planned = _parse(self.schedule.status.planned_through)
         if planned is not None:
             since = max(since, planned + _SECOND)
-        if since >= self.lo:
-            return
-        missed = [
-            o
-            for o in self._expand(since, self.lo, MAX_MISSED_SCAN)
-            if self._name(o) not in self.children and not self._is_settled(self._name(o), o.start)
-        ]
+        missed = list(superseded.values())
+        if since < self.lo:
+            missed += [
+                o
+                for o in self._expand(since, self.lo, MAX_MISSED_SCAN)
+                if self._name(o) not in self.children and not self._is_settled(self._name(o), o.start)
+            ]
+        missed.sort(key=lambda o: o.start)
         if not missed:
             return
         self.missed += len(missed)
