@@ -233,6 +233,12 @@ def test_a_template_edit_patches_scheduled_children_and_recreates_staged_ones() 
     assert deletes(plan) == [staged.name]
 
 
+def test_fields_a_newer_crd_adds_to_a_child_are_left_alone() -> None:
+    sched = schedule()
+    kids = children(sched, spec={"someFutureField": {"x": 1}})
+    assert run(sched, kids).actions == ()
+
+
 def test_children_joining_or_in_a_meeting_are_never_touched() -> None:
     sched = schedule()
     for state in (BotState.JOINING, BotState.WAITING_ROOM, BotState.JOINED, BotState.RECORDING, BotState.LEAVING):

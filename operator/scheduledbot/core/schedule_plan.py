@@ -55,6 +55,7 @@ from scheduledbot.api.schedule import (
     MAX_SETTLED,
     MAX_SKIPPED,
     BotScheduleStatus,
+    BotTemplateSpec,
     ConcurrencyPolicy,
     NextOccurrence,
     ScheduleCondition,
@@ -99,6 +100,8 @@ FEED_RETRY: Final = timedelta(seconds=10)
 #: How far beyond the horizon the next occurrence is looked for (for the wake-up), for cron and rrule.
 _LOOKAHEAD: Final = timedelta(days=400)
 _SECOND: Final = timedelta(seconds=1)
+#: The child spec fields a schedule sets (joinAt is compared as an instant, not as text).
+_TEMPLATE_FIELDS: Final = frozenset(field.alias or name for name, field in BotTemplateSpec.model_fields.items())
 
 
 def plan_schedule(
@@ -273,10 +276,11 @@ class _Pass:
         if moved or join_at is None or join_at < occurrence.start:
             join_at = max(occurrence.start, self.now + LATE_JOIN_MARGIN)
         wanted = child_spec(self.spec, occurrence, join_at=join_at)
+        # Fields this operator does not know (a newer CRD) are not ours to compare: they would be patched forever.
         changed = {
             key
-            for key in wanted.keys() | child.spec.keys()
-            if key != "joinAt" and wanted.get(key) != child.spec.get(key)
+            for key in (wanted.keys() | child.spec.keys()) & _TEMPLATE_FIELDS
+            if wanted.get(key) != child.spec.get(key)
         }
         if not moved and not changed and join_at == child.join_at:
             return
