@@ -98,6 +98,12 @@ CASES = [
         id="rrule: 01:30 in the repeated New York hour is the first (EDT)",
     ),
     pytest.param(
+        schedule("Europe/Berlin", rrule={"dtstart": "2026-10-24T02:30:00", "rule": "FREQ=DAILY;COUNT=3"}),
+        ("2026-10-01T00:00Z", "2026-11-01T00:00Z"),
+        ["2026-10-24T00:30Z", "2026-10-25T00:30Z", "2026-10-26T01:30Z"],
+        id="rrule: 02:30 in the repeated Berlin hour is the first (CEST)",
+    ),
+    pytest.param(
         schedule("America/New_York", rrule={"dtstart": "2026-03-07T02:30:00", "rule": "FREQ=DAILY;COUNT=3"}),
         ("2026-03-01T00:00Z", "2026-04-01T00:00Z"),
         ["2026-03-07T07:30Z", "2026-03-08T07:30Z", "2026-03-09T06:30Z"],
@@ -221,6 +227,20 @@ SUMMARY:Cancelled series
 LOCATION:https://zoom.us/j/444
 END:VEVENT
 BEGIN:VEVENT
+UID:nygap@example.com
+DTSTART;TZID=America/New_York:20260307T023000
+RRULE:FREQ=DAILY;COUNT=3
+SUMMARY:Night call
+LOCATION:https://zoom.us/j/666
+END:VEVENT
+BEGIN:VEVENT
+UID:berlinfallback@example.com
+DTSTART;TZID=Europe/Berlin:20261024T023000
+RRULE:FREQ=DAILY;COUNT=3
+SUMMARY:Late shift
+LOCATION:https://zoom.us/j/777
+END:VEVENT
+BEGIN:VEVENT
 UID:fallback@example.com
 DTSTART;TZID=America/New_York:20261031T013000
 RRULE:FREQ=DAILY;COUNT=3
@@ -256,6 +276,12 @@ def test_feed_times_follow_dst_like_the_other_sources(feed: Any) -> None:
     assert starts(gap) == ["2026-03-28T01:30Z", "2026-03-29T01:30Z", "2026-03-30T00:30Z"]
     fallback = [o for o in found if o.uid == "fallback@example.com"]
     assert starts(fallback) == ["2026-10-31T05:30Z", "2026-11-01T05:30Z", "2026-11-02T06:30Z"]
+    # 02:30 on 03-08 does not exist in New York: 03:30 EDT.
+    ny_gap = [o for o in found if o.uid == "nygap@example.com"]
+    assert starts(ny_gap) == ["2026-03-07T07:30Z", "2026-03-08T07:30Z", "2026-03-09T06:30Z"]
+    # 02:30 on 10-25 happens twice in Berlin: once, the first time (CEST).
+    berlin_fallback = [o for o in found if o.uid == "berlinfallback@example.com"]
+    assert starts(berlin_fallback) == ["2026-10-24T00:30Z", "2026-10-25T00:30Z", "2026-10-26T01:30Z"]
 
 
 def test_floating_times_are_in_the_schedules_zone(feed: Any) -> None:
@@ -295,7 +321,13 @@ def test_the_templates_meeting_url_overrides_the_events() -> None:
         pytest.param({"organizer": "alice@example.com"}, {"weekly@example.com"}, id="organizer, any case"),
         pytest.param(
             {"includeAllDay": True},
-            {"weekly@example.com", "gap@example.com", "floating@example.com", "allday@example.com"},
+            {
+                "weekly@example.com",
+                "gap@example.com",
+                "nygap@example.com",
+                "floating@example.com",
+                "allday@example.com",
+            },
             id="all-day events on request",
         ),
     ],
