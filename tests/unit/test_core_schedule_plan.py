@@ -20,6 +20,7 @@ from scheduledbot.core.schedule_model import (
     PatchChild,
     SchedulePlan,
     ScheduleView,
+    observe_schedule,
 )
 from scheduledbot.core.schedule_plan import LATE_JOIN_MARGIN, MAX_PLANNED, plan_schedule
 
@@ -618,3 +619,24 @@ def test_an_invalid_spec_stalls_with_one_event() -> None:
 def test_a_deleted_schedule_does_nothing_the_garbage_collector_does_it() -> None:
     view = ScheduleView(**{**vars_of(schedule()), "deleted_at": NOW})
     assert run(view).actions == ()
+
+
+def test_a_schedule_is_read_from_its_body_and_a_bad_spec_is_kept_as_its_error() -> None:
+    body = {
+        "metadata": {
+            "name": "standup",
+            "namespace": "team",
+            "uid": "s-1",
+            "generation": 3,
+            "creationTimestamp": "2026-03-01T10:00:00Z",
+        },
+        "spec": {"timeZone": "Europe/Berlin", "cron": "0 9 * * *", "botTemplate": {"spec": {"meetingUrl": URL}}},
+        "status": {"missedCount": 2, "conditions": "not a list"},
+    }
+    view = observe_schedule(body, extra_hosts=frozenset())
+    assert (view.name, view.namespace, view.uid, view.generation) == ("standup", "team", "s-1", 3)
+    assert view.created_at == datetime(2026, 3, 1, 10, tzinfo=UTC) and view.deleted_at is None
+    assert view.spec is not None and view.spec_error is None
+    assert view.status == BotScheduleStatus()  # unreadable: derived again by the next pass
+    bad = observe_schedule({**body, "spec": {**body["spec"], "timeZone": "Mars/Olympus"}}, extra_hosts=frozenset())
+    assert bad.spec is None and bad.spec_error is not None and bad.spec_error.startswith("spec.timeZone:")

@@ -23,6 +23,7 @@ or backslashes are refused: Python and browsers disagree on where the host of
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -166,6 +167,8 @@ _ZOOM_KEPT_PARAMETERS: Final = frozenset({"pwd", "tk"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
+# Every pass over a schedule compares each occurrence with the namespace's bots: the same few links, many times.
+@functools.lru_cache(maxsize=4096)
 def normalize_meeting_url(url: str) -> str:
     """`url` in a canonical form, so that equivalent links of one meeting compare equal.
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduledbot.api.schedule import BotScheduleStatus, ValidSchedule
+from pydantic import ValidationError
+
+from scheduledbot.api.errors import SpecError
+from scheduledbot.api.joinat import JoinAtError, parse_join_at
+from scheduledbot.api.schedule import BotScheduleStatus, ValidSchedule, parse_schedule_spec
 from scheduledbot.core.model import Emit, EventType
 from scheduledbot.core.occurrences import Feed
 
@@ -34,6 +38,45 @@ class ScheduleView:
     #: Set instead of `spec` when the spec does not parse (the webhook was bypassed).
     spec_error: str | None
     status: BotScheduleStatus
+
+
+def observe_schedule(body: Mapping[str, Any], *, extra_hosts: frozenset[str]) -> ScheduleView:
+    """A BotSchedule body (as the apiserver returns it) as a `ScheduleView`; a bad spec becomes `spec_error`.
+
+    A status the operator cannot read (written by hand through the status
+    subresource) is treated as empty: it is derived again by the next pass.
+    """
+    metadata = body.get("metadata") or {}
+    spec: ValidSchedule | None = None
+    error: str | None = None
+    try:
+        spec = parse_schedule_spec(body.get("spec"), extra_hosts=extra_hosts)
+    except SpecError as invalid:
+        error = str(invalid)
+    try:
+        status = BotScheduleStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = BotScheduleStatus()
+    return ScheduleView(
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        uid=str(metadata.get("uid", "")),
+        generation=int(metadata.get("generation") or 0),
+        created_at=_time(metadata.get("creationTimestamp")),
+        deleted_at=_time(metadata.get("deletionTimestamp")) if metadata.get("deletionTimestamp") else None,
+        spec=spec,
+        spec_error=error,
+        status=status,
+    )
+
+
+def _time(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError(f"not a timestamp: {text!r}")
+    try:
+        return parse_join_at(text, field="metadata")
+    except JoinAtError as error:
+        raise ValueError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,4 +146,5 @@ __all__ = [
     "ScheduleAction",
     "SchedulePlan",
     "ScheduleView",
+    "observe_schedule",
 ]
