@@ -640,3 +640,19 @@ def test_a_schedule_is_read_from_its_body_and_a_bad_spec_is_kept_as_its_error() 
     assert view.status == BotScheduleStatus()  # unreadable: derived again by the next pass
     bad = observe_schedule({**body, "spec": {**body["spec"], "timeZone": "Mars/Olympus"}}, extra_hosts=frozenset())
     assert bad.spec is None and bad.spec_error is not None and bad.spec_error.startswith("spec.timeZone:")
+
+
+def test_a_one_off_meeting_moved_after_its_bot_ended_gets_a_new_bot() -> None:
+    # The review (one event, no recurrence) happened at 14:00 and was then moved to tomorrow.
+    sched = schedule(ICAL)
+    review = next(b for b in creates(run(sched, feed=feed_state())) if "zoom" in b["spec"]["meetingUrl"])
+    ended = observe(review, state=BotState.ENDED, ended=NOW + timedelta(hours=7))
+    later = NOW + timedelta(hours=8)
+    moved = FEED.replace("DTSTART;TZID=Europe/Berlin:20260302T140000", "DTSTART;TZID=Europe/Berlin:20260303T140000")
+    plan = run(sched, [ended], now=later, feed=feed_state(moved))
+    assert deletes(plan) == [ended.name]  # the finished child makes room (it is settled at its old time)
+    gone = ScheduleView(**{**vars_of(sched), "status": plan.status})
+    again = run(gone, [], now=later + timedelta(seconds=1), feed=feed_state(moved))
+    assert [b["spec"]["joinAt"] for b in creates(again) if b["metadata"]["name"] == ended.name] == [
+        "2026-03-03T13:00:00Z"
+    ]
