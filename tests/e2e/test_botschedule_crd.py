@@ -4,11 +4,15 @@ refuse by themselves (so they hold while the operator is down), with messages th
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from localcluster.testing import Cluster
+from scheduledbot.core.schedule_children import observe_bot
+from scheduledbot.core.schedule_model import CreateChild, FeedState, observe_schedule
+from scheduledbot.core.schedule_plan import plan_schedule
 
 URL = "https://zoom.us/j/123456789"
 
@@ -106,3 +110,27 @@ def test_a_feed_schedule_needs_no_meeting_url(cluster: Cluster, namespace: str, 
     body = manifest(cron=None, ical={"urlSecretRef": {"name": "calendar", "key": "url"}}, botTemplate={"spec": {}})
     code, stderr = apply(cluster, namespace, body)
     assert code == 0, stderr
+
+
+def test_the_status_the_planner_writes_passes_the_schema(cluster: Cluster, namespace: str, botschedules: None) -> None:
+    code, stderr = apply(cluster, namespace, manifest(cron="*/5 * * * *", horizonSeconds=86400))
+    assert code == 0, stderr
+    stored = json.loads(cluster.kubectl("get", "bsched", "standup", "-n", namespace, "-o", "json").stdout)
+    view = observe_schedule(stored, extra_hosts=frozenset())
+    now = datetime.now(UTC)
+    plan = plan_schedule(schedule=view, bots=[], now=now, feed=FeedState(feed=None))
+    children = [
+        observe_bot({**a.body, "metadata": {**a.body["metadata"], "uid": "x"}})
+        for a in plan.actions
+        if isinstance(a, CreateChild)
+    ]
+    assert len(children) == 200  # the cap
+    status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert len(status["next"]) == 10 and status["activeCount"] == 200
+    patch = json.dumps({"status": status})
+    result = cluster.kubectl(
+        "patch", "bsched", "standup", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    table = cluster.kubectl("get", "bsched", "standup", "-n", namespace).stdout.splitlines()
+    assert "cron */5 * * * *" in table[1] and "200" in table[1]
