@@ -134,3 +134,24 @@ def test_the_status_the_planner_writes_passes_the_schema(cluster: Cluster, names
     assert result.returncode == 0, result.stderr
     table = cluster.kubectl("get", "bsched", "standup", "-n", namespace).stdout.splitlines()
     assert "cron */5 * * * *" in table[1] and "200" in table[1]
+
+
+def test_a_failing_feeds_status_passes_the_schema(cluster: Cluster, namespace: str, botschedules: None) -> None:
+    body = manifest(cron=None, ical={"urlSecretRef": {"name": "calendar", "key": "url"}}, botTemplate={"spec": {}})
+    code, stderr = apply(cluster, namespace, body)
+    assert code == 0, stderr
+    stored = json.loads(cluster.kubectl("get", "bsched", "standup", "-n", namespace, "-o", "json").stdout)
+    now = datetime.now(UTC)
+    failing = FeedState(feed=None, error="HTTP 500 from calendar.example.com", attempted_at=now, failures=1)
+    plan = plan_schedule(schedule=observe_schedule(stored, extra_hosts=frozenset()), bots=[], now=now, feed=failing)
+    status = plan.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert {c["type"]: c["status"] for c in status["conditions"]}["SourceHealthy"] == "False"
+    patch = json.dumps({"status": status})
+    result = cluster.kubectl(
+        "patch", "bsched", "standup", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        cluster.kubectl("wait", "bsched/standup", "-n", namespace, "--for=condition=Stalled", "--timeout=5s").returncode
+        == 0
+    )
