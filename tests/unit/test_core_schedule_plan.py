@@ -10,7 +10,7 @@ import pytest
 
 from scheduledbot.api.models import BotState
 from scheduledbot.api.schedule import BotScheduleStatus, parse_schedule_spec
-from scheduledbot.core.model import Emit
+from scheduledbot.core.model import Emit, EventType
 from scheduledbot.core.occurrences import parse_feed
 from scheduledbot.core.schedule_children import OCCURRENCE_ANNOTATION, SCHEDULE_LABEL, BotRef, observe_bot
 from scheduledbot.core.schedule_model import (
@@ -379,7 +379,14 @@ def test_a_feed_never_read_creates_nothing_and_asks_for_a_read_now() -> None:
 
 def test_failed_reads_back_off_up_to_the_poll_interval() -> None:
     failing = FeedState(feed=None, error="timeout", attempted_at=NOW, failures=30)
-    assert run(schedule(ICAL), feed=failing).fetch_at == NOW + timedelta(seconds=300)
+    plan = run(schedule(ICAL), feed=failing)
+    assert plan.fetch_at == NOW + timedelta(seconds=300)
+    # Failing from the first read on: unhealthy (Stalled, with the reason), not merely waiting.
+    conditions = {c.type: (c.status.value, c.reason) for c in plan.status.conditions or []}
+    assert conditions["Stalled"] == ("True", "SourceUnhealthy") and conditions["Reconciling"][0] == "False"
+    assert plan.actions == (
+        Emit(type=EventType.WARNING, reason="SourceUnhealthy", message="the feed cannot be read: timeout"),
+    )
 
 
 def test_an_event_without_a_supported_link_gets_no_bot_and_is_reported() -> None:

@@ -592,10 +592,10 @@ class _Pass:
         feed = self.feed
         if self.spec.suspend:
             ready = (True, "Suspended", "suspended: no new bots; staged and running ones are kept")
+        elif feed is not None and feed.error is not None and self.is_feed:
+            ready = (False, "SourceUnhealthy", f"the feed cannot be read: {feed.error}")
         elif not self.known:
             ready = (False, "WaitingForFeed", "the feed has not been read yet")
-        elif not self.healthy:
-            ready = (False, "SourceUnhealthy", f"the feed cannot be read: {feed.error if feed else ''}")
         else:
             ready = (True, "Scheduled", "bots are created ahead of each occurrence")
         stalled = ready[1] == "SourceUnhealthy"
