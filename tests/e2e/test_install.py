@@ -140,7 +140,7 @@ def test_every_manifest_passes_the_api_servers_validation(
     assert Counter(o["kind"] for o in objects) == Counter(
         {
             "Namespace": 1,
-            "CustomResourceDefinition": 1,
+            "CustomResourceDefinition": 2,
             "ServiceAccount": 1,
             "ClusterRole": 1,
             "ClusterRoleBinding": 1,
@@ -148,6 +148,8 @@ def test_every_manifest_passes_the_api_servers_validation(
             "Service": 2,
             "ServiceMonitor": 1,
             "ScheduledBot": 3,
+            "BotSchedule": 2,
+            "Secret": 1,
         }
     )
     # PodSecurity checks a Deployment's Pod template only against the namespace's real labels.

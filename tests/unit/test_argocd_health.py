@@ -21,6 +21,8 @@ from scheduledbot.api.models import BotState
 ARGOCD = Path(__file__).resolve().parents[2] / "manifests" / "argocd"
 SCRIPT = (ARGOCD / "health.lua").read_text()
 CM_KEY = "resource.customizations.health.meetingbots.dev_ScheduledBot"
+SCHEDULE_SCRIPT = (ARGOCD / "botschedule_health.lua").read_text()
+SCHEDULE_CM_KEY = "resource.customizations.health.meetingbots.dev_BotSchedule"
 
 _SANDBOX = """
 local script, obj = ...
@@ -38,10 +40,10 @@ return hs.status, hs.message
 """
 
 
-def health(obj: dict[str, Any]) -> tuple[str, str]:
+def health(obj: dict[str, Any], script: str = SCRIPT) -> tuple[str, str]:
     lua = lupa.lua51.LuaRuntime()
     run = lua.execute(f"return function(...) {_SANDBOX} end")
-    status, message = run(SCRIPT, lua.table_from(obj, recursive=True))
+    status, message = run(script, lua.table_from(obj, recursive=True))
     return str(status), str(message)
 
 
@@ -164,7 +166,78 @@ def test_the_argocd_cm_patch_embeds_exactly_health_lua() -> None:
         "argocd-cm",
         "argocd",
     )
-    assert patch["data"] == {CM_KEY: SCRIPT}, (
-        "manifests/argocd/argocd-cm.yaml must embed manifests/argocd/health.lua verbatim; "
-        "paste health.lua, indented by 4 spaces, under the key"
+    assert patch["data"] == {CM_KEY: SCRIPT, SCHEDULE_CM_KEY: SCHEDULE_SCRIPT}, (
+        "manifests/argocd/argocd-cm.yaml must embed manifests/argocd/health.lua and botschedule_health.lua "
+        "verbatim; paste each, indented by 4 spaces, under its key"
     )
+
+
+# --- BotSchedule ---------------------------------------------------------------------------------
+
+
+def schedule(
+    ready: str | None = "True",
+    *,
+    stalled: str = "False",
+    reason: str = "Scheduled",
+    message: str = "bots are created ahead of each occurrence",
+    generation: int = 1,
+    observed: int | None = 1,
+    next_time: str | None = "2030-01-07T08:00:00Z",
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "meetingbots.dev/v1alpha1",
+        "kind": "BotSchedule",
+        "metadata": {"name": "weekly-sync", "namespace": "team", "generation": generation},
+        "spec": {"timeZone": "Europe/Berlin", "cron": "0 9 * * 1"},
+    }
+    if ready is None:
+        return obj
+    conditions = [
+        {"type": kind, "status": value, "reason": reason, "message": message}
+        for kind, value in (("Ready", ready), ("Reconciling", "False"), ("Stalled", stalled))
+    ]
+    obj["status"] = {"conditions": conditions, "observedGeneration": observed}
+    if next_time is not None:
+        obj["status"]["next"] = [{"time": next_time, "name": "weekly-sync-1893916800"}]
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param(
+            schedule(),
+            ("Healthy", "bots are created ahead of each occurrence; next: 2030-01-07T08:00:00Z"),
+            id="planned",
+        ),
+        pytest.param(
+            schedule(reason="Suspended", message="suspended", next_time=None),
+            ("Healthy", "suspended"),
+            id="suspended is Healthy: Suspended would hold every sync",
+        ),
+        pytest.param(
+            schedule("False", stalled="True", reason="SourceUnhealthy", message="the feed cannot be read: HTTP 500"),
+            ("Degraded", "SourceUnhealthy: the feed cannot be read: HTTP 500"),
+            id="a feed that fails",
+        ),
+        pytest.param(
+            schedule("False", stalled="True", reason="InvalidSpec", message="spec.cron: bad"),
+            ("Degraded", "InvalidSpec: spec.cron: bad"),
+            id="an invalid spec",
+        ),
+        pytest.param(
+            schedule("False", reason="WaitingForFeed", message="the feed has not been read yet"),
+            ("Progressing", "the feed has not been read yet"),
+            id="the first read",
+        ),
+        pytest.param(schedule(None), ("Progressing", "waiting for the operator to plan the schedule"), id="new"),
+        pytest.param(
+            schedule(generation=2, observed=1),
+            ("Progressing", "waiting for the operator to act on the new spec (generation 2)"),
+            id="an edit not yet planned",
+        ),
+    ],
+)
+def test_botschedule_health(obj: dict[str, Any], expected: tuple[str, str]) -> None:
+    assert health(obj, SCHEDULE_SCRIPT) == expected

@@ -1,4 +1,4 @@
-"""The committed CRD is the models' CRD, and it is one the apiserver accepts:
+"""The committed CRDs are the models' CRDs, and ones the apiserver accepts:
 structural, bounded, with the CEL rules and columns the design asks for."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from scheduledbot.api.crd import ROOT_RULES, build_crd, render_crd, structural_schema
+from scheduledbot.api.crd import BOT_SCHEDULE, KINDS, ROOT_RULES, CrdKind, build_crd, render_crd, structural_schema
 from scheduledbot.api.joinat import JOIN_AT_PATTERN
 from scheduledbot.api.models import RESCHEDULABLE_STATES, ScheduledBotSpec, ScheduledBotStatus
+from scheduledbot.api.schedule import BotScheduleSpec, BotScheduleStatus, BotTemplateSpec
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "meetingbots.dev_scheduledbots.yaml"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRD_FILE = CRDS / "meetingbots.dev_scheduledbots.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +31,17 @@ def schema(crd: dict[str, Any]) -> dict[str, Any]:
     return root
 
 
-def test_crd_matches_models() -> None:
-    assert CRD_FILE.read_text() == render_crd(), (
-        f"{CRD_FILE.name} is out of date with scheduledbot.api.models: run `make crds` and commit the result"
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.names.kind)
+def test_crd_matches_models(kind: CrdKind) -> None:
+    path = CRDS / kind.file_name
+    assert path.exists() and path.read_text() == render_crd(kind), (
+        f"{path.name} is out of date with {kind.spec.__module__}: run `make crds` and commit the result"
     )
 
 
-def test_the_rendered_yaml_is_the_built_crd() -> None:
-    assert yaml.safe_load(render_crd()) == build_crd()
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.names.kind)
+def test_the_rendered_yaml_is_the_built_crd(kind: CrdKind) -> None:
+    assert yaml.safe_load(render_crd(kind)) == build_crd(kind)
 
 
 def test_the_crd_names_the_resource_as_the_design_does(crd: dict[str, Any]) -> None:
@@ -185,3 +190,95 @@ class _Union(BaseModel):
 def test_the_generator_refuses_what_the_apiserver_would(model: type[BaseModel], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         structural_schema(model, path="x")
+
+
+# --- BotSchedule -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def schedule_crd() -> dict[str, Any]:
+    return build_crd(BOT_SCHEDULE)
+
+
+@pytest.fixture(scope="module")
+def schedule_schema(schedule_crd: dict[str, Any]) -> dict[str, Any]:
+    root: dict[str, Any] = schedule_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
+
+
+def test_the_botschedule_crd_names_the_resource(schedule_crd: dict[str, Any]) -> None:
+    spec = schedule_crd["spec"]
+    assert schedule_crd["metadata"]["name"] == "botschedules.meetingbots.dev"
+    assert (spec["group"], spec["scope"]) == ("meetingbots.dev", "Namespaced")
+    assert spec["names"] == {
+        "kind": "BotSchedule",
+        "listKind": "BotScheduleList",
+        "plural": "botschedules",
+        "singular": "botschedule",
+        "shortNames": ["bsched"],
+        "categories": ["meetingbots"],
+    }
+    [version] = spec["versions"]
+    assert (version["name"], version["subresources"]) == ("v1alpha1", {"status": {}})
+
+
+def test_the_botschedule_printer_columns(schedule_crd: dict[str, Any]) -> None:
+    columns = {
+        column["name"]: (column["type"], column["jsonPath"])
+        for column in schedule_crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
+    assert columns == {
+        "Source": ("string", ".status.source"),
+        "Time Zone": ("string", ".spec.timeZone"),
+        "Next": ("string", ".status.next[0].time"),
+        "Active": ("integer", ".status.activeCount"),
+        "Last": ("date", ".status.lastScheduleTime"),
+        "Suspended": ("boolean", ".spec.suspend"),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+
+
+def test_the_botschedule_schema_is_structural_bounded_and_described(schedule_schema: dict[str, Any]) -> None:
+    for path, node in _nodes(schedule_schema, ""):
+        assert not {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title"} & node.keys(), path
+        assert "type" in node, path
+        if node["type"] == "string" and path not in (".apiVersion", ".kind"):
+            assert "maxLength" in node, f"{path} is an unbounded string"
+        if node["type"] == "array":
+            assert "maxItems" in node, f"{path} is an unbounded list"
+        if node["type"] == "object" and isinstance(node.get("additionalProperties"), dict):
+            assert "maxProperties" in node, f"{path} is an unbounded map"
+        if path.startswith((".spec", ".status")) and not path.endswith(("[]", ".*")):
+            assert node.get("description"), f"{path} has no description for kubectl explain"
+
+
+def test_the_template_is_a_scheduled_bot_spec_without_join_at(schedule_schema: dict[str, Any]) -> None:
+    template = schedule_schema["properties"]["spec"]["properties"]["botTemplate"]["properties"]["spec"]
+    bot = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert set(template["properties"]) == set(bot["properties"]) - {"joinAt"}
+    assert "required" not in template  # meetingUrl: required for cron and rrule only, by a rule on spec
+    # The same limits and rules as ScheduledBot's own fields, the description aside.
+    for name, node in template["properties"].items():
+        assert {k: v for k, v in node.items() if k != "description"} == {
+            k: v for k, v in bot["properties"][name].items() if k != "description"
+        }, name
+    assert {field.alias for field in BotTemplateSpec.model_fields.values()} == set(template["properties"])
+
+
+def test_the_botschedule_schema_lists_every_model_field(schedule_schema: dict[str, Any]) -> None:
+    for part, model in (("spec", BotScheduleSpec), ("status", BotScheduleStatus)):
+        aliases = {field.alias for field in model.model_fields.values()}
+        assert set(schedule_schema["properties"][part]["properties"]) == aliases
+
+
+def test_the_botschedule_rules_that_need_no_clock_are_cel(schedule_schema: dict[str, Any]) -> None:
+    spec = schedule_schema["properties"]["spec"]
+    rules = [rule["rule"] for rule in spec["x-kubernetes-validations"]]
+    assert any("has(self.cron)" in rule and "== 1" in rule for rule in rules)  # exactly one source
+    assert "has(self.ical) || has(self.botTemplate.spec.meetingUrl)" in rules
+    assert spec["properties"]["timeZone"]["x-kubernetes-validations"][0]["rule"].startswith("self.matches(")
+    assert spec["properties"]["cron"]["x-kubernetes-validations"][0]["rule"].startswith("self.matches(")
+    assert spec["properties"]["horizonSeconds"]["maximum"] == 28 * 86400
+    assert spec["required"] == ["timeZone", "botTemplate"]
+    [name_rule] = schedule_schema["x-kubernetes-validations"]
+    assert name_rule["rule"] == "self.metadata.name.size() <= 52"

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
+from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
 from scheduledbot.runtime import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +72,7 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert kinds == sorted(
         [
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -82,10 +85,15 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
 
 
-def test_the_kustomize_crd_is_a_copy_of_crds() -> None:
-    assert (MANIFESTS / "crd" / CRD).read_text() == (ROOT / "crds" / CRD).read_text(), (
-        "manifests/crd/ must hold the CRD of crds/: run `make crds`"
+@pytest.mark.parametrize("name", [CRD, "meetingbots.dev_botschedules.yaml"])
+def test_the_kustomize_crd_is_a_copy_of_crds(name: str) -> None:
+    assert (MANIFESTS / "crd" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+        "manifests/crd/ must hold the CRDs of crds/: run `make crds`"
     )
+
+
+def test_crds_holds_exactly_the_generated_kinds() -> None:
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(kind.file_name for kind in KINDS)
 
 
 # --- RBAC --------------------------------------------------------------------------------
@@ -266,6 +274,17 @@ def test_each_sample_is_a_valid_scheduled_bot_of_its_platform(sample: str, platf
     bot = one(f"samples/{sample}", "ScheduledBot")
     assert bot["apiVersion"] == "meetingbots.dev/v1alpha1"
     assert parse_spec(bot["spec"], extra_hosts=frozenset()).platform is platform
+
+
+@pytest.mark.parametrize("sample", ["weekly_sync.yaml", "calendar.yaml"])
+def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
+    schedule = one(f"samples/{sample}", "BotSchedule")
+    assert schedule["apiVersion"] == "meetingbots.dev/v1alpha1"
+    valid = parse_schedule_spec(schedule["spec"], extra_hosts=frozenset())
+    if valid.kind is SourceKind.ICAL:
+        secret = one(f"samples/{sample}", "Secret")
+        ref = schedule["spec"]["ical"]["urlSecretRef"]
+        assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
 
 
 def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:

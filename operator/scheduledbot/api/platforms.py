@@ -23,10 +23,11 @@ or backslashes are refused: Python and browsers disagree on where the host of
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from scheduledbot.api.errors import FieldError, FieldValueError, quote_value
 
@@ -159,3 +160,53 @@ def _lower(hosts: frozenset[str]) -> frozenset[str]:
 
 def _error(url: str, problem: str) -> MeetingUrlError:
     return MeetingUrlError(FieldError(_FIELD, f"{quote_value(url)} {problem}"))
+
+
+#: Query parameters that change which Zoom meeting (or whether its passcode is given); the rest are tracking.
+_ZOOM_KEPT_PARAMETERS: Final = frozenset({"pwd", "tk"})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+# Every pass over a schedule compares each occurrence with the namespace's bots: the same few links, many times.
+@functools.lru_cache(maxsize=4096)
+def normalize_meeting_url(url: str) -> str:
+    """`url` in a canonical form, so that equivalent links of one meeting compare equal.
+
+    For comparison only (duplicate detection), never to join with: the scheme and
+    host are lower-cased, default ports, fragments, trailing slashes and
+    percent-encoding differences dropped; a Zoom link keeps only its meeting id
+    and passcode on the bare zoom.us / zoomgov.com host (us02web.zoom.us is the
+    same meeting); a Meet link keeps only its lower-cased code. Raises
+    `MeetingUrlError` for what `detect_platform` refuses as unsafe.
+    """
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    path = unquote(parts.path).rstrip("/")
+    query = sorted(parse_qsl(parts.query, keep_blank_values=True))
+    rule = next((rule for rule in _RULES if rule.owns(host)), None)
+    if rule is not None and rule.platform is Platform.ZOOM:
+        netloc = "zoomgov.com" if host == "zoomgov.com" or host.endswith(".zoomgov.com") else "zoom.us"
+        query = [(key, value) for key, value in query if key.lower() in _ZOOM_KEPT_PARAMETERS]
+    elif rule is not None and rule.platform is Platform.GOOGLE_MEET:
+        path, query = path.lower(), []
+    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+
+
+# Links in free text (an event's LOCATION or DESCRIPTION) end at whitespace, quotes or angle brackets.
+_LINK: Final = re.compile(r"""https?://[^\s<>"'\\]+""", re.IGNORECASE)
+_TRAILING: Final = ".,;:!?)]}"
+
+
+def find_meeting_url(text: str, *, extra_hosts: frozenset[str] = frozenset()) -> str | None:
+    """The first link in `text` that is a meeting link of a supported platform (or an allowed host)."""
+    for match in _LINK.finditer(text):
+        candidate = match.group(0).rstrip(_TRAILING)
+        try:
+            detect_platform(candidate, extra_hosts=extra_hosts)
+        except MeetingUrlError:
+            continue
+        return candidate
+    return None

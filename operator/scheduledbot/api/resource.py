@@ -1,4 +1,4 @@
-"""The ScheduledBot resource's identity: group, version, names.
+"""The resources' identity: group, version, names (ScheduledBot, BotSchedule).
 
 Kept apart from the CRD generator so that the runtime can name the resource
 (kopf handlers, API calls) without importing the generator.
@@ -6,6 +6,7 @@ Kept apart from the CRD generator so that the runtime can name the resource
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 GROUP: Final = "meetingbots.dev"
@@ -18,3 +19,29 @@ SINGULAR: Final = "scheduledbot"
 SHORT_NAMES: Final = ("sbot",)
 CATEGORIES: Final = ("meetingbots",)
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Names:
+    """One kind of the group: what the CRD's `names` and the API paths need."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    categories: tuple[str, ...] = CATEGORIES
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+SCHEDULED_BOT: Final = Names(kind=KIND, plural=PLURAL, short_names=SHORT_NAMES)
+BOT_SCHEDULE: Final = Names(kind="BotSchedule", plural="botschedules", short_names=("bsched",))
