@@ -41,8 +41,7 @@ run: venv ## run the operator against the current kubeconfig
 	$(VENV)/bin/scheduledbot-operator
 
 crds: venv ## regenerate crds/ and its kustomize copy in manifests/crd/ from the pydantic models
-	$(PY) -m scheduledbot.api.crd > crds/meetingbots.dev_scheduledbots.yaml
-	cp crds/meetingbots.dev_scheduledbots.yaml manifests/crd/meetingbots.dev_scheduledbots.yaml
+	$(PY) -m scheduledbot.api.crd crds manifests/crd
 
 install: ## apply the CRD to the current kubeconfig's cluster
 	kubectl apply --server-side -f crds/

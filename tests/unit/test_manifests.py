@@ -19,7 +19,6 @@ from scheduledbot.runtime import config
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-CRD = "meetingbots.dev_scheduledbots.yaml"
 
 Obj = dict[str, Any]
 
@@ -70,6 +69,7 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert kinds == sorted(
         [
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -82,10 +82,13 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
     assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
 
 
-def test_the_kustomize_crd_is_a_copy_of_crds() -> None:
-    assert (MANIFESTS / "crd" / CRD).read_text() == (ROOT / "crds" / CRD).read_text(), (
-        "manifests/crd/ must hold the CRD of crds/: run `make crds`"
-    )
+def test_the_kustomize_crds_are_copies_of_crds() -> None:
+    copies = sorted(p.name for p in (MANIFESTS / "crd").glob("*.yaml") if p.name != "kustomization.yaml")
+    assert copies == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    for name in copies:
+        assert (MANIFESTS / "crd" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+            "manifests/crd/ must hold the CRDs of crds/: run `make crds`"
+        )
 
 
 # --- RBAC --------------------------------------------------------------------------------
