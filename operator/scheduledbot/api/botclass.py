@@ -159,3 +159,30 @@ def parse_bot_class(body: Mapping[str, Any]) -> ValidBotClass:
         max_duration_seconds=limits.max_duration_seconds,
         max_staging_lead_seconds=limits.max_staging_lead_seconds,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokenClass:
+    """A BotClass that exists but fails its checks: bots naming it are refused, with its problems."""
+
+    name: str
+    is_default: bool
+    problems: tuple[str, ...]
+
+
+def load_bot_class(body: Mapping[str, Any]) -> ValidBotClass | BrokenClass:
+    """`parse_bot_class`, with a class that fails its checks kept as a `BrokenClass` instead of raised."""
+    try:
+        return parse_bot_class(body)
+    except SpecError as error:
+        meta = _object(body.get("metadata"))
+        annotations = _object(meta.get("annotations"))
+        return BrokenClass(
+            name=str(meta.get("name") or ""),
+            is_default=annotations.get(DEFAULT_CLASS_ANNOTATION) == "true",
+            problems=error.messages,
+        )
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
