@@ -23,6 +23,7 @@ new call without its permission, or a permission no call uses, fails a test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -279,12 +280,24 @@ class Kube:
 
     @needs(_ours(BOT_CLASS_PLURAL, "list"))
     async def list_bot_classes(self) -> list[dict[str, Any]]:
-        """Every BotClass, so that the webhook knows them all before it answers its first review."""
-        listed = await _send(
-            self._custom.list_cluster_custom_object(GROUP, VERSION, BOT_CLASS_PLURAL, _preload_content=False)
-        )
-        assert listed is not None
-        return list(listed.get("items") or [])
+        """Every BotClass, so that the webhook knows them all before it answers its first review.
+
+        A CRD established a moment ago answers 429 "storage is (re)initializing" for about
+        a second: that is waited out, a few times, growing; anything else is raised.
+        """
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            try:
+                listed = await _send(
+                    self._custom.list_cluster_custom_object(GROUP, VERSION, BOT_CLASS_PLURAL, _preload_content=False)
+                )
+            except ApiError as error:
+                if error.status != 429 or delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            assert listed is not None
+            return list(listed.get("items") or [])
+        raise AssertionError("unreachable")
 
     @needs(Permission("authorization.k8s.io", "localsubjectaccessreviews", "create"))
     async def may(
