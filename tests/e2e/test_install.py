@@ -147,6 +147,7 @@ def test_every_manifest_passes_the_api_servers_validation(
             "Service": 2,
             "ServiceMonitor": 1,
             "ScheduledBot": 3,
+            "ValidatingWebhookConfiguration": 1,
         }
     )
     # PodSecurity checks a Deployment's Pod template only against the namespace's real labels.
@@ -186,14 +187,18 @@ def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standar
 
 @pytest.fixture
 def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterator[Path]:
-    """A kubeconfig with the token of manifests/rbac/'s ServiceAccount, in the test's namespace.
+    """A kubeconfig with the token of manifests/rbac/'s ServiceAccount, in the test's namespace,
+    and manifests/webhook/'s configuration installed, as `make deploy` installs both.
 
-    The ClusterRole and its binding are cluster-wide objects, so this test's copies get
-    their own names, and the role's webhook rule names this test's webhook
-    configuration; every rule is otherwise the manifest's.
+    The ClusterRole, its binding and the webhook configuration are cluster-wide objects,
+    so this test's copies get their own names, the role's webhook rule names this test's
+    configuration, and the configuration selects only this namespace and calls the
+    operator by URL (`point_webhook`, once its port is known); every rule is otherwise
+    the manifest's.
     """
-    objects = render(cluster, tmp_path, namespace, "rbac")
+    objects = render(cluster, tmp_path, namespace, "rbac", "webhook")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
+    configuration = find(objects, "ValidatingWebhookConfiguration")
     own = f"scheduledbot-operator-{namespace}"
     webhook_config = f"scheduledbot-test-{namespace}"  # what Operator.start() passes
     manifest_rules = json.loads(json.dumps(role["rules"]))
@@ -204,12 +209,16 @@ def restricted_kubeconfig(cluster: Any, namespace: str, crd: None, tmp_path: Pat
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
     ]
+    configuration["metadata"]["name"] = webhook_config
+    for webhook in configuration["webhooks"]:
+        webhook["clientConfig"] = {"url": "https://127.0.0.1:1/validate"}
+        webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     try:
         cluster.kubectl(
             "apply",
             "-f",
             "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding]}),
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding, configuration]}),
         )
         token = cluster.kubectl(
             "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
@@ -247,13 +256,26 @@ def restricted_operator(
     """The operator as tests/e2e/conftest.py runs it, but with the restricted kubeconfig; not started."""
     host = bots.meeting_server.base_url.split("://", 1)[1]
     operator = Operator(
-        kubeconfig=restricted_kubeconfig, namespace=bots.namespace, extra_hosts=host, log_path=tmp_path / "operator.log"
+        kubeconfig=restricted_kubeconfig,
+        namespace=bots.namespace,
+        extra_hosts=host,
+        log_path=tmp_path / "operator.log",
+        args=["--webhook-configuration=patch"],
     )
     yield operator
     operator.stop()
     report = getattr(request.node, "report_call", None)  # set by tests/conftest.py
     if report is not None and report.failed:
         print(f"\n----- operator log -----\n{operator.log()}")
+
+
+def point_webhook(cluster: Any, operator: Operator) -> None:
+    """Aim the installed configuration at the operator's port (a Service does this in a cluster)."""
+    url = f"https://127.0.0.1:{operator.webhook_port}/validate"
+    current = webhook_configuration(cluster, operator)
+    assert current is not None
+    patch = {"webhooks": [{"name": w["name"], "clientConfig": {"url": url}} for w in current["webhooks"]]}
+    cluster.kubectl("patch", "validatingwebhookconfiguration", operator.webhook_config, "-p", json.dumps(patch))
 
 
 def webhook_configuration(cluster: Any, operator: Operator) -> Obj | None:
@@ -272,7 +294,10 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
 ) -> None:
     operator = restricted_operator
     operator.start()
-    assert webhook_configuration(cluster, operator) is not None, "it creates its webhook configuration"
+    installed = webhook_configuration(cluster, operator)
+    assert installed is not None
+    assert all(w["clientConfig"].get("caBundle") for w in installed["webhooks"]), "it sets the installed CA"
+    point_webhook(cluster, operator)
 
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=8))
     # Staged at once, then moved beyond its lead: the operator deletes the Pod itself
@@ -291,8 +316,11 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     assert FINALIZER not in (bots.get("standup")["metadata"].get("finalizers") or [])
     assert {"Scheduled", "Staged", "Joined", "Ended"} <= {e["reason"] for e in bots.events("standup")}
 
+    # Refused by the webhook, as the operator's own RBAC allows: the webhook answered.
+    past = bots.apply(bots.manifest("past", join_at="2020-01-01T00:00:00Z"), check=False)
+    assert past.returncode != 0 and "spec.joinAt cannot be in the past" in past.stderr, past.stderr
     operator.stop()
-    assert webhook_configuration(cluster, operator) is None, "it deletes its webhook configuration when it stops"
+    assert webhook_configuration(cluster, operator) is not None, "the installed configuration stays installed"
     assert_never_denied(operator)
 
 
@@ -303,10 +331,12 @@ def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_w
     operator.start()
     before = webhook_configuration(cluster, operator)
     assert before is not None
+    point_webhook(cluster, operator)
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=10))
     bots.wait_state("standup", "staged", timeout=15)
-    operator.kill()  # no cleanup: the configuration stays behind, as after a crash
+    operator.kill()  # no cleanup, as after a crash
     operator.start()
+    point_webhook(cluster, operator)
 
     # The join signal and the state reports need the token, which only the Secret holds now.
     joined = bots.wait_state("standup", "joined", timeout=30)

@@ -199,6 +199,13 @@ class FakeKube:
         self.calls.append(("may", (user, namespace, verb, resource, name)))
         return (verb, resource, name) in self.allowed
 
+    async def read_bot_class(self, name: str) -> dict[str, Any] | None:
+        self.calls.append(("read_bot_class", name))
+        if name != "fresh":
+            return None
+        spec = {"allowedPlatforms": ["google_meet"]}
+        return {"apiVersion": "meetingbots.dev/v1alpha1", "kind": "BotClass", "metadata": {"name": name}, "spec": spec}
+
     async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
         self.calls.append(("create_pod", (namespace, body["metadata"]["namespace"], dry_run)))
         if self.dry_run is not None:
@@ -304,3 +311,16 @@ async def test_reviews_of_other_kinds_are_refused_and_deletes_pass() -> None:
     other = request(kind={"group": "", "version": "v1", "kind": "Secret"})
     assert await decide(kube, other) == Decision(False, "this webhook reviews ScheduledBots of meetingbots.dev only")
     assert await decide(kube, request(operation="DELETE")) == Decision(True)
+
+
+async def test_a_class_created_a_moment_ago_is_read_once_and_then_known() -> None:
+    kube = FakeKube()
+    reviewer = Reviewer(settings=settings(), kube=kube, classes=ClassCatalog())  # type: ignore[arg-type]
+    for _ in range(2):
+        decision = await reviewer.review(request(bot(botClassName="fresh")), authenticated=False)
+        assert decision == Decision(
+            False, 'spec.meetingUrl: zoom meetings are not allowed by BotClass "fresh" (google_meet)'
+        )
+    assert kube.calls == [("read_bot_class", "fresh")]
+    missing = await reviewer.review(request(bot(botClassName="gone")), authenticated=False)
+    assert missing == Decision(False, 'spec.botClassName: BotClass "gone" does not exist')

@@ -299,6 +299,14 @@ class Kube:
             return list(listed.get("items") or [])
         raise AssertionError("unreachable")
 
+    @needs(_ours(BOT_CLASS_PLURAL, "get"))
+    async def read_bot_class(self, name: str) -> dict[str, Any] | None:
+        """One BotClass, for a review that names a class the watch has not brought yet."""
+        return await _send(
+            self._custom.get_cluster_custom_object(GROUP, VERSION, BOT_CLASS_PLURAL, name, _preload_content=False),
+            missing=(404,),
+        )
+
     @needs(Permission("authorization.k8s.io", "localsubjectaccessreviews", "create"))
     async def may(
         self,

@@ -79,6 +79,9 @@ class ClassCatalog:
     def snapshot(self) -> Mapping[str, ValidBotClass | BrokenClass]:
         return dict(self._classes)
 
+    def knows(self, name: str) -> bool:
+        return name in self._classes
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -109,6 +112,7 @@ class Reviewer:
         if ratchets(operation=request.operation, spec=body.get("spec"), old_spec=old.get("spec"), deleting=deleting):
             return Decision(True)
         spec = body.get("spec")
+        await self._learn_class(spec)
         settings = self._settings
         assessment = assess(
             operation=request.operation,
@@ -137,6 +141,19 @@ class Reviewer:
         if refusals:
             return Decision(False, _bounded("; ".join(refusals)))
         return Decision(True)
+
+    async def _learn_class(self, spec: Any) -> None:
+        """Read a named class the watch has not brought yet (created a moment ago, with its bots)."""
+        name = spec.get("botClassName") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or not name or self._classes.knows(name):
+            return
+        try:
+            found = await self._kube.read_bot_class(name)
+        except ApiError as error:
+            log.warning("could not read BotClass %r: %s", name, error)
+            return
+        if found is not None:
+            self._classes.event("ADDED", found)
 
     async def _may(self, request: AdmissionRequest, check: AccessCheck) -> bool:
         user = request.user_info
