@@ -77,7 +77,12 @@ def cluster() -> Iterator[Cluster]:
     result = _localcluster("up", timeout=300)
     if result.returncode != 0:
         pytest.fail(f"`python -m localcluster up` failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
-    yield Cluster()
+    cluster = Cluster()
+    # Operators the tests start (subprocesses) authenticate the apiserver as their webhook caller.
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cluster.operator_environment().items():
+            patch.setenv(name, value)
+        yield cluster
     if not was_running:
         _localcluster("down", timeout=120)
 

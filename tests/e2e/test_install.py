@@ -150,6 +150,7 @@ def test_every_manifest_passes_the_api_servers_validation(
             "ScheduledBot": 3,
             "BotSchedule": 2,
             "Secret": 1,
+            "ValidatingWebhookConfiguration": 1,
         }
     )
     # PodSecurity checks a Deployment's Pod template only against the namespace's real labels.
@@ -189,14 +190,18 @@ def test_the_operators_pod_is_admitted_under_the_restricted_pod_security_standar
 
 @pytest.fixture
 def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path: Path) -> Iterator[Path]:
-    """A kubeconfig with the token of manifests/rbac/'s ServiceAccount, in the test's namespace.
+    """A kubeconfig with the token of manifests/rbac/'s ServiceAccount, in the test's namespace,
+    and manifests/webhook/'s configuration installed, as `make deploy` installs both.
 
-    The ClusterRole and its binding are cluster-wide objects, so this test's copies get
-    their own names, and the role's webhook rule names this test's webhook
-    configuration; every rule is otherwise the manifest's.
+    The ClusterRole, its binding and the webhook configuration are cluster-wide objects,
+    so this test's copies get their own names, the role's webhook rule names this test's
+    configuration, and the configuration selects only this namespace and calls the
+    operator by URL (`point_webhook`, once its port is known); every rule is otherwise
+    the manifest's.
     """
-    objects = render(cluster, tmp_path, namespace, "rbac")
+    objects = render(cluster, tmp_path, namespace, "rbac", "webhook")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
+    configuration = find(objects, "ValidatingWebhookConfiguration")
     own = f"scheduledbot-operator-{namespace}"
     webhook_config = default_webhook_config([namespace])  # the name the e2e operator registers
     manifest_rules = json.loads(json.dumps(role["rules"]))
@@ -207,12 +212,16 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
     ]
+    configuration["metadata"]["name"] = webhook_config
+    for webhook in configuration["webhooks"]:
+        webhook["clientConfig"] = {"url": "https://127.0.0.1:1/validate"}
+        webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     try:
         cluster.kubectl(
             "apply",
             "-f",
             "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding]}),
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding, configuration]}),
         )
         token = cluster.kubectl(
             "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
@@ -245,8 +254,17 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
 
 @pytest.fixture
 def restricted_operator(restricted_kubeconfig: Path, make_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
-    """The e2e operator, but with the restricted kubeconfig; not started."""
-    return make_operator(kubeconfig=restricted_kubeconfig, start=False)
+    """The e2e operator, but with the restricted kubeconfig and the installed webhook configuration; not started."""
+    return make_operator(kubeconfig=restricted_kubeconfig, args=["--webhook-configuration=patch"], start=False)
+
+
+def point_webhook(cluster: Cluster, operator: OperatorProcess) -> None:
+    """Aim the installed configuration at the operator's port (a Service does this in a cluster)."""
+    url = f"https://127.0.0.1:{operator.webhook_port}/validate"
+    current = operator.webhook_configuration()
+    assert current is not None
+    patch = {"webhooks": [{"name": w["name"], "clientConfig": {"url": url}} for w in current["webhooks"]]}
+    cluster.kubectl("patch", "validatingwebhookconfiguration", operator.webhook_config, "-p", json.dumps(patch))
 
 
 def assert_never_denied(operator: OperatorProcess) -> None:
@@ -260,7 +278,10 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
 ) -> None:
     operator = restricted_operator
     operator.start()
-    assert operator.webhook_configuration() is not None, "it creates its webhook configuration"
+    installed = operator.webhook_configuration()
+    assert installed is not None
+    assert all(w["clientConfig"].get("caBundle") for w in installed["webhooks"]), "it sets the installed CA"
+    point_webhook(cluster, operator)
 
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=8))
     # Staged at once, then moved beyond its lead: the operator deletes the Pod itself
@@ -279,22 +300,27 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     assert FINALIZER not in (bots.get("standup")["metadata"].get("finalizers") or [])
     assert {"Scheduled", "Staged", "Joined", "Ended"} <= {e["reason"] for e in bots.events("standup")}
 
+    # Refused by the webhook, as the operator's own RBAC allows: the webhook answered.
+    past = bots.apply(bots.manifest("past", join_at="2020-01-01T00:00:00Z"), check=False)
+    assert past.returncode != 0 and "spec.joinAt cannot be in the past" in past.stderr, past.stderr
     operator.stop()
-    assert operator.webhook_configuration() is None, "it deletes its webhook configuration when it stops"
+    assert operator.webhook_configuration() is not None, "the installed configuration stays installed"
     assert_never_denied(operator)
 
 
 def test_a_restarted_operator_reads_the_token_back_and_replaces_its_webhook_ca_with_only_its_rbac(
-    namespace: str, bots: Bots, restricted_operator: OperatorProcess
+    cluster: Cluster, namespace: str, bots: Bots, restricted_operator: OperatorProcess
 ) -> None:
     operator = restricted_operator
     operator.start()
     before = operator.webhook_configuration()
     assert before is not None
+    point_webhook(cluster, operator)
     bots.apply(bots.manifest("standup", join_at=soon(15), lead=10))
     bots.wait_state("standup", "staged", timeout=15)
-    operator.kill()  # no cleanup: the configuration stays behind, as after a crash
+    operator.kill()  # no cleanup, as after a crash
     operator.start()
+    point_webhook(cluster, operator)
 
     # The join signal and the state reports need the token, which only the Secret holds now.
     joined = bots.wait_state("standup", "joined", timeout=30)

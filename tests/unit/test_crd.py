@@ -11,8 +11,19 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from scheduledbot.api.crd import BOT_SCHEDULE, KINDS, ROOT_RULES, CrdKind, build_crd, render_crd, structural_schema
+from scheduledbot.api.botclass import BotClassSpec
+from scheduledbot.api.crd import (
+    BOT_CLASS,
+    BOT_SCHEDULE,
+    KINDS,
+    ROOT_RULES,
+    CrdKind,
+    build_crd,
+    render_crd,
+    structural_schema,
+)
 from scheduledbot.api.joinat import JOIN_AT_PATTERN
+from scheduledbot.api.limits import UNSAFE_CHARACTER_CLASS_RE2
 from scheduledbot.api.models import RESCHEDULABLE_STATES, ScheduledBotSpec, ScheduledBotStatus
 from scheduledbot.api.schedule import BotScheduleSpec, BotScheduleStatus, BotTemplateSpec
 
@@ -90,7 +101,9 @@ def _nodes(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any
         yield from _nodes(node["additionalProperties"], f"{path}.*")
 
 
-def test_the_schema_is_structural_and_bounded(schema: dict[str, Any]) -> None:
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.names.kind)
+def test_the_schema_is_structural_and_bounded(kind: CrdKind) -> None:
+    schema = build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _nodes(schema, ""):
         assert not {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title"} & node.keys(), path
         assert "type" in node, f"{path} has no type"
@@ -117,10 +130,35 @@ def test_the_schema_lists_every_model_field(schema: dict[str, Any]) -> None:
 
 def test_only_the_pass_through_objects_keep_unknown_fields(schema: dict[str, Any]) -> None:
     keeping = [path for path, node in _nodes(schema, "") if node.get("x-kubernetes-preserve-unknown-fields")]
-    assert keeping == [".spec.botConfig", ".spec.template"]
-    for path in keeping:
-        node = schema["properties"]["spec"]["properties"][path.rsplit(".", 1)[1]]
-        assert node["type"] == "object"
+    assert keeping == [
+        ".spec.botConfig",
+        ".spec.template",
+        ".spec.template.metadata",
+        ".spec.template.spec",
+        ".spec.template.spec.containers[]",
+        ".spec.template.spec.initContainers[]",
+    ]
+    assert all(node["type"] == "object" for path, node in _nodes(schema, "") if path in keeping)
+
+
+def test_a_template_is_shaped_like_one_for_the_apiserver(schema: dict[str, Any]) -> None:
+    template = schema["properties"]["spec"]["properties"]["template"]
+    assert template["required"] == ["spec"]
+    pod = template["properties"]["spec"]
+    assert pod["required"] == ["containers"]
+    assert pod["properties"]["containers"]["minItems"] == 1
+    assert pod["properties"]["containers"]["items"]["required"] == ["name"]
+
+
+def test_bot_config_is_capped_where_the_apiserver_can_see(schema: dict[str, Any]) -> None:
+    # CEL cannot see inside an object that keeps unknown fields: only the key count is the schema's.
+    assert schema["properties"]["spec"]["properties"]["botConfig"]["maxProperties"] == 64
+
+
+@pytest.mark.parametrize("field", ["botName", "meetingUrl"])
+def test_names_and_urls_refuse_control_and_bidi_characters_in_cel(schema: dict[str, Any], field: str) -> None:
+    rules = schema["properties"]["spec"]["properties"][field]["x-kubernetes-validations"]
+    assert any(UNSAFE_CHARACTER_CLASS_RE2 in rule["rule"] and "control characters" in rule["message"] for rule in rules)
 
 
 def test_join_at_is_checked_by_cel_not_by_date_time_format(schema: dict[str, Any]) -> None:
@@ -132,7 +170,7 @@ def test_join_at_is_checked_by_cel_not_by_date_time_format(schema: dict[str, Any
 
 
 def test_meeting_url_is_checked_as_an_http_url(schema: dict[str, Any]) -> None:
-    [rule] = schema["properties"]["spec"]["properties"]["meetingUrl"]["x-kubernetes-validations"]
+    rule = schema["properties"]["spec"]["properties"]["meetingUrl"]["x-kubernetes-validations"][0]
     assert "isURL(self)" in rule["rule"] and "getScheme()" in rule["rule"]
     assert "Zoom" in rule["message"]
 
@@ -282,3 +320,40 @@ def test_the_botschedule_rules_that_need_no_clock_are_cel(schedule_schema: dict[
     assert spec["required"] == ["timeZone", "botTemplate"]
     [name_rule] = schedule_schema["x-kubernetes-validations"]
     assert name_rule["rule"] == "self.metadata.name.size() <= 52"
+
+
+# --- BotClass ------------------------------------------------------------------------------
+
+
+def test_the_bot_class_is_cluster_scoped_in_the_same_group_without_status() -> None:
+    crd = build_crd(BOT_CLASS)
+    assert crd["metadata"]["name"] == "botclasses.meetingbots.dev"
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == "BotClass"
+    assert crd["spec"]["names"]["categories"] == ["meetingbots"]
+    [version] = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1"
+    assert "subresources" not in version
+    root = version["schema"]["openAPIV3Schema"]
+    assert set(root["properties"]) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(root["properties"]["spec"]["properties"]) == {f.alias for f in BotClassSpec.model_fields.values()}
+
+
+def test_the_bot_class_columns_show_the_default_and_what_it_allows() -> None:
+    columns = {
+        c["name"]: (c["jsonPath"], c.get("priority", 0))
+        for c in build_crd(BOT_CLASS)["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
+    assert columns == {
+        "Default": (r".metadata.annotations.meetingbots\.dev/is-default-class", 0),
+        "Inline Templates": (".spec.allowInlineTemplate", 0),
+        "Platforms": (".spec.allowedPlatforms", 0),
+        "Age": (".metadata.creationTimestamp", 0),
+        "Image": (".spec.template.spec.containers[0].image", 1),
+    }
+
+
+def test_every_bot_class_field_is_described() -> None:
+    spec = build_crd(BOT_CLASS)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path, node in _nodes(spec, "spec"):
+        assert node.get("description"), f"{path} has no description for kubectl explain"

@@ -1,7 +1,9 @@
 """manifests/ without a cluster: it parses, it grants exactly what the operator uses, its
-Deployment is restricted and agrees with the operator's flags, and its CRD is crds/'s.
+Deployment is restricted and agrees with the operator's flags, its CRDs are crds/'s, its
+webhook configuration is the operator's own, and its network policies select what they mean.
 
-tests/e2e/test_install.py applies the same files to the local control plane.
+tests/e2e/test_install.py and tests/e2e/test_rbac.py apply the same files to the local
+control plane.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduledbot.adapters.kube import NEEDED_BY, PERMISSIONS, Kube, Permission
 from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
+from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
 from scheduledbot.runtime import config
+from scheduledbot.runtime.handlers import WATCHES
+from scheduledbot.runtime.webhook import build_configuration
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-CRD = "meetingbots.dev_scheduledbots.yaml"
 
 Obj = dict[str, Any]
 
@@ -73,23 +78,27 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
         [
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
             "Namespace",
             "Deployment",
             "Service",
+            "ValidatingWebhookConfiguration",
         ]
     )
     assert yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["namespace"] == "scheduledbot-system"
     assert one("manager/manager.yaml", "Namespace")["metadata"]["name"] == "scheduledbot-system"
 
 
-@pytest.mark.parametrize("name", [CRD, "meetingbots.dev_botschedules.yaml"])
-def test_the_kustomize_crd_is_a_copy_of_crds(name: str) -> None:
-    assert (MANIFESTS / "crd" / name).read_text() == (ROOT / "crds" / name).read_text(), (
-        "manifests/crd/ must hold the CRDs of crds/: run `make crds`"
-    )
+def test_the_kustomize_crds_are_copies_of_crds() -> None:
+    copies = sorted(p.name for p in (MANIFESTS / "crd").glob("*.yaml") if p.name != "kustomization.yaml")
+    assert copies == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    for name in copies:
+        assert (MANIFESTS / "crd" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+            "manifests/crd/ must hold the CRDs of crds/: run `make crds`"
+        )
 
 
 def test_crds_holds_exactly_the_generated_kinds() -> None:
@@ -98,30 +107,21 @@ def test_crds_holds_exactly_the_generated_kinds() -> None:
 
 # --- RBAC --------------------------------------------------------------------------------
 
-#: (apiGroup, resource, verb, resourceName or None): every call of adapters/kube.py and
-#: kopf's watches, and nothing else.
-OPERATOR_CALLS = {
-    ("meetingbots.dev", "scheduledbots", "list", None),
-    ("meetingbots.dev", "scheduledbots", "watch", None),
-    ("meetingbots.dev", "scheduledbots", "patch", None),
-    ("meetingbots.dev", "scheduledbots/status", "patch", None),
-    ("meetingbots.dev", "scheduledbots/finalizers", "update", None),
-    ("", "pods", "list", None),
-    ("", "pods", "watch", None),
-    ("", "pods", "create", None),
-    ("", "pods", "delete", None),
-    ("", "secrets", "get", None),
-    ("", "secrets", "create", None),
-    ("", "events", "create", None),
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create", None),
-    *{
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", verb, "scheduledbot-operator")
-        for verb in ("get", "update", "delete")
-    },
-}
+Grant = tuple[str, str, str, str | None]
+WEBHOOK_CONFIG = "scheduledbot-operator"
 
 
-def granted(role: Obj) -> set[tuple[str, str, str, str | None]]:
+def calls(permissions: set[Permission] | frozenset[Permission]) -> set[Grant]:
+    """(apiGroup, resource, verb, resourceName or None), as RBAC rules read."""
+    return {(p.group, p.resource, p.verb, WEBHOOK_CONFIG if p.named else None) for p in permissions}
+
+
+#: Every call of adapters/kube.py and every kopf watch, as the code declares them.
+OPERATOR_CALLS = calls(PERMISSIONS | WATCHES)
+CLUSTER_SCOPED = {"botclasses", "validatingwebhookconfigurations"}
+
+
+def granted(role: Obj) -> set[Grant]:
     return {
         (group, resource, verb, name)
         for rule in role["rules"]
@@ -132,15 +132,49 @@ def granted(role: Obj) -> set[tuple[str, str, str, str | None]]:
     }
 
 
+def test_every_method_that_talks_to_the_api_declares_its_permissions() -> None:
+    methods = {
+        name
+        for name, member in vars(Kube).items()
+        if callable(member) and not name.startswith("_") and name not in ("connect", "close")
+    }
+    assert methods == set(NEEDED_BY)
+
+
 def test_the_cluster_role_grants_exactly_what_the_operator_calls() -> None:
     role = one("rbac/role.yaml", "ClusterRole")
     assert granted(role) == OPERATOR_CALLS
     assert not any("*" in rule[key] for rule in role["rules"] for key in ("apiGroups", "resources", "verbs"))
 
 
+def test_no_rule_creates_or_edits_admission_configurations_or_lists_secrets() -> None:
+    grants = granted(one("rbac/role.yaml", "ClusterRole"))
+    admission = {(v, n) for g, _, v, n in grants if g == "admissionregistration.k8s.io"}
+    assert admission == {("patch", WEBHOOK_CONFIG)}
+    assert {v for _, r, v, _ in grants if r == "secrets"} <= {"get", "create"}
+
+
 def test_the_webhook_rule_names_the_configuration_the_operator_manages_by_default() -> None:
     names = {n for (_, r, _, n) in granted(one("rbac/role.yaml", "ClusterRole")) if r.startswith("validating") and n}
     assert names == {config.parser().get_default("webhook_config_name")}
+    assert one("webhook/configuration.yaml", "ValidatingWebhookConfiguration")["metadata"]["name"] in names
+
+
+def test_the_namespaced_variant_grants_the_same_with_a_role_in_the_watched_namespace() -> None:
+    cluster_wide = granted(one("rbac/role.yaml", "ClusterRole"))
+    role = one("namespaced/role.yaml", "Role")
+    cluster_role = one("namespaced/cluster_role.yaml", "ClusterRole")
+    assert granted(role) == {g for g in cluster_wide if g[1] not in CLUSTER_SCOPED}
+    assert granted(cluster_role) == {g for g in cluster_wide if g[1] in CLUSTER_SCOPED}
+    account = one("rbac/service_account.yaml", "ServiceAccount")["metadata"]
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    binding = one("namespaced/role.yaml", "RoleBinding")
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == "bots"
+    assert binding["subjects"] == [subject]
+    assert one("namespaced/cluster_role.yaml", "ClusterRoleBinding")["subjects"] == [subject]
+    text = (MANIFESTS / "namespaced" / "kustomization.yaml").read_text()
+    assert "value: --namespace=bots" in text
+    assert text.count("values: [bots]") == len(build_configuration_for_manifests()["webhooks"])
 
 
 def test_the_binding_gives_the_role_to_the_deployments_service_account() -> None:
@@ -292,3 +326,73 @@ def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() ->
     [bot] = one("samples/google_meet.yaml", "ScheduledBot")["spec"]["template"]["spec"]["containers"]
     assert bot["image"] != config.DEFAULT_IMAGE and bot["resources"]["requests"]
     assert one("samples/teams.yaml", "ScheduledBot")["spec"]["botConfig"]
+
+
+# --- the webhook configuration -------------------------------------------------------------
+
+
+def build_configuration_for_manifests() -> Obj:
+    service = one("webhook/service.yaml", "Service")["metadata"]
+    return build_configuration(
+        name=WEBHOOK_CONFIG,
+        ca_pem=None,
+        host="",
+        port=0,
+        service=f"{service['namespace']}/{service['name']}",
+        namespaces=(),
+    )
+
+
+def test_the_installed_webhook_configuration_is_the_one_the_operator_would_write() -> None:
+    installed = one("webhook/configuration.yaml", "ValidatingWebhookConfiguration")
+    assert installed["webhooks"] == build_configuration_for_manifests()["webhooks"]
+    assert "caBundle" not in str(installed), "the operator (or cert-manager) sets the CA"
+    policies = {w["name"]: w["failurePolicy"] for w in installed["webhooks"]}
+    assert policies == {
+        "validate.scheduledbots.meetingbots.dev": "Ignore",
+        "templates.scheduledbots.meetingbots.dev": "Fail",
+    }
+
+
+def test_the_deployment_patches_the_installed_configuration_and_never_writes_one() -> None:
+    assert "--webhook-configuration=patch" in container()["args"]
+
+
+# --- network policies ------------------------------------------------------------------------
+
+
+def test_the_operators_policy_selects_its_pod_and_opens_only_the_webhook_and_metrics_ports() -> None:
+    policy = one("networkpolicy/operator.yaml", "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == deployment()["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    opened = [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]]
+    assert opened == ["webhook", "metrics"]
+    assert set(opened) <= {p["name"] for p in container()["ports"]}
+    assert all(rule["from"] for rule in policy["spec"]["ingress"]), "every opening names its source"
+
+
+def test_the_bots_policy_lets_only_the_operator_reach_the_control_port() -> None:
+    policy = one("networkpolicy/bots/bots.yaml", "NetworkPolicy")
+    assert "namespace" not in policy["metadata"], "applied into each bot namespace"
+    assert policy["spec"]["podSelector"] == {"matchExpressions": [{"key": LABEL, "operator": "Exists"}]}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": CONTROL_PORT_NAME}]
+    [source] = rule["from"]
+    assert source["podSelector"]["matchLabels"] == deployment()["spec"]["selector"]["matchLabels"]
+    assert source["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": deployment()["metadata"]["namespace"]
+    }
+
+
+# --- cert-manager ---------------------------------------------------------------------------------
+
+
+def test_the_cert_manager_variant_serves_the_issued_certificate_and_lets_the_injector_set_the_ca() -> None:
+    text = (MANIFESTS / "cert-manager" / "kustomization.yaml").read_text()
+    certificate = one("cert-manager/certificate.yaml", "Certificate")
+    service = one("webhook/service.yaml", "Service")["metadata"]
+    assert f"{service['name']}.{service['namespace']}.svc" in certificate["spec"]["dnsNames"]
+    assert f"secretName: {certificate['spec']['secretName']}" in text
+    assert "--webhook-configuration=external" in text
+    assert f"cert-manager.io/inject-ca-from: {service['namespace']}/{certificate['metadata']['name']}" in text

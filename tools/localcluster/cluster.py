@@ -101,6 +101,14 @@ class Layout:
     def pods(self) -> Path:
         return self.root / "pods"
 
+    @property
+    def admission_config(self) -> Path:
+        return self.root / "admission.yaml"
+
+    @property
+    def webhook_kubeconfig(self) -> Path:
+        return self.root / "webhook-client.kubeconfig"
+
     def pidfile(self, component: str) -> Path:
         return self.run / f"{component}.pid"
 
@@ -259,6 +267,44 @@ def _write_kubeconfig(layout: Layout, server: str) -> None:
     tmp.replace(layout.kubeconfig)
 
 
+def _write_admission_config(layout: Layout) -> None:
+    """The apiserver presents its webhook client certificate to every admission webhook.
+
+    As a production control plane can (--admission-control-config-file): webhooks
+    that require a client certificate then know their caller is the apiserver.
+    """
+    p = layout.pki
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        # "*" matches every webhook host.
+        "users": [
+            {
+                "name": "*",
+                "user": {
+                    "client-certificate": str(p.apiserver_webhook_client_cert),
+                    "client-key": str(p.apiserver_webhook_client_key),
+                },
+            }
+        ],
+    }
+    layout.webhook_kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+    plugin = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(layout.webhook_kubeconfig),
+    }
+    config = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {"name": name, "configuration": plugin}
+            for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+        ],
+    }
+    layout.admission_config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def _spawn(
     layout: Layout, component: str, argv: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -323,6 +369,7 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
     server = f"https://127.0.0.1:{api_port}"
     layout.state.write_text(json.dumps({"server": server, "etcd_port": etcd_port, "bin": str(bin_dir)}))
     _write_kubeconfig(layout, server)
+    _write_admission_config(layout)
 
     watched: dict[str, subprocess.Popen[bytes]] = {}
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -378,6 +425,7 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
             # It taints new Nodes not-ready, and only the node lifecycle
             # controller (not run here) would take the taint away.
             "--disable-admission-plugins=TaintNodesByCondition",
+            f"--admission-control-config-file={layout.admission_config}",
             # The default reconciler publishes the advertise address as the
             # `kubernetes` Service's endpoint, and loopback addresses are
             # invalid there: it would log an error every 10 s.

@@ -25,6 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 _VALIDITY = datetime.timedelta(days=365)
+#: The common name of the client certificate the apiserver presents to admission webhooks.
+WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,14 @@ class Pki:
     @property
     def apiserver_kubelet_client_key(self) -> Path:
         return self.dir / "apiserver-kubelet-client.key"
+
+    @property
+    def apiserver_webhook_client_cert(self) -> Path:
+        return self.dir / "apiserver-webhook-client.crt"
+
+    @property
+    def apiserver_webhook_client_key(self) -> Path:
+        return self.dir / "apiserver-webhook-client.key"
 
     @property
     def kubelet_cert(self) -> Path:
@@ -215,6 +225,11 @@ def generate(directory: Path) -> Pki:
             ca_key=ca_key,
             subject=_name("kube-apiserver-kubelet-client", "system:masters"),
             usage=client,
+        ),
+        # The apiserver's identity when it calls admission webhooks (its admission
+        # configuration names it), so that a webhook can tell it from other callers.
+        (pki.apiserver_webhook_client_cert, pki.apiserver_webhook_client_key): _issue(
+            ca_cert=ca_cert, ca_key=ca_key, subject=_name(WEBHOOK_CLIENT_NAME), usage=client
         ),
         (pki.kubelet_cert, pki.kubelet_key): _issue(
             ca_cert=ca_cert,

@@ -20,6 +20,7 @@ from pathlib import Path
 from localcluster.cluster import DEFAULT_LAYOUT, Layout
 from localcluster.kubeapi import load_kubeconfig
 from localcluster.kubectl import kubectl
+from localcluster.pki import WEBHOOK_CLIENT_NAME
 from localcluster.podspec import Obj
 
 
@@ -33,6 +34,13 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster, as a user would."""
         return kubectl(*args, kubeconfig=self.kubeconfig, input=input, check=check, timeout=timeout)
+
+    def operator_environment(self) -> dict[str, str]:
+        """How an operator started by a test authenticates this cluster's apiserver as its webhook caller."""
+        return {
+            "SCHEDULEDBOT_WEBHOOK_CLIENT_CA_FILE": str(self.layout.pki.ca_cert),
+            "SCHEDULEDBOT_WEBHOOK_CLIENT_NAMES": WEBHOOK_CLIENT_NAME,
+        }
 
     def pod_dir(self, namespace: str, name: str) -> Path:
         """The fake kubelet's directory of a Pod (its cwd, log, volumes, pid)."""

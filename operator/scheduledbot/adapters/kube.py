@@ -11,26 +11,78 @@ written object back as a dict to refresh its cache, and turning it into generate
 model classes only to turn it back would cost more than the request. With that
 option the client does not raise on HTTP errors, so every call goes through `_send`,
 which does.
+
+Every permission, declared where it is used
+===========================================
+Each method names the RBAC permissions it needs (`@needs`); `PERMISSIONS` is their
+union. The ClusterRole in manifests/rbac/ grants exactly that set (plus the watches
+the runtime declares), and the tests compare both the file and what the API server
+reports for the operator's ServiceAccount (`kubectl auth can-i --list`) with it: a
+new call without its permission, or a permission no call uses, fails a test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import client, config
 
 from scheduledbot.api.joinat import format_time
-from scheduledbot.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from scheduledbot.api.resource import API_VERSION, BOT_CLASS, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
 COMPONENT: Final = "scheduledbot-operator"
 _MERGE: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
+_STRATEGIC: Final = "application/strategic-merge-patch+json"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Permission:
+    """One RBAC permission: `verb` on `group`/`resource`; `named`: only on the configured object's name."""
+
+    group: str
+    resource: str
+    verb: str
+    named: bool = False
+
+
+#: Every permission a method of `Kube` needs; see the module's docstring.
+PERMISSIONS: set[Permission] = set()
+#: The same, by method name, so that a test can tell a method that declares none.
+NEEDED_BY: dict[str, tuple[Permission, ...]] = {}
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def needs(*permissions: Permission) -> Callable[[_Method], _Method]:
+    """Declare the permissions a `Kube` method uses."""
+
+    def declare(method: _Method) -> _Method:
+        PERMISSIONS.update(permissions)
+        NEEDED_BY[method.__name__] = permissions
+        return method
+
+    return declare
+
+
+def _core(resource: str, verb: str) -> Permission:
+    return Permission("", resource, verb)
+
+
+def _ours(resource: str, verb: str) -> Permission:
+    return Permission(GROUP, resource, verb)
+
+
+_WEBHOOKS: Final = ("admissionregistration.k8s.io", "validatingwebhookconfigurations")
 
 
 class ApiError(Exception):
@@ -50,6 +102,7 @@ class Kube:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._admission = client.AdmissionregistrationV1Api(api)
+        self._authorization = client.AuthorizationV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -63,17 +116,21 @@ class Kube:
     async def close(self) -> None:
         await self._api.close()
 
+    @needs(_core("pods", "create"))
     async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
         """Create the Pod; False when it already exists (which is success)."""
         options = {"dry_run": "All"} if dry_run else {}
         return await _create(self._core.create_namespaced_pod(namespace, body, _preload_content=False, **options))
 
+    @needs(_core("secrets", "create"))
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
 
+    @needs(_core("secrets", "get"))
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
 
+    @needs(_core("pods", "list"))
     async def list_pods(self, namespace: str | None, *, label: str) -> list[dict[str, Any]]:
         """Bot Pods, to know them before the first pass (the Pod watch may lag the bots')."""
         if namespace is None:
@@ -84,6 +141,7 @@ class Kube:
         assert listed is not None
         return list(listed.get("items") or [])
 
+    @needs(_core("pods", "delete"))
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Delete exactly the observed Pod (a precondition on its uid), if still there."""
         body = {"preconditions": {"uid": uid}}
@@ -91,6 +149,7 @@ class Kube:
             self._core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False), missing=(404, 409)
         )
 
+    @needs(_ours(f"{PLURAL}/status", "patch"))
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch `.status`; returns the object as written, None if it is gone."""
         return await _send(
@@ -107,6 +166,9 @@ class Kube:
             missing=(404,),
         )
 
+    # finalizers/update: the children's ownerReferences set blockOwnerDeletion, which
+    # clusters running the OwnerReferencesPermissionEnforcement plugin allow only with it.
+    @needs(_ours(PLURAL, "patch"), _ours(f"{PLURAL}/finalizers", "update"))
     async def set_finalizer(self, body: dict[str, Any], finalizer: str, *, present: bool) -> dict[str, Any] | None:
         """Add or remove one finalizer with a JSON patch guarded by the observed list."""
         meta = body["metadata"]
@@ -133,6 +195,7 @@ class Kube:
             missing=(404, 422),
         )
 
+    @needs(_core("events", "create"))
     async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
         meta = body["metadata"]
         stamp = format_time(now)
@@ -161,6 +224,10 @@ class Kube:
             # An event is a courtesy: losing one must not fail the pass that emitted it.
             log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
 
+    # Development only (--webhook-configuration=write, with an administrator's credentials):
+    # the installed operator's RBAC grants none of these, and no code path of an
+    # installed operator calls them.
+    @needs()
     async def apply_webhook_configuration(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         if await _create(self._admission.create_validating_webhook_configuration(body, _preload_content=False)):
@@ -170,6 +237,7 @@ class Kube:
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
         await _send(self._admission.replace_validating_webhook_configuration(name, body, _preload_content=False))
 
+    @needs()
     async def delete_webhook_configuration(self, name: str, *, ca_bundle: str) -> None:
         """Delete the configuration if it still carries our CA (a successor's is left alone)."""
         current = await _send(
@@ -184,6 +252,98 @@ class Kube:
             self._admission.delete_validating_webhook_configuration(name, body=body, _preload_content=False),
             missing=(404, 409),
         )
+
+    @needs(Permission(*_WEBHOOKS, "patch", named=True))
+    async def patch_webhook_ca(self, name: str, *, webhooks: Sequence[str], ca_bundle: str) -> None:
+        """Set the caBundle of each named webhook of the installed configuration `name`, and nothing else.
+
+        A strategic merge patch merges the webhooks list by name: the rest of the
+        configuration (rules, matchConditions, failure policies) stays as installed.
+        A webhook name the configuration lacks would be added without rules, which
+        the API server refuses: a mismatch fails loudly instead of patching nothing.
+        """
+        patch = {"webhooks": [{"name": webhook, "clientConfig": {"caBundle": ca_bundle}} for webhook in webhooks]}
+        try:
+            await _send(
+                self._admission.patch_validating_webhook_configuration(
+                    name, patch, _content_type=_STRATEGIC, _preload_content=False
+                )
+            )
+        except ApiError as error:
+            if error.status == 404:
+                raise ApiError(
+                    404,
+                    f"ValidatingWebhookConfiguration {name!r} is not installed: apply manifests/ (it ships the "
+                    "configuration), or run with --webhook-configuration=write outside a cluster",
+                ) from None
+            raise
+
+    @needs(_ours(BOT_CLASS.plural, "list"))
+    async def list_bot_classes(self) -> list[dict[str, Any]]:
+        """Every BotClass, so that the webhook knows them all before it answers its first review.
+
+        A CRD established a moment ago answers 429 "storage is (re)initializing" for about
+        a second: that is waited out, a few times, growing; anything else is raised.
+        """
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            try:
+                listed = await _send(
+                    self._custom.list_cluster_custom_object(GROUP, VERSION, BOT_CLASS.plural, _preload_content=False)
+                )
+            except ApiError as error:
+                if error.status != 429 or delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            assert listed is not None
+            return list(listed.get("items") or [])
+        raise AssertionError("unreachable")
+
+    @needs(_ours(BOT_CLASS.plural, "get"))
+    async def read_bot_class(self, name: str) -> dict[str, Any] | None:
+        """One BotClass, for a review that names a class the watch has not brought yet."""
+        return await _send(
+            self._custom.get_cluster_custom_object(GROUP, VERSION, BOT_CLASS.plural, name, _preload_content=False),
+            missing=(404,),
+        )
+
+    @needs(Permission("authorization.k8s.io", "localsubjectaccessreviews", "create"))
+    async def may(
+        self,
+        *,
+        user: str,
+        uid: str,
+        groups: Sequence[str],
+        extra: Mapping[str, Sequence[str]],
+        namespace: str,
+        verb: str,
+        resource: str,
+        name: str | None,
+    ) -> bool:
+        """Whether the API server's authorizer lets the user do `verb` on `resource` in `namespace`.
+
+        A LocalSubjectAccessReview: it needs a right in the namespace only, so the
+        namespaced install grants it with a Role.
+        """
+        attributes: dict[str, Any] = {"namespace": namespace, "verb": verb, "group": "", "resource": resource}
+        if name:
+            attributes["name"] = name
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "LocalSubjectAccessReview",
+            "metadata": {"namespace": namespace},
+            "spec": {
+                "user": user,
+                "uid": uid,
+                "groups": list(groups),
+                "extra": {key: list(values) for key, values in extra.items()},
+                "resourceAttributes": attributes,
+            },
+        }
+        answer = await _send(
+            self._authorization.create_namespaced_local_subject_access_review(namespace, body, _preload_content=False)
+        )
+        return bool(answer and (answer.get("status") or {}).get("allowed"))
 
 
 async def _send(call: Any, *, missing: tuple[int, ...] = ()) -> dict[str, Any] | None:

@@ -1,9 +1,9 @@
-"""The CustomResourceDefinitions (ScheduledBot, BotSchedule), generated from the pydantic models.
+"""The CustomResourceDefinitions (ScheduledBot, BotSchedule, BotClass), generated from the pydantic models.
 
 Why generated
 =============
-The field lists exist once, in `scheduledbot.api.models` and
-`scheduledbot.api.schedule`; the CRDs in `crds/` are this module's output
+The field lists exist once, in `scheduledbot.api.models`, `scheduledbot.api.schedule`
+and `scheduledbot.api.botclass`; the CRDs in `crds/` are this module's output
 (`make crds`), and a unit test fails when they drift, as kubebuilder's
 controller-gen and dask-kubernetes' pre-commit step do. A kind is one `CrdKind`
 value in `KINDS`: its names, its spec and status models, its rules and columns.
@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel
 
 from scheduledbot.api import resource
+from scheduledbot.api.botclass import DEFAULT_CLASS_ANNOTATION, BotClassSpec
 from scheduledbot.api.models import RESCHEDULABLE_STATES, ScheduledBotSpec, ScheduledBotStatus
 from scheduledbot.api.schedule import MAX_NAME_LENGTH as MAX_SCHEDULE_NAME_LENGTH
 from scheduledbot.api.schedule import BotScheduleSpec, BotScheduleStatus
@@ -142,9 +143,11 @@ class CrdKind:
 
     names: resource.Names
     spec: type[BaseModel]
-    status: type[BaseModel]
     #: The object's description (`kubectl explain <kind>`).
     description: str
+    #: None for a kind without status (BotClass): no status subresource either.
+    status: type[BaseModel] | None = None
+    spec_required: bool = True
     root_rules: tuple[Mapping[str, str], ...] = ()
     printer_columns: tuple[Mapping[str, Any], ...] = ()
     scope: str = "Namespaced"
@@ -206,44 +209,79 @@ BOT_SCHEDULE: Final = CrdKind(
     printer_columns=BOT_SCHEDULE_PRINTER_COLUMNS,
 )
 
+BOT_CLASS: Final = CrdKind(
+    names=resource.BOT_CLASS,
+    scope="Cluster",
+    description=(
+        "BotClass is what the platform team decides for the bots of a class: their Pod template, the meeting "
+        "platforms they may join, their limits, and whether a ScheduledBot may bring its own template. "
+        "ScheduledBots name it in spec.botClassName; the class annotated "
+        f'{DEFAULT_CLASS_ANNOTATION}: "true" applies to those that name none.'
+    ),
+    spec=BotClassSpec,
+    spec_required=False,
+    printer_columns=(
+        {
+            "name": "Default",
+            "type": "string",
+            "jsonPath": ".metadata.annotations." + DEFAULT_CLASS_ANNOTATION.replace(".", "\\."),
+            "description": "Whether ScheduledBots that name no class get this one.",
+        },
+        {
+            "name": "Inline Templates",
+            "type": "boolean",
+            "jsonPath": ".spec.allowInlineTemplate",
+            "description": "Whether ScheduledBots of this class may bring their own Pod template.",
+        },
+        {
+            "name": "Platforms",
+            "type": "string",
+            "jsonPath": ".spec.allowedPlatforms",
+            "description": "The meeting platforms its bots may join (all when empty).",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {
+            "name": "Image",
+            "type": "string",
+            "jsonPath": ".spec.template.spec.containers[0].image",
+            "description": "The bot image (the operator's default when empty).",
+            "priority": 1,
+        },
+    ),
+)
+
 #: Every kind `make crds` writes.
-KINDS: Final = (SCHEDULED_BOT, BOT_SCHEDULE)
+KINDS: Final = (SCHEDULED_BOT, BOT_SCHEDULE, BOT_CLASS)
 
 
 def build_crd(kind: CrdKind = SCHEDULED_BOT) -> dict[str, Any]:
     """The CustomResourceDefinition (apiextensions.k8s.io/v1) for `kind`, as a plain dict."""
-    spec = structural_schema(kind.spec, path="spec")
-    status = structural_schema(kind.status, path="status")
     names = kind.names
-    root: dict[str, Any] = {
-        "type": "object",
-        "description": kind.description,
-        "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "The versioned schema of this representation of an object.",
-            },
-            "kind": {"type": "string", "description": "The REST resource this object represents."},
-            # Bounds the name for CEL's cost estimator (253 is the apiserver's own
-            # limit); the root rules' tighter limit comes with a message that says why.
-            "metadata": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "maxLength": _DNS_SUBDOMAIN_LENGTH}},
-            },
-            "spec": spec,
-            "status": status,
+    properties: dict[str, Any] = {
+        "apiVersion": {
+            "type": "string",
+            "description": "The versioned schema of this representation of an object.",
         },
-        "required": ["spec"],
+        "kind": {"type": "string", "description": "The REST resource this object represents."},
+        # Bounds the name for CEL's cost estimator (253 is the apiserver's own
+        # limit); a kind's root rules may add a tighter limit with a message that says why.
+        "metadata": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": _DNS_SUBDOMAIN_LENGTH}},
+        },
+        "spec": structural_schema(kind.spec, path="spec"),
     }
+    if kind.status is not None:
+        properties["status"] = structural_schema(kind.status, path="status")
+    root: dict[str, Any] = {"type": "object", "description": kind.description, "properties": properties}
+    if kind.spec_required:
+        root["required"] = ["spec"]
     if kind.root_rules:
         root["x-kubernetes-validations"] = [dict(rule) for rule in kind.root_rules]
-    version: dict[str, Any] = {
-        "name": resource.VERSION,
-        "served": True,
-        "storage": True,
-        "subresources": {"status": {}},
-        "schema": {"openAPIV3Schema": root},
-    }
+    version: dict[str, Any] = {"name": resource.VERSION, "served": True, "storage": True}
+    if kind.status is not None:
+        version["subresources"] = {"status": {}}
+    version["schema"] = {"openAPIV3Schema": root}
     if kind.printer_columns:
         version["additionalPrinterColumns"] = [dict(column) for column in kind.printer_columns]
     return {
@@ -356,6 +394,9 @@ def _object(flat: Mapping[str, Any], out: dict[str, Any], *, defs: Mapping[str, 
         out["properties"] = {
             name: _structural(child, defs=defs, path=f"{path}.{name}") for name, child in properties.items()
         }
+        # A model that allows extra fields: the declared ones are checked, the rest kept as written.
+        if extra is True:
+            out["x-kubernetes-preserve-unknown-fields"] = True
     elif extra is True or extra is None:
         out["x-kubernetes-preserve-unknown-fields"] = True
     else:

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonValue
+from pydantic_core import PydanticCustomError
 
 from scheduledbot.api.errors import FieldError, SpecError, quote_value
 from scheduledbot.api.joinat import (
@@ -43,8 +44,20 @@ from scheduledbot.api.joinat import (
     JoinAtError,
     parse_join_at,
 )
+from scheduledbot.api.limits import (
+    MAX_BOT_CONFIG_BYTES,
+    MAX_BOT_CONFIG_DEPTH,
+    MAX_BOT_CONFIG_KEYS,
+    MAX_TEMPLATE_BYTES,
+    MAX_TEMPLATE_DEPTH,
+    SAFE_TEXT_MESSAGE,
+    json_size_errors,
+    safe_text_rule,
+    unsafe_character,
+)
 from scheduledbot.api.notify import NotificationsStatus, NotifySpec
 from scheduledbot.api.platforms import SUPPORTED_PLATFORMS, MeetingUrlError, Platform, detect_platform
+from scheduledbot.api.podtemplate import PodTemplateShape, as_dict
 
 # Re-exported: the lifecycle vocabulary is defined in api.states, and imported from here as well.
 from scheduledbot.api.states import IN_MEETING_STATES as IN_MEETING_STATES
@@ -108,7 +121,8 @@ def _meeting_url_rules() -> list[JsonValue]:
         {
             "rule": "isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",
             "message": f"must be an https URL of a supported meeting platform: {SUPPORTED_PLATFORMS}",
-        }
+        },
+        safe_text_rule(),
     ]
 
 
@@ -139,7 +153,11 @@ class ScheduledBotSpec(_Model):
         default=DEFAULT_BOT_NAME,
         min_length=1,
         max_length=100,
-        description="The name the bot shows in the meeting.",
+        description=(
+            "The name the bot shows in the meeting. Control characters, line separators and bidirectional "
+            "overrides are refused."
+        ),
+        json_schema_extra={"x-kubernetes-validations": [safe_text_rule()]},
     )
     join_at: str = Field(
         max_length=MAX_JOIN_AT_LENGTH,
@@ -181,24 +199,39 @@ class ScheduledBotSpec(_Model):
             "the operator's setting."
         ),
     )
-    # preserve-unknown-fields: free-form by design; its meaning belongs to the bot image.
-    bot_config: dict[str, Any] | None = Field(
+    bot_class_name: str | None = Field(
         default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description=(
-            "Free-form settings handed to the bot as JSON in its BOT_CONFIG environment variable (recording "
-            "settings and the like); the operator does not interpret them."
+            "The BotClass (cluster-scoped, owned by the platform team) whose Pod template, allowed platforms and "
+            "limits apply to this bot. When absent, the class annotated meetingbots.dev/is-default-class: "
+            '"true" applies, if there is one.'
         ),
     )
-    # preserve-unknown-fields: embedding the full PodTemplateSpec schema would add
-    # several thousand lines to the CRD and tie it to one Kubernetes version; the
-    # apiserver still validates the Pod the operator creates from it. A later
-    # change may embed it, as Job and CronJob do.
-    template: dict[str, Any] | None = Field(
+    # preserve-unknown-fields: free-form by design; its meaning belongs to the bot image.
+    # CEL cannot see inside it, so its size and depth are checked by parse_spec.
+    bot_config: dict[str, Any] | None = Field(
+        default=None,
+        max_length=MAX_BOT_CONFIG_KEYS,
+        description=(
+            "Free-form settings handed to the bot as JSON in its BOT_CONFIG environment variable (recording "
+            f"settings and the like); the operator does not interpret them. At most {MAX_BOT_CONFIG_KEYS} keys, "
+            f"{MAX_BOT_CONFIG_DEPTH} levels and {MAX_BOT_CONFIG_BYTES} bytes as JSON (the bot's class may allow "
+            "less)."
+        ),
+    )
+    # Only the shape is typed (scheduledbot.api.podtemplate says why); the rest is
+    # kept as written and validated by the API server in the Pod the operator creates.
+    template: PodTemplateShape | None = Field(
         default=None,
         description=(
             "A PodTemplateSpec for the bot Pod (image, resources, nodeSelector, tolerations...), as Jobs have. "
-            "The operator adds the bot protocol's environment, control port, readiness probe and token. "
-            "Defaults to the operator's template. Not validated here: the apiserver validates the Pod."
+            "Allowed only if the bot's class allows inline templates, and only for authors who could create "
+            "that Pod themselves (checked at admission); it must meet the Pod Security baseline. The operator "
+            "adds the bot protocol's environment, control port, readiness probe and token. Defaults to the "
+            f"class's template. At most {MAX_TEMPLATE_BYTES} bytes as JSON."
         ),
     )
     notify: NotifySpec | None = Field(
@@ -208,6 +241,14 @@ class ScheduledBotSpec(_Model):
             "change. Absent: the operator's default sink, if it has one."
         ),
     )
+
+    @field_validator("meeting_url", "bot_name")
+    @classmethod
+    def _safe_text(cls, text: str) -> str:
+        found = unsafe_character(text)
+        if found:
+            raise PydanticCustomError("unsafe_text", f"{SAFE_TEXT_MESSAGE} (found {found})")
+        return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +264,8 @@ class ValidSpec:
     staging_lead_seconds: int | None
     join_deadline_seconds: int | None
     max_duration_seconds: int | None
+    #: None: the default class, if there is one.
+    bot_class_name: str | None = None
     bot_config: Mapping[str, Any] | None
     template: Mapping[str, Any] | None
     notify: NotifySpec | None = None
@@ -238,7 +281,11 @@ def parse_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSpec:
     """
     if not isinstance(spec, Mapping):
         raise SpecError([FieldError("spec", "is required" if spec is None else "must be an object")])
-    errors: list[FieldError] = []
+    # Sizes first, without recursion: an object too deep or too large is reported as
+    # such, and never handed to the model's validation.
+    errors = _size_errors(spec)
+    if errors:
+        spec = {key: value for key, value in spec.items() if f"spec.{key}" not in {e.path for e in errors}}
     try:
         raw: ScheduledBotSpec | None = ScheduledBotSpec.model_validate(spec)
     except ValidationError as invalid:
@@ -271,10 +318,22 @@ def parse_spec(spec: object, *, extra_hosts: frozenset[str]) -> ValidSpec:
         staging_lead_seconds=raw.staging_lead_seconds,
         join_deadline_seconds=raw.join_deadline_seconds,
         max_duration_seconds=raw.max_duration_seconds,
+        bot_class_name=raw.bot_class_name,
         bot_config=raw.bot_config,
-        template=raw.template,
+        template=as_dict(raw.template) if raw.template is not None else None,
         notify=raw.notify,
     )
+
+
+def _size_errors(spec: Mapping[str, Any]) -> list[FieldError]:
+    errors = []
+    for key, max_bytes, max_depth in (
+        ("botConfig", MAX_BOT_CONFIG_BYTES, MAX_BOT_CONFIG_DEPTH),
+        ("template", MAX_TEMPLATE_BYTES, MAX_TEMPLATE_DEPTH),
+    ):
+        if spec.get(key) is not None:
+            errors += json_size_errors(spec[key], path=f"spec.{key}", max_bytes=max_bytes, max_depth=max_depth)
+    return errors
 
 
 _SPEC_FIELD_ORDER: Final = {
@@ -294,11 +353,21 @@ def _field_errors(invalid: ValidationError) -> list[FieldError]:
         if error["type"] == "missing":
             out.append(FieldError(path, "is required"))
             continue
-        value = error["input"]
-        shown = quote_value(value) if isinstance(value, str) else repr(value)
+        shown = _shown(error["input"])
         message = error["msg"]
         out.append(FieldError(path, f"{shown} is invalid: {message[:1].lower()}{message[1:]}"))
     return out
+
+
+def _shown(value: object) -> str:
+    """A wrong value as a message quotes it: bounded, whatever its size."""
+    if isinstance(value, str):
+        return quote_value(value)
+    if isinstance(value, Mapping):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return quote_value(repr(value))[1:-1]
 
 
 class ConditionType(enum.StrEnum):

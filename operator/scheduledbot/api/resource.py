@@ -1,4 +1,4 @@
-"""The resources' identity: group, version, names (ScheduledBot, BotSchedule).
+"""The resources' identity: group, version, names (ScheduledBot, BotSchedule, BotClass).
 
 Kept apart from the CRD generator so that the runtime can name the resource
 (kopf handlers, API calls) without importing the generator.
@@ -45,3 +45,5 @@ class Names:
 
 SCHEDULED_BOT: Final = Names(kind=KIND, plural=PLURAL, short_names=SHORT_NAMES)
 BOT_SCHEDULE: Final = Names(kind="BotSchedule", plural="botschedules", short_names=("bsched",))
+#: BotClass: cluster-scoped, owned by the platform team (scheduledbot.api.botclass).
+BOT_CLASS: Final = Names(kind="BotClass", plural="botclasses", short_names=("bclass",))

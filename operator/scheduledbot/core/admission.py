@@ -1,25 +1,74 @@
-"""Admission rules that need the clock or the operator's settings.
+"""What the admission webhook decides about a ScheduledBot, without asking anyone.
 
 Why here and not in the CRD
 ===========================
 The schema and CEL rules hold even while the operator is down, so everything that
-can live there does. Two kinds of rule cannot: "joinAt is not in the past" (CEL has
-no clock) and "the meeting URL belongs to a supported platform" (the admin may allow
-an extra host, an operator setting). The admission webhook runs these; the operator
-applies the same rules as a backstop when the webhook was not called.
+can live there does. What cannot: "joinAt is not in the past" (CEL has no clock),
+"the meeting URL belongs to a supported platform" (the admin may allow an extra
+host, an operator setting), everything that depends on the bot's BotClass (another
+object), and whether the author may create the Pod an inline template describes
+(a question for the API server's authorizer). The operator applies the rules that
+need no one else as a backstop when the webhook was not called.
+
+The steps of a review
+=====================
+`ratchets` first: an UPDATE that leaves the spec as it was, and any update of an
+object being deleted, is admitted without a look (the operator's own finalizer
+removal must never be refused, nor a label edit of a bot whose class changed
+since). Then `assess` applies every rule it can decide alone and returns the Pod
+the operator would create and the access checks to ask the API server about; the
+runtime asks them (SubjectAccessReviews for the author) and runs the server-side
+dry run, and `verdict` turns the answers into the list of refusals.
+
+The access review
+=================
+An inline template is admitted only if its author could create that Pod
+themselves in the bot's namespace: `create pods` there, `get` on every Secret,
+ConfigMap and PersistentVolumeClaim it references. Kubernetes has no verb for
+"use a ServiceAccount": whoever may create Pods in a namespace may run them as
+any of its ServiceAccounts (the ServiceAccount admission plugin checks only that
+it exists). So a `serviceAccountName` is checked with `create pods`, exactly the
+right it takes to do the same without the operator, and the message says so.
+Reading a Secret is stricter than Kubernetes, where creating a Pod is enough to
+mount any Secret of the namespace: the operator could otherwise hand a Secret's
+value back through the bot's status, so it asks for the right to read it.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from scheduledbot.api.errors import SpecError
+from scheduledbot.api.botclass import ValidBotClass
+from scheduledbot.api.errors import FieldError, SpecError, quote_value
 from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec, parse_spec
+from scheduledbot.core.children import build_pod
+from scheduledbot.core.model import Defaults
+from scheduledbot.core.podsecurity import baseline_violations
+from scheduledbot.core.templates import (
+    ClassCatalog,
+    EffectiveTemplate,
+    ReferenceKind,
+    TemplateSource,
+    bot_class_for,
+    effective_template,
+    references,
+)
 
 #: The furthest ahead a bot may be scheduled.
 MAX_AHEAD: Final = timedelta(days=3 * 365)
+#: The owner uid of the Pod built for a review: a ScheduledBot under admission has none yet.
+REVIEW_UID: Final = "00000000-0000-0000-0000-000000000000"
+
+_RESOURCES: Final = {
+    ReferenceKind.SECRET: "secrets",
+    ReferenceKind.CONFIG_MAP: "configmaps",
+    ReferenceKind.PERSISTENT_VOLUME_CLAIM: "persistentvolumeclaims",
+}
 
 
 def admit(
@@ -30,7 +79,7 @@ def admit(
     now: datetime,
     extra_hosts: frozenset[str],
 ) -> list[str]:
-    """The reasons to reject a CREATE or UPDATE of a ScheduledBot; empty to admit it."""
+    """The reasons to reject a CREATE or UPDATE of a ScheduledBot by its own fields; empty to admit it."""
     try:
         valid = parse_spec(spec, extra_hosts=extra_hosts)
     except SpecError as error:
@@ -38,6 +87,193 @@ def admit(
     if operation == "CREATE" or _join_at_changed(valid, old_spec, extra_hosts):
         return _clock_rules(valid, now)
     return []
+
+
+def ratchets(*, operation: str, spec: Any, old_spec: Any, deleting: bool) -> bool:
+    """An UPDATE admitted without a look: the spec is unchanged, or the object is being deleted."""
+    return operation == "UPDATE" and (deleting or spec == old_spec)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessCheck:
+    """One question for the API server's authorizer, about the author, in the bot's namespace."""
+
+    verb: str
+    resource: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessNeed:
+    """Why a template needs `check`: the field that asks for it, and what to say if it is denied."""
+
+    path: str
+    check: AccessCheck
+    #: Completes "user X may not ...".
+    what: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assessment:
+    """What `assess` found: refusals it could decide alone, else the Pod and the questions to ask."""
+
+    refusals: tuple[str, ...] = ()
+    #: The Pod the operator would create, for the server-side dry run.
+    pod: dict[str, Any] | None = None
+    #: Where that Pod's template comes from, as messages name it.
+    template_prefix: str = "spec.template"
+    needs: tuple[AccessNeed, ...] = field(default=())
+
+    @property
+    def checks(self) -> tuple[AccessCheck, ...]:
+        """The distinct questions, in the order of first need."""
+        return tuple(dict.fromkeys(need.check for need in self.needs))
+
+
+def assess(
+    *,
+    operation: str,
+    name: str,
+    namespace: str,
+    spec: dict[str, Any],
+    old_spec: dict[str, Any] | None,
+    now: datetime,
+    extra_hosts: frozenset[str],
+    classes: ClassCatalog,
+    default_template: Mapping[str, Any],
+    defaults: Defaults,
+    self_join_delay_seconds: float,
+) -> Assessment:
+    """Every rule the webhook can decide alone, for a CREATE or an UPDATE that changes the spec."""
+    refusals = admit(operation=operation, spec=spec, old_spec=old_spec, now=now, extra_hosts=extra_hosts)
+    if refusals:
+        return Assessment(refusals=tuple(refusals))
+    valid = parse_spec(spec, extra_hosts=extra_hosts)
+    chosen = bot_class_for(valid.bot_class_name, classes)
+    if isinstance(chosen, FieldError):
+        return Assessment(refusals=(str(chosen),))
+    errors = class_rules(valid, chosen) if chosen is not None else []
+    effective = effective_template(inline=valid.template, bot_class=chosen, default=default_template)
+    if isinstance(effective, FieldError):
+        return Assessment(refusals=(*map(str, errors), str(effective)))
+    try:
+        pod = build_pod(
+            name=name,
+            namespace=namespace,
+            uid=REVIEW_UID,
+            spec=valid,
+            template=effective.template,
+            join_at=valid.join_at,
+            join_deadline_seconds=valid.join_deadline_seconds or defaults.join_deadline_seconds,
+            max_duration_seconds=_max_duration(valid, chosen, defaults),
+            self_join_delay_seconds=self_join_delay_seconds,
+        )
+    except ValueError as error:
+        # The builder's own words name the field.
+        return Assessment(refusals=(*map(str, errors), f"{effective.prefix}: {error}"))
+    except (TypeError, AttributeError, KeyError):
+        # A field the shape checks do not type has the wrong type (`ports: "x"`); the
+        # API server's Pod validation names it, at the dry run or at staging.
+        return Assessment(
+            refusals=(
+                *map(str, errors),
+                f"{effective.prefix}: the bot Pod cannot be built from this template: a field has the wrong type",
+            )
+        )
+    errors += baseline_violations(pod, prefix=effective.prefix)
+    if errors:
+        return Assessment(refusals=tuple(map(str, errors)))
+    needs = access_needs(effective, namespace=namespace) if effective.source is TemplateSource.INLINE else ()
+    return Assessment(pod=pod, template_prefix=effective.prefix, needs=tuple(needs))
+
+
+def class_rules(spec: ValidSpec, bot_class: ValidBotClass) -> list[FieldError]:
+    """What `bot_class` refuses in `spec`: platforms, botConfig size, duration and lead."""
+    out = []
+    named = f'BotClass "{bot_class.name}"'
+    if bot_class.allowed_platforms is not None and spec.platform not in bot_class.allowed_platforms:
+        allowed = ", ".join(sorted(bot_class.allowed_platforms))
+        out.append(FieldError("spec.meetingUrl", f"{spec.platform} meetings are not allowed by {named} ({allowed})"))
+    if spec.bot_config is not None:
+        size = len(json.dumps(spec.bot_config, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > bot_class.max_bot_config_bytes:
+            out.append(
+                FieldError(
+                    "spec.botConfig",
+                    f"is {size} bytes as JSON; {named} allows at most {bot_class.max_bot_config_bytes} bytes",
+                )
+            )
+    for path, value, limit in (
+        ("spec.maxDurationSeconds", spec.max_duration_seconds, bot_class.max_duration_seconds),
+        ("spec.stagingLeadSeconds", spec.staging_lead_seconds, bot_class.max_staging_lead_seconds),
+    ):
+        if value is not None and limit is not None and value > limit:
+            out.append(FieldError(path, f"{value} is more than {named} allows ({limit})"))
+    return out
+
+
+def access_needs(effective: EffectiveTemplate, *, namespace: str) -> list[AccessNeed]:
+    """What the author of an inline template must be allowed, field by field."""
+    ns = quote_value(namespace)
+    pods = AccessCheck(verb="create", resource="pods")
+    needs = [
+        AccessNeed(
+            path=effective.prefix,
+            check=pods,
+            what=f"create Pods in namespace {ns}",
+            why="an inline template is admitted only for authors who could create its Pod themselves; "
+            "use a BotClass instead",
+        )
+    ]
+    for reference in references(effective.template, prefix=effective.prefix):
+        shown = f"{reference.kind} {quote_value(reference.name)} in namespace {ns}"
+        if reference.kind is ReferenceKind.SERVICE_ACCOUNT:
+            needs.append(
+                AccessNeed(
+                    path=reference.path,
+                    check=pods,
+                    what=f"run Pods as {shown}",
+                    why="RBAC: create pods, the right that lets a user run a Pod as any ServiceAccount of "
+                    "its namespace",
+                )
+            )
+        else:
+            resource = _RESOURCES[reference.kind]
+            needs.append(
+                AccessNeed(
+                    path=reference.path,
+                    check=AccessCheck(verb="get", resource=resource, name=reference.name),
+                    what=f"read {shown}",
+                    why=f"RBAC: get {resource}",
+                )
+            )
+    return needs
+
+
+def verdict(
+    assessment: Assessment, *, user: str, allowed: Mapping[AccessCheck, bool], dry_run_refusal: str | None
+) -> list[str]:
+    """The refusals of a review: the assessment's, the access review's and the dry run's; empty to admit."""
+    if assessment.refusals:
+        return list(assessment.refusals)
+    who = quote_value(user)
+    refusals = [
+        f"{need.path}: user {who} may not {need.what} ({need.why})"
+        for need in assessment.needs
+        if not allowed.get(need.check, False)
+    ]
+    if not refusals and dry_run_refusal:
+        refusals.append(f"{assessment.template_prefix}: the bot Pod would be refused: {dry_run_refusal}")
+    return refusals
+
+
+def _max_duration(spec: ValidSpec, bot_class: ValidBotClass | None, defaults: Defaults) -> int:
+    """The bot's stay: its own, else the operator's default cut to its class's limit."""
+    if spec.max_duration_seconds is not None:
+        return spec.max_duration_seconds
+    limit = bot_class.max_duration_seconds if bot_class is not None else None
+    return min(defaults.max_duration_seconds, limit) if limit is not None else defaults.max_duration_seconds
 
 
 def _join_at_changed(valid: ValidSpec, old_spec: dict[str, Any] | None, extra_hosts: frozenset[str]) -> bool:

@@ -38,6 +38,10 @@ class Settings:
     webhook_service: str | None
     webhook_config_name: str
     webhook_cert_dir: Path | None
+    #: patch, write or external (`auto` resolved by `load`); runtime/webhook.py says what each does.
+    webhook_configuration: str = "patch"
+    webhook_client_ca_file: Path | None = None
+    webhook_client_names: frozenset[str] = frozenset()
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -163,8 +167,32 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-cert-dir",
         default=_env("WEBHOOK_CERT_DIR"),
         metavar="DIR",
-        help="where the generated serving certificate is written; default: a temporary directory "
-        "[SCHEDULEDBOT_WEBHOOK_CERT_DIR]",
+        help="where the serving certificate (tls.crt, tls.key) is written, or read with "
+        "--webhook-configuration=external; default: a temporary directory [SCHEDULEDBOT_WEBHOOK_CERT_DIR]",
+    )
+    add(
+        "--webhook-configuration",
+        default=_env("WEBHOOK_CONFIGURATION", "auto"),
+        choices=["auto", "patch", "write", "external"],
+        help="patch: make a certificate and set the caBundle of the installed configuration; write: make a "
+        "certificate and write the whole configuration (development; needs create rights); external: serve the "
+        "certificate found in --webhook-cert-dir and leave the configuration to others (cert-manager's CA "
+        "injector); auto: write without --webhook-service, patch with it [SCHEDULEDBOT_WEBHOOK_CONFIGURATION]",
+    )
+    add(
+        "--webhook-client-ca-file",
+        default=_env("WEBHOOK_CLIENT_CA_FILE"),
+        metavar="PATH",
+        help="CA of the client certificate the API server presents to webhooks: callers without one are refused "
+        "and the bot Pod is dry-run only for those that have one [SCHEDULEDBOT_WEBHOOK_CLIENT_CA_FILE]",
+    )
+    add(
+        "--webhook-client-name",
+        action="append",
+        dest="webhook_client_names",
+        metavar="NAME",
+        help="accepted common name of that client certificate, repeatable; default: any the CA signed "
+        "[SCHEDULEDBOT_WEBHOOK_CLIENT_NAMES, comma-separated]",
     )
     return p
 
@@ -197,4 +225,14 @@ def load(argv: list[str] | None = None) -> Settings:
         webhook_service=args.webhook_service,
         webhook_config_name=args.webhook_config_name,
         webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+        webhook_configuration=_configuration_mode(args.webhook_configuration, service=args.webhook_service),
+        webhook_client_ca_file=Path(args.webhook_client_ca_file) if args.webhook_client_ca_file else None,
+        webhook_client_names=frozenset(args.webhook_client_names or _csv(_env("WEBHOOK_CLIENT_NAMES"))),
     )
+
+
+def _configuration_mode(mode: str, *, service: str | None) -> str:
+    # In a cluster the configuration is installed with the manifests; outside, nothing installed it.
+    if mode == "auto":
+        return "patch" if service else "write"
+    return mode

@@ -1,28 +1,42 @@
-"""kopf handlers: thin. They hand watch events to the engine and reviews to `core.admission`.
+"""kopf handlers: thin. They hand watch events to the engine and BotClasses to the webhook.
 
-The engine is built at start-up from the settings in kopf's memo and kept there;
-nothing is built at import time.
+The engine, the webhook's reviewer and its server are built at start-up from the
+settings in kopf's memo and kept there; nothing is built at import time. kopf's own
+admission machinery is not used (runtime/admission.py says why).
 """
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
 from scheduledbot.adapters.bots import BotClient
-from scheduledbot.adapters.kube import Kube
-from scheduledbot.api.models import parse_spec
-from scheduledbot.api.resource import GROUP, PLURAL, VERSION
-from scheduledbot.core.admission import admit
+from scheduledbot.adapters.kube import Kube, Permission
+from scheduledbot.api.resource import BOT_CLASS, GROUP, PLURAL, VERSION
 from scheduledbot.core.children import LABEL
+from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Reviewer
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.metrics import Metrics
-from scheduledbot.runtime.webhook import WEBHOOK_PATH, build_configuration, make_certificates, service_names
+from scheduledbot.runtime.webhook import (
+    WEBHOOK_NAMES,
+    build_configuration,
+    make_certificates,
+    server_context,
+    service_names,
+)
+
+#: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
+WATCHES: Final = frozenset(
+    Permission(group, resource, verb)
+    for group, resource in (("", "pods"), (GROUP, PLURAL), (GROUP, BOT_CLASS.plural))
+    for verb in ("list", "watch")
+)
 
 
 @kopf.on.startup()
@@ -40,24 +54,48 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     metrics = Metrics()
     metrics.serve(config.metrics_port)
     memo.kube = kube
+    memo.metrics = metrics
     memo.bots = BotClient()
     memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)
+    # Every class known before the first review: a review answered without the default
+    # class would skip its rules. kopf's watch keeps the catalog current from here on.
+    memo.classes = ClassCatalog()
+    memo.classes.replace(await kube.list_bot_classes())
     # Know the bot Pods before the first pass: kopf's Pod watch may deliver them after
     # their ScheduledBots, and a staged bot must not look as if its Pod were gone.
     for namespace in config.namespaces or (None,):
         for pod in await kube.list_pods(namespace, label=LABEL):
             memo.engine.pod_event(None, pod)
     if config.webhook:
-        await _serve_webhook(settings, memo, config, kube)
+        await _serve_webhook(memo, config, kube)
 
 
-async def _serve_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, config: Settings, kube: Kube) -> None:
+async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
     directory = config.webhook_cert_dir or Path(tempfile.mkdtemp(prefix="scheduledbot-webhook-"))
-    names = service_names(config.webhook_service) if config.webhook_service else [config.webhook_host]
-    cert, key, ca = make_certificates(directory, names=names, now=datetime.now(UTC))
-    settings.admission.server = kopf.WebhookServer(
-        addr=config.webhook_listen, port=config.webhook_port, certfile=str(cert), pkeyfile=str(key)
+    ca: bytes | None = None
+    if config.webhook_configuration == "external":
+        cert, key = directory / "tls.crt", directory / "tls.key"
+    else:
+        names = service_names(config.webhook_service) if config.webhook_service else [config.webhook_host]
+        cert, key, ca = make_certificates(directory, names=names, now=datetime.now(UTC))
+    reviewer = Reviewer(settings=config, kube=kube, classes=memo.classes)
+    server = AdmissionServer(
+        review=lambda request, authenticated: reviewer.review(request, authenticated=authenticated),
+        client_names=config.webhook_client_names,
+        on_result=lambda result: memo.metrics.admission_reviews.labels(result).inc(),
     )
+    await server.start(
+        host=config.webhook_listen,
+        port=config.webhook_port,
+        ssl_context=server_context(cert, key, client_ca=config.webhook_client_ca_file),
+    )
+    memo.webhook_server = server
+    if ca is None:
+        return
+    if config.webhook_configuration == "patch":
+        bundle = base64.b64encode(ca).decode()
+        await kube.patch_webhook_ca(config.webhook_config_name, webhooks=WEBHOOK_NAMES, ca_bundle=bundle)
+        return
     body = build_configuration(
         name=config.webhook_config_name,
         ca_pem=ca,
@@ -73,6 +111,8 @@ async def _serve_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, confi
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
+    if getattr(memo, "webhook_server", None):
+        await memo.webhook_server.stop()
     await memo.engine.close()
     await memo.bots.close()
     if getattr(memo, "webhook_ca", None):
@@ -91,26 +131,6 @@ async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.engine.pod_event(event.get("type"), event["object"])
 
 
-@kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_PATH, operations=["CREATE", "UPDATE"])
-async def validate(
-    body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
-) -> None:
-    config: Settings = memo.settings
-    spec = dict(body.get("spec") or {})
-    errors = admit(
-        operation=operation or "CREATE",
-        spec=spec,
-        old_spec=dict(old.get("spec") or {}) if old else None,
-        now=datetime.now(UTC),
-        extra_hosts=config.extra_meeting_hosts,
-    )
-    if errors:
-        raise kopf.AdmissionError("; ".join(errors), code=422)
-    meta = body.get("metadata") or {}
-    refusal = await memo.engine.pod_refusal(
-        namespace=meta.get("namespace") or "default",
-        name=meta.get("name") or "dry-run",
-        spec=parse_spec(spec, extra_hosts=config.extra_meeting_hosts),
-    )
-    if refusal:
-        raise kopf.AdmissionError(f"spec.template: the bot Pod would be refused: {refusal}", code=422)
+@kopf.on.event(GROUP, VERSION, BOT_CLASS.plural)
+async def bot_class_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.classes.event(event.get("type"), event["object"])

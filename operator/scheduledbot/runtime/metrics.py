@@ -51,6 +51,12 @@ class Metrics:
         self.status_writes = Counter(
             "scheduledbot_status_writes", "Status patches sent to the API server", registry=self.registry
         )
+        self.admission_reviews = Counter(
+            "scheduledbot_admission_reviews",
+            "Admission reviews answered, by result (allowed, denied, malformed, oversized, refused)",
+            ["result"],
+            registry=self.registry,
+        )
         self._states = _States()
         self.registry.register(self._states)
 
