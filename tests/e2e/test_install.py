@@ -140,7 +140,7 @@ def test_every_manifest_passes_the_api_servers_validation(
     assert Counter(o["kind"] for o in objects) == Counter(
         {
             "Namespace": 1,
-            "CustomResourceDefinition": 2,
+            "CustomResourceDefinition": 3,
             "ServiceAccount": 1,
             "ClusterRole": 1,
             "ClusterRoleBinding": 1,
