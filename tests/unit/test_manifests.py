@@ -202,8 +202,11 @@ def test_service_links_cannot_shadow_the_operators_settings() -> None:
 
 
 def test_the_image_runs_as_the_user_the_pod_declares() -> None:
-    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert user, "the Dockerfile must set a numeric USER"
+    # ... and one with a passwd entry: kopf looks its name up (getpass.getuser()) at start.
+    assert re.search(rf"useradd --uid {user[1]} --gid {user[2]} ", dockerfile)
     pod = deployment()["spec"]["template"]["spec"]["securityContext"]
     assert (pod["runAsUser"], pod["runAsGroup"]) == (int(user[1]), int(user[2]))
 
