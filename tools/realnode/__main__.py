@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             node.down(layout)
         elif args.command == "image":
-            image(layout)
+            with images.leaving_no_trace():
+                image(layout)
         elif args.command == "capture":
             print(json.dumps(host.capture((str(layout.root),)), indent=1, sort_keys=True))
         else:

@@ -153,9 +153,23 @@ def install_rules(api_port: int) -> None:
     comment = ["-m", "comment", "--comment", "scheduledbot real node"]
     run(ipt, "-t", "nat", "-N", CHAIN)
     run(
-        ipt, "-t", "nat", "-A", CHAIN, "-d", "10.0.0.1/32", "-p", "tcp", "--dport", "443",
-        *comment, "-j", "DNAT", "--to-destination", f"{NODE_IP}:{api_port}",
-    )  # fmt: skip
+        ipt,
+        "-t",
+        "nat",
+        "-A",
+        CHAIN,
+        "-d",
+        "10.0.0.1/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        *comment,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"{NODE_IP}:{api_port}",
+    )
     run(ipt, "-t", "nat", "-I", "PREROUTING", "-i", BRIDGE, *comment, "-j", CHAIN)
     # Nothing from or to the Pod network is ever routed elsewhere, whoever enables ip_forward.
     run(ipt, "-t", "filter", "-N", CHAIN)

@@ -17,17 +17,20 @@ Images go into the node's containerd (namespace k8s.io, where the kubelet looks)
 with `ctr images import` of an OCI archive.
 
 buildah keeps its storage (base, layer cache) under the project's cache
-directory, not in /var/lib/containers, and its CNI lock under it too.
+directory, not in /var/lib/containers, and its CNI lock under it too; the one
+file it insists on writing in /var/lib/containers goes when `make image` ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -48,6 +51,7 @@ BASE_HOOK: Final = (
 BASE_DPKG_EXCLUDES: Final = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 #: JSON: buildah takes a plain string as a shell command (`/bin/sh -c`), and there is no shell.
 PAUSE_CONFIG: Final = ('--entrypoint=["/pause"]', "--user=65535:65535")
+BLOB_INFO_CACHE: Final = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
 #: The host's CA bundle, lent to the build's RUN steps (pip on Debian reads it).
 HOST_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -71,6 +75,12 @@ def cache_dir() -> Path:
 
 def _buildah(*args: str) -> list[str]:
     storage = cache_dir() / "buildah"
+    # Its CNI lock too (buildah would make /etc/cni/net.d for it, even for `buildah rm`).
+    containers_conf = storage / "containers.conf"
+    if not containers_conf.exists():
+        storage.mkdir(parents=True, exist_ok=True)
+        containers_conf.write_text(f'[network]\nnetwork_config_dir = "{storage / "cni"}"\n')
+    os.environ["CONTAINERS_CONF"] = str(containers_conf)
     return [
         "buildah",
         f"--root={storage / 'storage'}",
@@ -161,7 +171,7 @@ def pause_archive() -> Path:
     if archive.exists():
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with leaving_no_trace(), tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "pause"
         _run(
             ["gcc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(PAUSE_SOURCE)],
@@ -219,6 +229,20 @@ def build_project_image() -> str:
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
     say(f"built {OPERATOR_IMAGE} ({image_id[:12]}) in {time.monotonic() - started:.1f} s")
     return image_id
+
+
+@contextlib.contextmanager
+def leaving_no_trace() -> Iterator[None]:
+    """Remove what buildah leaves outside its storage, if it was not there before: its blob
+    information cache, /var/lib/containers/cache (no setting moves it)."""
+    absent = not os.path.lexists(BLOB_INFO_CACHE.parent)
+    try:
+        yield
+    finally:
+        if absent and BLOB_INFO_CACHE.parent.is_dir():
+            ours = {p.relative_to(BLOB_INFO_CACHE.parent) for p in BLOB_INFO_CACHE.parent.rglob("*")}
+            if ours <= {Path("cache"), BLOB_INFO_CACHE.relative_to(BLOB_INFO_CACHE.parent)}:
+                shutil.rmtree(BLOB_INFO_CACHE.parent)
 
 
 def export(image: str, archive: Path) -> None:

@@ -304,10 +304,20 @@ def _start_containerd(layout: NodeLayout) -> subprocess.Popen[bytes]:
         binds += [str(source), target]
     argv = [
         *_in_node_cgroup(),
-        "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-ec", _WITH_BINDS, "binds", *binds, "--",
-        "containerd", f"--config={layout.containerd_config}",
-    ]  # fmt: skip
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-ec",
+        _WITH_BINDS,
+        "binds",
+        *binds,
+        "--",
+        "containerd",
+        f"--config={layout.containerd_config}",
+    ]
     return cluster.spawn(layout.cluster, "containerd", argv)
 
 
@@ -346,7 +356,9 @@ def _start_kubelet(layout: NodeLayout, bin_dir: Path, containerd_pid: int) -> su
     argv = [
         *_in_node_cgroup(),
         # In containerd's mount namespace: Pod volumes the kubelet mounts must be what runc binds.
-        "nsenter", f"--mount=/proc/{containerd_pid}/ns/mnt", "--",
+        "nsenter",
+        f"--mount=/proc/{containerd_pid}/ns/mnt",
+        "--",
         str(bin_dir / "kubelet"),
         f"--config={layout.kubelet_config}",
         f"--kubeconfig={layout.kubelet_kubeconfig}",
@@ -354,7 +366,7 @@ def _start_kubelet(layout: NodeLayout, bin_dir: Path, containerd_pid: int) -> su
         f"--hostname-override={configs.NODE_NAME}",
         f"--node-ip={configs.NODE_IP}",
         "--v=1",
-    ]  # fmt: skip
+    ]
     return cluster.spawn(c, "kubelet", argv)
 
 
