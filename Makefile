@@ -48,8 +48,9 @@ crds: venv ## regenerate crds/ and its kustomize copy in manifests/crd/ from the
 install: ## apply the CRD to the current kubeconfig's cluster
 	kubectl apply --server-side -f crds/
 
-deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply)
-	kubectl apply --server-side -k manifests/
+MANIFESTS   ?= manifests/
+deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply; MANIFESTS=overlay)
+	kubectl apply --server-side -k $(MANIFESTS)
 
 bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
 	$(PY) -m bench $(if $(FULL),--full,)
