@@ -155,9 +155,13 @@ def test_a_container_that_exits_before_join_at_fails_with_its_exit_code(bots: Bo
     assert bots.arrivals("early") == []
 
 
-def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_by_its_safety_net(
+def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_once(
     bots: Bots, operator: Operator
 ) -> None:
+    """Two ways are right, and which comes first depends on how fast the Deployment brings the
+    operator back: the bot's own timer at joinAt + 2 s (`joinedBy: deadline`), or the restarted
+    operator's late signal before that (`joinedBy: signal`). Either way: one join, on time for
+    the safety net, and the status catches up."""
     join_at = soon(40)
     bots.apply(bots.manifest("unattended", join_at=join_at, lead=35))
     staged = bots.wait_state("unattended", "staged", timeout=30)
@@ -176,27 +180,23 @@ def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_by
         "--force",
         "--wait=false",
     )
-    deadline = time.time() + 20
-    while not bots.arrivals("unattended") and time.time() < deadline:
-        time.sleep(0.2)
-    lateness = _lateness_ms(bots, "unattended", bots.status("unattended")["joinAt"])
-    print(
-        f"\nreal node, operator killed {join_at.timestamp() - killed_at:.1f} s before joinAt: arrival {lateness:.0f} ms"
-    )
     operator.wait_available()
-    assert operator.running_pod()["metadata"]["uid"] != before, "the Deployment made a new Pod"
-    caught_up = bots.cluster.kubectl(
-        "wait",
-        "--for=jsonpath={.status.joinedBy}=deadline",
-        "--timeout=60s",
-        "sbot/unattended",
-        "-n",
-        bots.namespace,
-        check=False,
-        timeout=90,
+    back = operator.running_pod()
+    assert back["metadata"]["uid"] != before, "the Deployment made a new Pod"
+    status = bots.wait_state("unattended", "recording", timeout=60)  # the status caught up
+    arrivals = bots.arrivals("unattended")
+    assert len(arrivals) == 1, "one join"
+    lateness = _lateness_ms(bots, "unattended", status["joinAt"])
+    started = parse_time(back["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]).timestamp()
+    print(
+        f"\nreal node, operator killed {join_at.timestamp() - killed_at:.1f} s before joinAt, its new container "
+        f"started {started - join_at.timestamp():+.1f} s from joinAt; joined by {status['joinedBy']}, "
+        f"arrival {lateness:.0f} ms after joinAt"
     )
-    status = bots.status("unattended")
-    assert caught_up.returncode == 0, status
-    assert status["state"] in ("joined", "recording"), status
-    assert len(bots.arrivals("unattended")) == 1, "one join: the bot's own"
-    assert lateness >= 1000, "no signal came: the bot's own timer (joinAt + 2 s) made the join"
+    if status["joinedBy"] == "deadline":
+        assert 2000 <= lateness < 3000, "the bot's own timer, at joinAt + 2 s"
+        assert "joinSignaledAt" not in status
+    else:
+        assert status["joinedBy"] == "signal"
+        assert 0 <= lateness < 2000, "the restarted operator signalled before the bot's own timer"
+        assert parse_time(status["joinSignaledAt"]).timestamp() > killed_at

@@ -182,7 +182,7 @@ def _delete_chain(family: str, table: str, chain: str) -> None:
     """Remove every jump to `chain` in `table`, then the chain."""
     ipt = _iptables(family)
     for line in run(ipt, "-t", table, "-S", check=False).splitlines():
-        words = _split_rule(line)
+        words = split_rule(line)
         jumps = any(words[i : i + 2] == ["-j", chain] for i in range(len(words)))
         if words[:1] == ["-A"] and words[1] != chain and jumps:
             run(ipt, "-t", table, "-D", *words[1:], check=False)
@@ -190,7 +190,7 @@ def _delete_chain(family: str, table: str, chain: str) -> None:
     run(ipt, "-t", table, "-X", chain, check=False)
 
 
-def _split_rule(line: str) -> list[str]:
+def split_rule(line: str) -> list[str]:
     """iptables -S output split as the shell would (comments are double-quoted)."""
     return [m.group(1) if m.group(1) is not None else m.group(2) for m in re.finditer(r'"([^"]*)"|(\S+)', line)]
 
