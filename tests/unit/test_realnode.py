@@ -83,7 +83,7 @@ def test_differences_name_what_changed_and_nothing_else() -> None:
     }
     assert host.differences(before, before) == []
     assert sorted(host.differences(before, after)) == [
-        "iptables ipv4 filter: ['INPUT'] -> ['INPUT', 'KUBE-FIREWALL']",
+        "iptables ipv4 filter: new KUBE-FIREWALL",
         "links: new sbrn0",
         "sysctls kernel/panic: '1' -> '10'",
     ]

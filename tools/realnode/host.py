@@ -56,6 +56,8 @@ _KUBELET_CHAINS: Final = {
 }
 _CGROUP_FS: Final = Path("/sys/fs/cgroup")
 PATHS_WATCHED: Final = (*HOST_PATHS, "/run/netns", "/var/lib/containerd", "/etc/cni", "/opt/cni", "/opt/containerd")
+#: Where daemons leave state behind; their entries are compared (a new /var/lib/kubelet, /run/xtables.lock...).
+DIRECTORIES_WATCHED: Final = ("/run", "/var/lib", "/etc", "/opt", "/var/log")
 
 
 class HostError(RuntimeError):
@@ -351,6 +353,7 @@ def capture(markers: tuple[str, ...] = ()) -> dict[str, Any]:
         },
         "sysctls": read_sysctls(),
         "paths": {p: os.path.lexists(p) for p in PATHS_WATCHED},
+        "entries": {d: sorted(os.listdir(d)) for d in DIRECTORIES_WATCHED if os.path.isdir(d)},
         "cgroups": sorted(str(h / CGROUP) for h in hierarchies() if (h / CGROUP).exists()),
         "processes": _processes(markers),
     }
@@ -366,8 +369,14 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             flat_old, flat_new = _flatten(old), _flatten(new)
             for sub in sorted(flat_old.keys() | flat_new.keys()):
-                if flat_old.get(sub) != flat_new.get(sub):
-                    found.append(f"{key} {sub}: {flat_old.get(sub)!r} -> {flat_new.get(sub)!r}")
+                a, b = flat_old.get(sub), flat_new.get(sub)
+                if a == b:
+                    continue
+                if isinstance(a, list) and isinstance(b, list):
+                    found += [f"{key} {sub}: gone {item}" for item in a if item not in b]
+                    found += [f"{key} {sub}: new {item}" for item in b if item not in a]
+                else:
+                    found.append(f"{key} {sub}: {a!r} -> {b!r}")
         elif isinstance(old, list) and isinstance(new, list):
             found += [f"{key}: gone {item}" for item in old if item not in new]
             found += [f"{key}: new {item}" for item in new if item not in old]
