@@ -36,8 +36,9 @@ PAUSE_IMAGE: Final = "localhost/scheduledbot-pause:1"
 OPERATOR_IMAGE: Final = "localhost/scheduledbot-operator:dev"
 #: Paths used whatever the configuration says: by containerd 1.6 (shim sockets, fifos, the
 #: CNI cache) and by the kubelet (its device plugin socket, /var/lib/kubelet/device-plugins,
-#: whatever --root-dir is). The node's mount namespace binds a directory of its own over each.
-HOST_PATHS: Final = ("/run/containerd", "/var/lib/cni", "/var/lib/kubelet")
+#: whatever --root-dir is; the links to container logs, /var/log/containers, whatever
+#: podLogsDir is). The node's mount namespace binds a directory of its own over each.
+HOST_PATHS: Final = ("/run/containerd", "/var/lib/cni", "/var/lib/kubelet", "/var/log/containers")
 
 
 def _toml_string(value: str | Path) -> str:

@@ -5,7 +5,8 @@ tunables (vm.overcommit_memory, vm.panic_on_oom, kernel.panic, kernel.panic_on_o
 kernel.keys.root_maxkeys, kernel.keys.root_maxbytes) and adds iptables chains
 (KUBE-FIREWALL with jumps from INPUT and OUTPUT, KUBE-IPTABLES-HINT,
 KUBE-KUBELET-CANARY) for IPv4 and IPv6; containerd 1.6 writes under
-/run/containerd and /var/lib/cni, and the kubelet under /var/lib/kubelet,
+/run/containerd and /var/lib/cni, and the kubelet under /var/lib/kubelet and
+/var/log/containers,
 whatever their configuration says; every Pod is
 a network namespace, a veth pair on the bridge, overlay and tmpfs mounts and
 cgroups. The node keeps them contained (a private mount namespace, one cgroup

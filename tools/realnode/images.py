@@ -234,15 +234,16 @@ def build_project_image() -> str:
 @contextlib.contextmanager
 def leaving_no_trace() -> Iterator[None]:
     """Remove what buildah leaves outside its storage, if it was not there before: its blob
-    information cache, /var/lib/containers/cache (no setting moves it)."""
-    absent = not os.path.lexists(BLOB_INFO_CACHE.parent)
+    information cache in /var/lib/containers (no setting moves it)."""
+    top = Path("/var/lib/containers")
+    absent = not os.path.lexists(top)
     try:
         yield
     finally:
-        if absent and BLOB_INFO_CACHE.parent.is_dir():
-            ours = {p.relative_to(BLOB_INFO_CACHE.parent) for p in BLOB_INFO_CACHE.parent.rglob("*")}
-            if ours <= {Path("cache"), BLOB_INFO_CACHE.relative_to(BLOB_INFO_CACHE.parent)}:
-                shutil.rmtree(BLOB_INFO_CACHE.parent)
+        if absent and top.is_dir():
+            left = {p.relative_to(top) for p in top.rglob("*")}
+            if left <= {BLOB_INFO_CACHE.parent.relative_to(top), BLOB_INFO_CACHE.relative_to(top)}:
+                shutil.rmtree(top)
 
 
 def export(image: str, archive: Path) -> None:

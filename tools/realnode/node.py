@@ -9,7 +9,8 @@ Containment, so that `down` can leave the host as it found it:
 - containerd, its shims and the kubelet share one private mount namespace: every
   mount they make (overlay snapshots, Pod volumes, network namespace handles) is
   invisible to the host and vanishes with the last of them. In it, directories of
-  the node's own are bound over /run/containerd, /var/lib/cni and /var/lib/kubelet,
+  the node's own are bound over /run/containerd, /var/lib/cni, /var/lib/kubelet and
+  /var/log/containers,
   which containerd 1.6 and the kubelet use whatever their configuration says.
 - Every process of the node and of its Pods is in the cgroup tree
   `scheduledbot-realnode`: `down` freezes it, kills what is in it and removes it.
