@@ -77,4 +77,4 @@ image: venv ## build the image from the Dockerfile (buildah) and import it into 
 	$(REALNODE) image
 
 test-real: cluster-real image ## end-to-end tests on the real node: the image, `make deploy`, real bot containers
-	KUBECONFIG=$(CURDIR)/.cluster-real/kubeconfig $(PY) -m pytest -q -p no:cacheprovider --real-node tests/real
+	KUBECONFIG=$(CURDIR)/.cluster-real/kubeconfig $(PY) -m pytest -q -s -p no:cacheprovider --real-node tests/real
