@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             node.down(layout)
         elif args.command == "image":
-            with images.leaving_no_trace():
+            with images.storage_lock(), images.leaving_no_trace():
                 image(layout)
         elif args.command == "capture":
             print(json.dumps(host.capture((str(layout.root),)), indent=1, sort_keys=True))

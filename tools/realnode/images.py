@@ -24,6 +24,7 @@ file it insists on writing in /var/lib/containers goes when `make image` ends.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -73,21 +74,38 @@ def cache_dir() -> Path:
     return directory
 
 
+def _private(*argv: str) -> list[str]:
+    """`argv` in a private mount namespace: whatever it mounts (the chroot's /proc of
+    mmdebstrap, buildah's overlays) is gone when it exits, even when it is killed."""
+    return ["unshare", "--mount", "--propagation", "private", "--", *argv]
+
+
 def _buildah(*args: str) -> list[str]:
+    """A buildah command on the project's storage, in its own mount namespace.
+
+    buildah's run root (mount counts, locks of mounted layers) is a fresh tmpfs in that
+    namespace, as after a reboot: nothing is mounted when the namespace is gone, and nothing
+    in the run root may say otherwise. Its CNI lock goes to the cache too (buildah would make
+    /etc/cni/net.d for it, even for `buildah rm`).
+    """
     storage = cache_dir() / "buildah"
-    # Its CNI lock too (buildah would make /etc/cni/net.d for it, even for `buildah rm`).
+    (storage / "run").mkdir(parents=True, exist_ok=True)
     containers_conf = storage / "containers.conf"
     if not containers_conf.exists():
-        storage.mkdir(parents=True, exist_ok=True)
         containers_conf.write_text(f'[network]\nnetwork_config_dir = "{storage / "cni"}"\n')
     os.environ["CONTAINERS_CONF"] = str(containers_conf)
-    return [
+    return _private(
+        "sh",
+        "-ec",
+        'mount -t tmpfs -o mode=0700 buildah-run "$1"; shift; exec "$@"',
+        "buildah-in-namespace",
+        str(storage / "run"),
         "buildah",
         f"--root={storage / 'storage'}",
         f"--runroot={storage / 'run'}",
         "--storage-driver=overlay",
         *args,
-    ]
+    )
 
 
 def _run(argv: list[str], *, what: str, timeout: float, quiet: bool = False) -> str:
@@ -127,7 +145,7 @@ def base_image() -> str:
         say("making the Debian bookworm root filesystem with mmdebstrap (about a minute, once)")
         partial = rootfs.with_suffix(".partial")
         _run(
-            [
+            _private(
                 "mmdebstrap",
                 "--quiet",
                 "--variant=minbase",
@@ -138,7 +156,7 @@ def base_image() -> str:
                 "--format=tar",
                 "bookworm",
                 str(partial),
-            ],
+            ),
             what="mmdebstrap bookworm",
             timeout=900,
         )
@@ -171,7 +189,7 @@ def pause_archive() -> Path:
     if archive.exists():
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with leaving_no_trace(), tempfile.TemporaryDirectory() as tmp:
+    with storage_lock(), leaving_no_trace(), tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "pause"
         _run(
             ["gcc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(PAUSE_SOURCE)],
@@ -229,6 +247,18 @@ def build_project_image() -> str:
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
     say(f"built {OPERATOR_IMAGE} ({image_id[:12]}) in {time.monotonic() - started:.1f} s")
     return image_id
+
+
+@contextlib.contextmanager
+def storage_lock() -> Iterator[None]:
+    """One image build at a time on this machine: checkouts share the cache's storage."""
+    with open(cache_dir() / "buildah.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another image build on this machine to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
