@@ -66,7 +66,13 @@ class HostError(RuntimeError):
 
 
 def run(*argv: str, check: bool = True, timeout: float = 60) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    """stdout of a command; unless `check`, nothing when it fails or is not installed."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as error:
+        if check:
+            raise HostError(f"`{argv[0]}` is not installed (`make real-deps`)") from error
+        return ""
     if check and result.returncode != 0:
         raise HostError(f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout
