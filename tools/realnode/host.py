@@ -130,7 +130,13 @@ def create_bridge() -> None:
     run("ip", "link", "set", BRIDGE, "up")
 
 
-def delete_bridge() -> None:
+def delete_bridge(*, timeout: float = 15) -> None:
+    """Once the Pods' veths are gone (the kernel removes them with their network namespaces,
+    asynchronously, after the last process in them died), the bridge."""
+    ports = Path("/sys/class/net", BRIDGE, "brif")
+    deadline = time.monotonic() + timeout
+    while ports.is_dir() and any(ports.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if link_exists(BRIDGE):
         run("ip", "link", "delete", BRIDGE)
 
