@@ -160,8 +160,9 @@ def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_on
 ) -> None:
     """Two ways are right, and which comes first depends on how fast the Deployment brings the
     operator back: the bot's own timer at joinAt + 2 s (`joinedBy: deadline`), or the restarted
-    operator's late signal before that (`joinedBy: signal`). Either way: one join, on time for
-    the safety net, and the status catches up."""
+    operator's signal, on time or late (`joinedBy: signal`), which may also reach the bot just
+    as its timer fires. Either way: one join, no later than the safety net's, and the status
+    catches up."""
     join_at = soon(40)
     bots.apply(bots.manifest("unattended", join_at=join_at, lead=35))
     staged = bots.wait_state("unattended", "staged", timeout=30)
@@ -193,10 +194,10 @@ def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_on
         f"started {started - join_at.timestamp():+.1f} s from joinAt; joined by {status['joinedBy']}, "
         f"arrival {lateness:.0f} ms after joinAt"
     )
+    assert 0 <= lateness < 3000, "no later than the bot's own timer (joinAt + 2 s) and its request"
     if status["joinedBy"] == "deadline":
-        assert 2000 <= lateness < 3000, "the bot's own timer, at joinAt + 2 s"
+        assert lateness >= 2000, "the bot's own timer, at joinAt + 2 s"
         assert "joinSignaledAt" not in status
     else:
         assert status["joinedBy"] == "signal"
-        assert 0 <= lateness < 2000, "the restarted operator signalled before the bot's own timer"
-        assert parse_time(status["joinSignaledAt"]).timestamp() > killed_at
+        assert parse_time(status["joinSignaledAt"]).timestamp() > killed_at, "by the new operator"
