@@ -23,6 +23,10 @@ RUN python -m venv --without-pip /opt/venv \
 FROM ${PYTHON_IMAGE}
 # Nothing in the running image can fetch or build code.
 RUN python -m pip uninstall --yes pip setuptools wheel
+# The user needs a name: kopf asks for it (getpass.getuser()), which fails for a uid
+# without a passwd entry.
+RUN groupadd --gid 10001 scheduledbot \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin scheduledbot
 COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

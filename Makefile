@@ -9,10 +9,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 CLUSTER     := $(PY) -m localcluster
 
-.PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help
+.PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help \
+        real-deps cluster-real cluster-real-down image test-real
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -52,8 +53,33 @@ crds: venv ## regenerate crds/ and its kustomize copy in manifests/crd/ from the
 install: ## apply the CRD to the current kubeconfig's cluster
 	kubectl apply --server-side -f crds/
 
-deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply)
-	kubectl apply --server-side -k manifests/
+MANIFESTS   ?= manifests/
+deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply; MANIFESTS=overlay)
+	kubectl apply --server-side -k $(MANIFESTS)
 
 bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
 	$(PY) -m bench $(if $(FULL),--full,)
+
+# --- the real node (containerd, runc, CNI bridge, the real kubelet; root, Linux) ---
+REALNODE    := $(PY) -m realnode
+REAL_DEBS   := containerd runc containernetworking-plugins buildah mmdebstrap iptables nftables \
+               util-linux iproute2 gcc libc6-dev
+
+real-deps: ## install the Debian packages of the real node and `make image` (apt; once)
+	@missing=$$(for p in $(REAL_DEBS); do \
+	  dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $$missing >/dev/null; fi
+
+cluster-real: venv ## the control plane with one real node (KUBECONFIG=.cluster-real/kubeconfig)
+	$(REALNODE) up
+
+cluster-real-down: ## stop the real node and its control plane; the host is left as found
+	@if [ -x $(PY) ]; then $(REALNODE) down; else echo "no virtualenv: nothing to stop"; fi
+
+image: venv ## build the image from the Dockerfile (buildah) and import it into the real node
+	$(REALNODE) image
+
+test-real: cluster-real image ## end-to-end tests on the real node: the image, `make deploy`, real bot containers
+	KUBECONFIG=$(CURDIR)/.cluster-real/kubeconfig $(PY) -m pytest -q -s -p no:cacheprovider --real-node tests/real

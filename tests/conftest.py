@@ -29,6 +29,7 @@ from localcluster.testing import Cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_FIXTURES = ("cluster", "namespace")
+REAL_NODE_TESTS = REPO_ROOT / "tests" / "real"
 
 
 def _localcluster(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -48,12 +49,29 @@ def _needs_cluster(item: pytest.Item) -> bool:
     return item.get_closest_marker("cluster") is not None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--real-node",
+        action="store_true",
+        help="run the tests marked real_node (tests/real: `make cluster-real` and `make image` first)",
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: before `-m` deselects by marker.
     for item in items:
         if any(f in getattr(item, "fixturenames", ()) for f in CLUSTER_FIXTURES):
             item.add_marker(pytest.mark.cluster)
+    # The real node needs root, a running node and minutes: only when asked (`make test-real`).
+    for item in items:
+        if REAL_NODE_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.real_node)
+    if not config.getoption("--real-node"):
+        real = [item for item in items if item.get_closest_marker("real_node") is not None]
+        if real:
+            config.hook.pytest_deselected(items=real)
+            items[:] = [item for item in items if item.get_closest_marker("real_node") is None]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -229,9 +229,26 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
     assert {m["mountPath"] for m in container()["volumeMounts"]} == {"/tmp"}
 
 
+def test_service_links_cannot_shadow_the_operators_settings() -> None:
+    # A kubelet puts every Service of the Pod's namespace into its environment, docker-link style:
+    # <NAME>_SERVICE_HOST, <NAME>_SERVICE_PORT, <NAME>_PORT=tcp://<ip>:<port>, ...
+    services = [one("webhook/service.yaml", "Service"), one("prometheus/metrics_service.yaml", "Service")]
+    linked = {
+        f"{s['metadata']['name'].upper().replace('-', '_')}_{suffix}"
+        for s in services
+        for suffix in ("SERVICE_HOST", "SERVICE_PORT", "PORT")
+    }
+    settings = set(re.findall(r"\[(SCHEDULEDBOT_[A-Z_]+)", config.parser().format_help()))
+    assert {"SCHEDULEDBOT_WEBHOOK_PORT", "SCHEDULEDBOT_METRICS_PORT"} <= linked & settings, "the clash is real"
+    assert deployment()["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
 def test_the_image_runs_as_the_user_the_pod_declares() -> None:
-    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert user, "the Dockerfile must set a numeric USER"
+    # ... and one with a passwd entry: kopf looks its name up (getpass.getuser()) at start.
+    assert re.search(rf"useradd --uid {user[1]} --gid {user[2]} ", dockerfile)
     pod = deployment()["spec"]["template"]["spec"]["securityContext"]
     assert (pod["runAsUser"], pod["runAsGroup"]) == (int(user[1]), int(user[2]))
 

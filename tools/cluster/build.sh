@@ -2,6 +2,9 @@
 # Builds the pinned control plane (kube-apiserver, kube-controller-manager, etcd)
 # from Go modules, once, into a cache outside the repository. A second call with
 # the binaries present returns at once. Prints the cache's bin directory last.
+#
+# Usage: build.sh [--real-node]   (--real-node: also kubelet and kube-scheduler, from
+# the same modules, for the real node of `make cluster-real`)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/go.mod")
@@ -37,4 +40,8 @@ build() { # name package [ldflags]
 build etcd go.etcd.io/etcd/server/v3 "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version"
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
+if [ "${1:-}" = --real-node ]; then
+  build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$ldflags"
+  build kubelet k8s.io/kubernetes/cmd/kubelet "$ldflags"
+fi
 echo "$bin"

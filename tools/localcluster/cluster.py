@@ -127,7 +127,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(layout: Layout) -> Iterator[None]:
+def locked(layout: Layout) -> Iterator[None]:
     """One `up`/`down` at a time: `make cluster` and a test session may race."""
     layout.root.mkdir(parents=True, exist_ok=True)
     with open(layout.lock, "w") as lock:
@@ -157,7 +157,7 @@ def _ssl_context(layout: Layout) -> ssl.SSLContext:
     return context
 
 
-def _get(url: str, *, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, *, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
             return response.status, response.read()
@@ -167,27 +167,27 @@ def _get(url: str, *, context: ssl.SSLContext | None = None, timeout: float = 2.
         return 0, b""
 
 
-def _api_get(layout: Layout, path: str) -> tuple[int, bytes]:
+def api_get(layout: Layout, path: str) -> tuple[int, bytes]:
     state = _state(layout)
     if state is None:
         return 0, b""
-    return _get(f"{state['server']}{path}", context=_ssl_context(layout))
+    return http_get(f"{state['server']}{path}", context=_ssl_context(layout))
 
 
-def _apiserver_ready(layout: Layout) -> bool:
-    return _api_get(layout, "/readyz")[0] == 200
+def apiserver_ready(layout: Layout) -> bool:
+    return api_get(layout, "/readyz")[0] == 200
 
 
-def _node_ready(layout: Layout) -> bool:
-    status, body = _api_get(layout, f"/api/v1/nodes/{NODE_NAME}")
+def node_ready(layout: Layout, node: str = NODE_NAME) -> bool:
+    status, body = api_get(layout, f"/api/v1/nodes/{node}")
     if status != 200:
         return False
     conditions = json.loads(body).get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def _default_service_account_exists(layout: Layout) -> bool:
-    return _api_get(layout, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+def default_service_account_exists(layout: Layout) -> bool:
+    return api_get(layout, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
 
 def _component_refs(layout: Layout) -> dict[str, procs.ProcessRef | None]:
@@ -200,25 +200,22 @@ def _all_alive(layout: Layout) -> bool:
 
 def healthy(layout: Layout = DEFAULT_LAYOUT) -> bool:
     return (
-        _all_alive(layout)
-        and _apiserver_ready(layout)
-        and _node_ready(layout)
-        and _default_service_account_exists(layout)
+        _all_alive(layout) and apiserver_ready(layout) and node_ready(layout) and default_service_account_exists(layout)
     )
 
 
 # --- up --------------------------------------------------------------------------------
 
 
-def _build() -> Path:
+def build(*args: str) -> Path:
     """Build (or find cached) binaries; the script's progress goes to our stderr."""
-    result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    result = subprocess.run([str(BUILD_SCRIPT), *args], stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
         raise ClusterError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _wipe(layout: Layout) -> None:
+def wipe(layout: Layout) -> None:
     for entry in layout.root.iterdir():
         if entry == layout.lock:
             continue
@@ -228,8 +225,17 @@ def _wipe(layout: Layout) -> None:
             entry.unlink()
 
 
-def _write_kubeconfig(layout: Layout, server: str) -> None:
+def write_kubeconfig(
+    layout: Layout,
+    server: str,
+    *,
+    user: tuple[Path, Path] | None = None,
+    path: Path | None = None,
+) -> None:
+    """The admin's kubeconfig, or (`user`: certificate and key) another identity's at `path`."""
     p = layout.pki
+    cert, key = user or (p.admin_cert, p.admin_key)
+    target = path or layout.kubeconfig
 
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
@@ -248,8 +254,8 @@ def _write_kubeconfig(layout: Layout, server: str) -> None:
             {
                 "name": "admin",
                 "user": {
-                    "client-certificate-data": b64(p.admin_cert),
-                    "client-key-data": b64(p.admin_key),
+                    "client-certificate-data": b64(cert),
+                    "client-key-data": b64(key),
                 },
             }
         ],
@@ -261,10 +267,10 @@ def _write_kubeconfig(layout: Layout, server: str) -> None:
         ],
         "current-context": "localcluster",
     }
-    tmp = layout.kubeconfig.with_suffix(".tmp")
+    tmp = target.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     tmp.chmod(0o600)
-    tmp.replace(layout.kubeconfig)
+    tmp.replace(target)
 
 
 def _write_admission_config(layout: Layout) -> None:
@@ -305,7 +311,7 @@ def _write_admission_config(layout: Layout) -> None:
     layout.admission_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _spawn(
+def spawn(
     layout: Layout, component: str, argv: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     # Never our stdout: a caller capturing `up`'s output (pytest) would wait
@@ -335,7 +341,7 @@ def _log_tail(layout: Layout, component: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait(
+def wait_for(
     layout: Layout,
     what: str,
     check: Callable[[], bool],
@@ -361,20 +367,40 @@ def _wait(
     say(f"{what} ({time.monotonic() - started:.1f} s)")
 
 
-def _start(layout: Layout, bin_dir: Path, started: float) -> None:
+@dataclass(frozen=True)
+class ControlPlane:
+    """What a real node's control plane changes from the fake-kubelet cluster's.
+
+    `address` is where kube-apiserver listens and what it advertises (a real
+    node's Pods cannot reach the host's loopback); `apiserver_flags` replace or
+    add kube-apiserver flags by name (flags holding lists would append if given
+    twice, so they are merged here, not on the command line).
+    """
+
+    address: str = "127.0.0.1"
+    node_name: str = NODE_NAME
+    apiserver_flags: tuple[tuple[str, str], ...] = ()
+    controllers: tuple[str, ...] = CONTROLLERS
+
+
+def start_control_plane(
+    layout: Layout, bin_dir: Path, started: float, plane: ControlPlane = ControlPlane()
+) -> dict[str, subprocess.Popen[bytes]]:
+    """PKI, kubeconfig, etcd, kube-apiserver and kube-controller-manager; the processes started."""
     for d in (layout.logs, layout.run, layout.pods):
         d.mkdir(parents=True, exist_ok=True)
-    p = pki_mod.generate(layout.pki.dir)
+    extra_ips = () if plane.address == "127.0.0.1" else (plane.address,)
+    p = pki_mod.generate(layout.pki.dir, node_name=plane.node_name, extra_ips=extra_ips)
     etcd_port, etcd_peer_port, api_port = free_ports(3)
-    server = f"https://127.0.0.1:{api_port}"
+    server = f"https://{plane.address}:{api_port}"
     layout.state.write_text(json.dumps({"server": server, "etcd_port": etcd_port, "bin": str(bin_dir)}))
-    _write_kubeconfig(layout, server)
+    write_kubeconfig(layout, server)
     _write_admission_config(layout)
 
     watched: dict[str, subprocess.Popen[bytes]] = {}
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{etcd_peer_port}"
-    watched["etcd"] = _spawn(
+    watched["etcd"] = spawn(
         layout,
         "etcd",
         [
@@ -392,67 +418,75 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
             "--log-level=warn",
         ],
     )
-    _wait(
+    wait_for(
         layout,
         f"etcd healthy on {etcd_url}",
-        lambda: b'"health":"true"' in _get(f"{etcd_url}/health")[1],
+        lambda: b'"health":"true"' in http_get(f"{etcd_url}/health")[1],
         watched,
         started,
     )
 
-    watched["kube-apiserver"] = _spawn(
+    apiserver_flags = {
+        "--etcd-servers": etcd_url,
+        "--bind-address": plane.address,
+        "--advertise-address": plane.address,
+        "--secure-port": str(api_port),
+        "--tls-cert-file": str(p.apiserver_cert),
+        "--tls-private-key-file": str(p.apiserver_key),
+        "--client-ca-file": str(p.ca_cert),
+        "--authorization-mode": "RBAC",
+        "--service-account-issuer": "https://kubernetes.default.svc.cluster.local",
+        "--service-account-key-file": str(p.service_account_pub),
+        "--service-account-signing-key-file": str(p.service_account_key),
+        "--service-cluster-ip-range": pki_mod.SERVICE_CLUSTER_IP_RANGE,
+        # `kubectl logs` is proxied to the kubelet's HTTPS endpoint.
+        "--kubelet-certificate-authority": str(p.ca_cert),
+        "--kubelet-client-certificate": str(p.apiserver_kubelet_client_cert),
+        "--kubelet-client-key": str(p.apiserver_kubelet_client_key),
+        "--kubelet-preferred-address-types": "InternalIP",
+        # It taints new Nodes not-ready, and only the node lifecycle
+        # controller (not run here) would take the taint away.
+        "--disable-admission-plugins": "TaintNodesByCondition",
+        # The apiserver presents its webhook client certificate to admission webhooks.
+        "--admission-control-config-file": str(layout.admission_config),
+        # The default reconciler publishes the advertise address as the
+        # `kubernetes` Service's endpoint, and loopback addresses are
+        # invalid there: it would log an error every 10 s.
+        "--endpoint-reconciler-type": "none",
+        "--profiling": "false",
+        **dict(plane.apiserver_flags),
+    }
+    watched["kube-apiserver"] = spawn(
         layout,
         "kube-apiserver",
-        [
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}",
-            f"--tls-cert-file={p.apiserver_cert}",
-            f"--tls-private-key-file={p.apiserver_key}",
-            f"--client-ca-file={p.ca_cert}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p.service_account_pub}",
-            f"--service-account-signing-key-file={p.service_account_key}",
-            f"--service-cluster-ip-range={pki_mod.SERVICE_CLUSTER_IP_RANGE}",
-            # `kubectl logs` is proxied to the fake kubelet's HTTPS endpoint.
-            f"--kubelet-certificate-authority={p.ca_cert}",
-            f"--kubelet-client-certificate={p.apiserver_kubelet_client_cert}",
-            f"--kubelet-client-key={p.apiserver_kubelet_client_key}",
-            "--kubelet-preferred-address-types=InternalIP",
-            # It taints new Nodes not-ready, and only the node lifecycle
-            # controller (not run here) would take the taint away.
-            "--disable-admission-plugins=TaintNodesByCondition",
-            f"--admission-control-config-file={layout.admission_config}",
-            # The default reconciler publishes the advertise address as the
-            # `kubernetes` Service's endpoint, and loopback addresses are
-            # invalid there: it would log an error every 10 s.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
-        ],
+        [str(bin_dir / "kube-apiserver"), *(f"{flag}={value}" for flag, value in apiserver_flags.items())],
     )
-    _wait(layout, f"kube-apiserver ready on {server}", lambda: _apiserver_ready(layout), watched, started)
+    wait_for(layout, f"kube-apiserver ready on {server}", lambda: apiserver_ready(layout), watched, started)
 
-    watched["kube-controller-manager"] = _spawn(
+    watched["kube-controller-manager"] = spawn(
         layout,
         "kube-controller-manager",
         [
             str(bin_dir / "kube-controller-manager"),
             f"--kubeconfig={layout.kubeconfig}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(plane.controllers)}",
             f"--root-ca-file={p.ca_cert}",
             "--secure-port=0",
             "--leader-elect=false",
         ],
     )
+    return watched
+
+
+def _start(layout: Layout, bin_dir: Path, started: float) -> None:
+    watched = start_control_plane(layout, bin_dir, started)
+    p = layout.pki
     env = dict(os.environ)
     # The kubelet passes its PATH to Pod processes: with the interpreter's own
     # bin directory first, `python` and the venv's console scripts resolve.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = str(REPO_ROOT / "tools")
-    watched["kubelet"] = _spawn(
+    watched["kubelet"] = spawn(
         layout,
         "kubelet",
         [
@@ -468,11 +502,11 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
         ],
         env,
     )
-    _wait(layout, f"node {NODE_NAME} ready", lambda: _node_ready(layout), watched, started)
-    _wait(
+    wait_for(layout, f"node {NODE_NAME} ready", lambda: node_ready(layout), watched, started)
+    wait_for(
         layout,
         "default ServiceAccount created",
-        lambda: _default_service_account_exists(layout),
+        lambda: default_service_account_exists(layout),
         watched,
         started,
     )
@@ -481,16 +515,16 @@ def _start(layout: Layout, bin_dir: Path, started: float) -> None:
 
 def up(layout: Layout = DEFAULT_LAYOUT) -> None:
     started = time.monotonic()
-    with _locked(layout):
+    with locked(layout):
         if healthy(layout):
             say(f"already running; KUBECONFIG={layout.kubeconfig}")
             return
-        bin_dir = _build()
+        bin_dir = build()
         say(f"Kubernetes binaries in {bin_dir} ({time.monotonic() - started:.1f} s)")
         if any(ref is not None and ref.alive() for ref in _component_refs(layout).values()):
             say("cleaning up a previous run")
         _stop(layout)
-        _wipe(layout)
+        wipe(layout)
         try:
             _start(layout, bin_dir, started)
         except BaseException:
@@ -544,7 +578,7 @@ def leftover_processes(layout: Layout) -> list[int]:
 
 def down(layout: Layout = DEFAULT_LAYOUT) -> None:
     started = time.monotonic()
-    with _locked(layout):
+    with locked(layout):
         _stop(layout)
     say(f"stopped in {time.monotonic() - started:.1f} s")
 
@@ -562,9 +596,9 @@ def status(layout: Layout = DEFAULT_LAYOUT) -> bool:
         say("no cluster state (never started, or wiped)")
         return False
     checks = {
-        f"apiserver /readyz ({state['server']})": _apiserver_ready(layout),
-        f"node {NODE_NAME} Ready": _node_ready(layout),
-        "default ServiceAccount": _default_service_account_exists(layout),
+        f"apiserver /readyz ({state['server']})": apiserver_ready(layout),
+        f"node {NODE_NAME} Ready": node_ready(layout),
+        "default ServiceAccount": default_service_account_exists(layout),
     }
     for what, ok in checks.items():
         say(f"{what:24} {'ok' if ok else 'NOT ok'}")

@@ -84,6 +84,14 @@ class Pki:
         return self.dir / "kubelet.key"
 
     @property
+    def node_client_cert(self) -> Path:
+        return self.dir / "node-client.crt"
+
+    @property
+    def node_client_key(self) -> Path:
+        return self.dir / "node-client.key"
+
+    @property
     def service_account_key(self) -> Path:
         return self.dir / "sa.key"
 
@@ -161,8 +169,12 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def generate(directory: Path) -> Pki:
-    """Write a new CA and every certificate and key the cluster needs."""
+def generate(directory: Path, *, node_name: str = "local-node", extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a new CA and every certificate and key the cluster needs.
+
+    `extra_ips`: addresses besides loopback that the API server and the
+    kubelet serve on (a real node's own address).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = datetime.datetime.now(datetime.UTC)
@@ -213,7 +225,7 @@ def generate(directory: Path) -> Pki:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP),
+            ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP, *extra_ips),
         ),
         # system:masters bypasses RBAC: the admin of a development cluster.
         (pki.admin_cert, pki.admin_key): _issue(
@@ -234,10 +246,14 @@ def generate(directory: Path) -> Pki:
         (pki.kubelet_cert, pki.kubelet_key): _issue(
             ca_cert=ca_cert,
             ca_key=ca_key,
-            subject=_name("local-node"),
+            subject=_name(node_name),
             usage=server,
-            dns_names=("localhost",),
-            ip_addresses=("127.0.0.1",),
+            dns_names=("localhost", node_name),
+            ip_addresses=("127.0.0.1", *extra_ips),
+        ),
+        # A real kubelet's identity, as the Node authorizer knows nodes.
+        (pki.node_client_cert, pki.node_client_key): _issue(
+            ca_cert=ca_cert, ca_key=ca_key, subject=_name(f"system:node:{node_name}", "system:nodes"), usage=client
         ),
     }
     for (cert_path, key_path), (cert, key) in issued.items():

@@ -91,10 +91,15 @@ class JoinLine:
         self._writer.write(self.request)
 
     async def answer(self) -> BotReport:
-        """Read the bot's answer to the join, then close the connection."""
-        assert self._reader is not None and self._writer is not None
+        """Read the bot's answer to the join, then close the connection.
+
+        The line may be closed meanwhile (disarmed: the bot's state came first by its
+        long-poll); what was already received is still read, and the rest is an error.
+        """
+        reader = self._reader
+        assert reader is not None and self._writer is not None
         try:
-            head = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), timeout=10)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             status_line, *lines = head.decode("latin-1").split("\r\n")
             code = int(status_line.split(" ", 2)[1])
             length = 0
@@ -102,7 +107,7 @@ class JoinLine:
                 key, _, value = line.partition(":")
                 if key.strip().lower() == "content-length":
                     length = int(value.strip())
-            body = await asyncio.wait_for(self._reader.readexactly(length), timeout=10)
+            body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
             raise BotUnreachable(f"no answer to join from {self.address}: {error!r}") from error
         finally:
