@@ -65,9 +65,15 @@ def test_the_webhook_is_reached_through_its_service_by_the_api_server(
     config = json.loads(
         real.kubectl("get", "validatingwebhookconfiguration", "scheduledbot-operator", "-o", "json").stdout
     )
-    [webhook] = config["webhooks"]
-    assert webhook["clientConfig"]["service"]["namespace"] == OPERATOR_NAMESPACE
-    assert webhook["clientConfig"]["service"]["name"] == "scheduledbot-webhook"
+    # Two webhooks (plain specs, and specs with an inline Pod template), both served through the one Service.
+    webhooks = config["webhooks"]
+    assert {w["name"] for w in webhooks} == {
+        "validate.scheduledbots.meetingbots.dev",
+        "templates.scheduledbots.meetingbots.dev",
+    }
+    for webhook in webhooks:
+        assert webhook["clientConfig"]["service"]["namespace"] == OPERATOR_NAMESPACE
+        assert webhook["clientConfig"]["service"]["name"] == "scheduledbot-webhook"
     slices = json.loads(
         real.kubectl(
             "get",
