@@ -146,9 +146,7 @@ def test_a_leader_stops_writing_at_the_renew_deadline_before_a_standby_may_take_
     stops = leading_until(renewed, TIMING)
     assert stops == later(10)
     # The standby saw that renewal no earlier than it was sent: it takes over 15 s after, at the earliest.
-    standby = decide(
-        observed=held_by(OTHER), seen_at=renewed, identity=ME, now=stops, stamp=STAMP, timing=TIMING
-    )
+    standby = decide(observed=held_by(OTHER), seen_at=renewed, identity=ME, now=stops, stamp=STAMP, timing=TIMING)
     assert standby.step is Step.WAIT
     assert standby.next_round > stops
 

@@ -214,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add(
         "--leader-election-namespace",
-        default=_env("LEADER_ELECTION_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "default",
+        default=_env("LEADER_ELECTION_NAMESPACE"),
         metavar="NS",
         help="namespace of the Lease; default: the Pod's own (POD_NAMESPACE), else default "
         "[SCHEDULEDBOT_LEADER_ELECTION_NAMESPACE]",
@@ -291,7 +291,7 @@ def load(argv: list[str] | None = None) -> Settings:
         webhook_client_ca_file=Path(args.webhook_client_ca_file) if args.webhook_client_ca_file else None,
         webhook_client_names=frozenset(args.webhook_client_names or _csv(_env("WEBHOOK_CLIENT_NAMES"))),
         leader_election=args.leader_elect,
-        leader_election_namespace=args.leader_election_namespace,
+        leader_election_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
         leader_election_lease_name=args.leader_election_lease_name,
         leader_election_timing=timing,
     )
