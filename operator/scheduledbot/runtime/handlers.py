@@ -67,7 +67,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             timing=config.leader_election_timing,
             metrics=metrics,
         )
-        metrics.bind_leader(memo.elector.leading)
         memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, leading=memo.elector.leading)
     else:
         memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)

@@ -84,6 +84,7 @@ class LeaderElector:
         #: Whether this replica's taking the lead was announced (log, metric, `on_leading`).
         self._announced = False
         self._task: asyncio.Task[None] | None = None
+        metrics.bind_leader(self.leading)
 
     def leading(self) -> bool:
         return self._until is not None and self._clock() < self._until
