@@ -28,6 +28,7 @@ from localcluster.testing import Cluster
 from localcluster.waiting import until
 from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
+from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
 
 pytestmark = pytest.mark.cluster
 
@@ -205,8 +206,11 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
     objects = render(cluster, tmp_path, namespace, "rbac", "webhook")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
     configuration = find(objects, "ValidatingWebhookConfiguration")
-    # The Lease rules: a Role in the operator's namespace, here the test's.
+    # The Lease and webhook CA rules: a Role in the operator's namespace, here the test's;
+    # the CA's Secret is named after this test's configuration.
     lease_role, lease_binding = find(objects, "Role"), find(objects, "RoleBinding")
+    [ca_rule] = [r for r in lease_role["rules"] if r["resources"] == ["secrets"] and r.get("resourceNames")]
+    ca_rule["resourceNames"] = [ca_secret_name(default_webhook_config([namespace]))]
     own = f"scheduledbot-operator-{namespace}"
     webhook_config = default_webhook_config([namespace])  # the name the e2e operator registers
     manifest_rules = json.loads(json.dumps(role["rules"]))

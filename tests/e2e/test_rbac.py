@@ -34,7 +34,11 @@ _ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
 def code_calls(config_name: str, *, home: bool = True) -> set[Grant]:
     """What the code calls; with `home`, also what it calls in its own namespace only (the Lease)."""
-    named = {"validatingwebhookconfigurations": config_name, "leases": "scheduledbot-operator"}
+    named = {
+        "validatingwebhookconfigurations": config_name,
+        "leases": "scheduledbot-operator",
+        "secrets": "scheduledbot-operator-webhook-ca",
+    }
 
     def grant(p: Permission) -> Grant:
         return (p.group, p.resource, p.verb, named[p.resource] if p.named else None)
@@ -134,10 +138,10 @@ def namespaced(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Itera
     ]
     # The watched namespace's Role, and the Lease's (here the watched namespace is the operator's own).
     [role, lease_role] = sorted(
-        (o for o in rendered if o["kind"] == "Role"), key=lambda o: "leader" in o["metadata"]["name"]
+        (o for o in rendered if o["kind"] == "Role"), key=lambda o: "own-namespace" in o["metadata"]["name"]
     )
     [role_binding, lease_binding] = sorted(
-        (o for o in rendered if o["kind"] == "RoleBinding"), key=lambda o: "leader" in o["metadata"]["name"]
+        (o for o in rendered if o["kind"] == "RoleBinding"), key=lambda o: "own-namespace" in o["metadata"]["name"]
     )
     cluster_role = find(rendered, "ClusterRole")
     cluster_binding = find(rendered, "ClusterRoleBinding")

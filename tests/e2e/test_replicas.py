@@ -8,8 +8,11 @@ Nothing is mocked; every wait is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,9 @@ from localcluster.bots import Bots, soon
 from localcluster.operator import OperatorProcess
 from localcluster.testing import Cluster
 from localcluster.waiting import until
+from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
+
+from .test_install import restricted_kubeconfig  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.cluster
 
@@ -236,6 +243,32 @@ def test_a_killed_leaders_standby_signals_the_join_on_time_and_takes_over_the_wr
     assert after.get("holderIdentity") != before.get("holderIdentity")
     assert after["leaseTransitions"] == before["leaseTransitions"] + 1
     assert standby.metrics().get("scheduledbot_leadership_transitions_total", change="acquired") == 1
+
+
+def test_both_replicas_serve_the_webhook_with_certificates_the_one_ca_bundle_trusts(
+    restricted_kubeconfig: Path,  # noqa: F811  (the fixture imported above)
+    make_operator: Callable[..., OperatorProcess],
+    namespace: str,
+    cluster: Cluster,
+) -> None:
+    # As installed: only the manifests' RBAC, the configuration installed, its caBundle patched.
+    args = ["--webhook-configuration=patch", "--leader-elect", f"--leader-election-namespace={namespace}"]
+    first = make_operator(kubeconfig=restricted_kubeconfig, args=args)
+    second = make_operator(kubeconfig=restricted_kubeconfig, args=args)
+    configuration = first.webhook_configuration()
+    assert configuration is not None
+    bundles = {w["clientConfig"]["caBundle"] for w in configuration["webhooks"]}
+    assert len(bundles) == 1
+    trusted = ssl.create_default_context(cadata=base64.b64decode(bundles.pop()).decode())
+    for replica in (first, second):
+        # The API server's view: the Service may send a review to either; both must pass its check.
+        with (
+            socket.create_connection(("127.0.0.1", replica.webhook_port), timeout=5) as raw,
+            trusted.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() is not None
+    secrets = json.loads(cluster.kubectl("get", "secrets", "-n", namespace, "-o", "json").stdout)["items"]
+    assert [s["metadata"]["name"] for s in secrets] == [ca_secret_name(first.webhook_config)]
 
 
 def test_a_leader_stopped_on_purpose_hands_over_within_a_retry_period(

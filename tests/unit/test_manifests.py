@@ -22,7 +22,7 @@ from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
 from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
-from scheduledbot.runtime import config
+from scheduledbot.runtime import config, webhook_ca
 from scheduledbot.runtime.handlers import WATCHES
 from scheduledbot.runtime.webhook import build_configuration
 
@@ -114,8 +114,9 @@ def test_crds_holds_exactly_the_generated_kinds() -> None:
 Grant = tuple[str, str, str, str | None]
 WEBHOOK_CONFIG = "scheduledbot-operator"
 LEASE = "scheduledbot-operator"
+WEBHOOK_CA = "scheduledbot-operator-webhook-ca"
 #: The object a `named` permission is limited to, by resource: the one its flag names by default.
-NAMED = {"validatingwebhookconfigurations": WEBHOOK_CONFIG, "leases": LEASE}
+NAMED = {"validatingwebhookconfigurations": WEBHOOK_CONFIG, "leases": LEASE, "secrets": WEBHOOK_CA}
 
 
 def calls(permissions: set[Permission] | frozenset[Permission]) -> set[Grant]:
@@ -156,13 +157,15 @@ def test_the_cluster_role_grants_exactly_what_the_operator_calls() -> None:
     assert not any("*" in rule[key] for rule in role["rules"] for key in ("apiGroups", "resources", "verbs"))
 
 
-def test_the_leader_election_role_grants_the_lease_calls_in_the_operators_namespace_only() -> None:
-    role = one("rbac/leader_election_role.yaml", "Role")
-    binding = one("rbac/leader_election_role.yaml", "RoleBinding")
+def test_the_own_namespace_role_grants_the_lease_and_webhook_ca_calls_there_only() -> None:
+    role = one("rbac/own_namespace_role.yaml", "Role")
+    binding = one("rbac/own_namespace_role.yaml", "RoleBinding")
     assert {
         ("coordination.k8s.io", "leases", "get", LEASE),
         ("coordination.k8s.io", "leases", "update", LEASE),
         ("coordination.k8s.io", "leases", "create", None),
+        ("", "secrets", "get", WEBHOOK_CA),
+        ("", "secrets", "create", None),
     } == HOME_CALLS
     assert granted(role) == HOME_CALLS
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == deployment()["metadata"]["namespace"]
@@ -259,8 +262,11 @@ def test_the_replicas_elect_a_leader_on_the_lease_their_role_names(monkeypatch: 
     assert pod_name in container()["env"]
     settings = config.load([a.replace("$(POD_NAMESPACE)", namespace) for a in container()["args"]])
     assert settings.leader_election
-    assert settings.leader_election_namespace == one("rbac/leader_election_role.yaml", "Role")["metadata"]["namespace"]
+    assert settings.leader_election_namespace == one("rbac/own_namespace_role.yaml", "Role")["metadata"]["namespace"]
     assert settings.leader_election_lease_name == LEASE
+    # The replicas share one webhook CA: the Secret the Role names is the one they use.
+    assert settings.webhook_configuration == "patch"
+    assert webhook_ca.secret_name(settings.webhook_config_name) == WEBHOOK_CA
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard() -> None:

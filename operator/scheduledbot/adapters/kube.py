@@ -87,6 +87,10 @@ def _ours(resource: str, verb: str) -> Permission:
     return Permission(GROUP, resource, verb)
 
 
+def _own_secret(verb: str, *, named: bool = True) -> Permission:
+    return Permission("", "secrets", verb, named=named, home=True)
+
+
 def _lease(verb: str, *, named: bool = True) -> Permission:
     return Permission("coordination.k8s.io", "leases", verb, named=named, home=True)
 
@@ -257,6 +261,16 @@ class Kube:
             self._coordination.replace_namespaced_lease(name, namespace, body, _preload_content=False),
             missing=(404, 409),
         )
+
+    # The webhook CA that replicas share (runtime/webhook_ca.py), in the operator's namespace.
+    @needs(_own_secret("get"))
+    async def read_webhook_ca(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
+
+    @needs(_own_secret("create", named=False))
+    async def create_webhook_ca(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False when another replica was first."""
+        return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
 
     # Development only (--webhook-configuration=write, with an administrator's credentials):
     # the installed operator's RBAC grants none of these, and no code path of an

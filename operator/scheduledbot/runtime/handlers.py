@@ -31,6 +31,8 @@ from scheduledbot.runtime.webhook import (
     server_context,
     service_names,
 )
+from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
+from scheduledbot.runtime.webhook_ca import shared_authority
 
 #: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
 WATCHES: Final = frozenset(
@@ -93,7 +95,17 @@ async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
         cert, key = directory / "tls.crt", directory / "tls.key"
     else:
         names = service_names(config.webhook_service) if config.webhook_service else [config.webhook_host]
-        cert, key, ca = make_certificates(directory, names=names, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        authority = None
+        if config.leader_election and config.webhook_configuration == "patch":
+            # Replicas behind one Service must all be trusted by the one caBundle.
+            authority = await shared_authority(
+                kube,
+                namespace=config.leader_election_namespace,
+                name=ca_secret_name(config.webhook_config_name),
+                now=now,
+            )
+        cert, key, ca = make_certificates(directory, names=names, now=now, authority=authority)
     reviewer = Reviewer(settings=config, kube=kube, classes=memo.classes)
     server = AdmissionServer(
         review=lambda request, authenticated: reviewer.review(request, authenticated=authenticated),
