@@ -15,7 +15,7 @@ import pytest
 from looptime import LoopTimeProxy
 
 from scheduledbot.agent import Agent, AgentSettings, Bot, BotFailure, Meeting
-from scheduledbot.agent.protocol import BotState, StateDoc
+from scheduledbot.protocol import BotState, StateDoc
 
 pytestmark = [pytest.mark.looptime(end=3600), pytest.mark.timeout(10)]
 
@@ -144,7 +144,7 @@ async def test_a_join_answers_at_once_with_the_joining_document(
         "protocol": "v1",
         "version": 2,
         "state": "joining",
-        "since": "2025-06-15T15:06:50.000Z",
+        "since": "2025-06-15T15:06:50Z",
         "message": f"joining {MEETING_URL}",
         "reason": None,
         "joinedBy": "signal",

@@ -23,7 +23,7 @@ import pytest
 
 from scheduledbot.agent import Agent, AgentSettings, CommandBot, Meeting, StateReporter
 from scheduledbot.agent.command import command_environment, parse_state_line
-from scheduledbot.agent.protocol import BotState, JoinRequest, StateDoc
+from scheduledbot.protocol import BotState, JoinRequest, StateDoc
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -108,7 +108,7 @@ def test_the_command_gets_the_meeting_and_how_it_was_joined_in_its_environment()
         "PATH": "/bin",
         "MEETING_URL": MEETING_URL,
         "BOT_NAME": "Notetaker",
-        "JOIN_AT": "2025-06-15T15:06:40.000Z",
+        "JOIN_AT": "2025-06-15T15:06:40Z",
         "BOT_CONFIG": '{"a": 1}',
         "JOIN_REQUEST_ID": "",
         "JOINED_BY": "deadline",

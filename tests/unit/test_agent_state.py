@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from looptime import LoopTimeProxy
 
-from scheduledbot.agent import protocol as p
-from scheduledbot.agent.protocol import JoinRequest, StateDoc
+from scheduledbot import protocol as p
 from scheduledbot.agent.runtime import self_join_plan
 from scheduledbot.agent.settings import AgentSettings, SettingsError
 from scheduledbot.agent.state import StateHolder, allowed
+from scheduledbot.protocol import JoinRequest, StateDoc
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 

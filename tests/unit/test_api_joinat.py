@@ -15,9 +15,9 @@ from scheduledbot.api.joinat import (
     EXPECTED_FORM,
     JOIN_AT_PATTERN,
     JoinAtError,
-    format_time,
     parse_join_at,
 )
+from scheduledbot.timestamps import format_time
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "meetingbots.dev_scheduledbots.yaml"
 
@@ -27,7 +27,7 @@ ACCEPTED = [
         "2025-06-16T16:24:00+0000",
         datetime(2025, 6, 16, 16, 24, tzinfo=UTC),
         "2025-06-16T16:24:00Z",
-        id="the seed's example with +0000 normalizes to Z",
+        id="an offset without a colon (+0000) normalizes to Z",
     ),
     pytest.param(
         "2025-06-16T16:24:00+00:00",

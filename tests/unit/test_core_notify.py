@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import BotState, JoinedBy, ScheduledBotStatus
 from scheduledbot.api.notify import MAX_NOTICE_MESSAGE, MAX_PENDING, Notice, NotificationsStatus, NotifySpec
 from scheduledbot.core.notify import (
@@ -25,6 +24,7 @@ from scheduledbot.core.notify import (
     resolve_sink,
     retry_delay,
 )
+from scheduledbot.timestamps import format_time
 
 NOW = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 UID = "0b3c-uid"

@@ -21,8 +21,8 @@ from looptime import LoopTimeProxy
 
 from localcluster.meeting import MeetingServer, MeetingServerProcess
 from scheduledbot.agent import Agent, AgentSettings
-from scheduledbot.agent.protocol import BotState, JoinRequest, StateDoc
 from scheduledbot.demo_bot import DemoBot
+from scheduledbot.protocol import BotState, JoinRequest, StateDoc
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 TOKEN = "s3cret-token"

@@ -34,8 +34,8 @@ from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import client, config
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.resource import API_VERSION, BOT_CLASS, GROUP, KIND, PLURAL, VERSION
+from scheduledbot.timestamps import format_time
 
 log = logging.getLogger(__name__)
 

@@ -370,14 +370,6 @@ def _shown(value: object) -> str:
     return quote_value(repr(value))[1:-1]
 
 
-class ConditionType(enum.StrEnum):
-    """The condition types the operator writes, the ones kstatus (Flux, Argo CD, kubectl wait) reads."""
-
-    READY = "Ready"
-    RECONCILING = "Reconciling"
-    STALLED = "Stalled"
-
-
 class ConditionStatus(enum.StrEnum):
     TRUE = "True"
     FALSE = "False"

@@ -16,9 +16,6 @@ from datetime import datetime
 from typing import Final
 
 from scheduledbot.api.models import (
-    IN_MEETING_STATES,
-    RESCHEDULABLE_STATES,
-    TERMINAL_STATES,
     JoinedBy,
     ScheduledBotStatus,
     ValidSpec,
@@ -224,15 +221,8 @@ class Plan:
     follow: str | None = None
 
 
-IN_MEETING: Final = IN_MEETING_STATES
-TERMINAL: Final = TERMINAL_STATES
-PRE_JOIN: Final = RESCHEDULABLE_STATES
-
 __all__ = [
     "FINALIZER",
-    "IN_MEETING",
-    "PRE_JOIN",
-    "TERMINAL",
     "Action",
     "AddFinalizer",
     "ArmJoin",
