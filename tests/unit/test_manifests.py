@@ -20,7 +20,8 @@ from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
-from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
+from scheduledbot.core.children import LABEL
+from scheduledbot.protocol import CONTROL_PORT_NAME
 from scheduledbot.runtime import config
 from scheduledbot.runtime.handlers import WATCHES
 from scheduledbot.runtime.webhook import build_configuration
