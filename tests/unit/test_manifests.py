@@ -339,7 +339,7 @@ def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
         assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
 
 
-def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:
+def test_the_samples_show_an_offset_without_colon_a_custom_template_and_bot_config() -> None:
     assert one("samples/zoom.yaml", "ScheduledBot")["spec"]["joinAt"].endswith("+0000")
     [bot] = one("samples/google_meet.yaml", "ScheduledBot")["spec"]["template"]["spec"]["containers"]
     assert bot["image"] != config.DEFAULT_IMAGE and bot["resources"]["requests"]

@@ -66,7 +66,7 @@ from scheduledbot.api.states import TERMINAL_STATES as TERMINAL_STATES
 from scheduledbot.api.states import BotState as BotState
 from scheduledbot.api.states import JoinedBy as JoinedBy
 
-#: The seed's own default would be anonymous; a name makes the bot recognisable in the meeting.
+#: Without a name the bot would join as anonymous; a name makes it recognisable in the meeting.
 DEFAULT_BOT_NAME: Final = "Meeting Bot"
 
 #: Long enough for any real join link (Teams links with context run to ~600 characters).

@@ -21,7 +21,7 @@ from scheduledbot.api.models import (
     ValidSpec,
 )
 
-#: The seed's "minimum lead time": a shorter lead is accepted, staged at once, and flagged.
+#: The recommended minimum lead time: a shorter lead is accepted, staged at once, and flagged.
 MIN_RECOMMENDED_LEAD_SECONDS: Final = 120
 
 #: How long a deleted ScheduledBot that is in a meeting waits for its bot to leave.
