@@ -196,7 +196,7 @@ def test_when_the_queue_is_full_the_newest_entry_takes_in_the_next_change() -> N
     full = queued(*(notice(n, cycle[n % 2]) for n in range(1, MAX_PENDING + 1)))
     after = status(BotState.RECORDING, notifications=full)
     recorded = record_change(before=status(BotState.JOINED), after=after, sink=SINK, now=later(60)).notifications
-    assert recorded is not None and recorded.pending is not None
+    assert recorded is not None and recorded.pending is not None and full.pending is not None
     assert len(recorded.pending) == MAX_PENDING
     assert recorded.pending[:-1] == full.pending[:-1]  # head (perhaps in flight) and order unchanged
     tail = recorded.pending[-1]
