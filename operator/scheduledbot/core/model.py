@@ -20,6 +20,7 @@ from scheduledbot.api.models import (
     ScheduledBotStatus,
     ValidSpec,
 )
+from scheduledbot.protocol import DEFAULT_CONTROL_PORT
 
 #: The recommended minimum lead time: a shorter lead is accepted, staged at once, and flagged.
 MIN_RECOMMENDED_LEAD_SECONDS: Final = 120
@@ -72,8 +73,8 @@ class PodView:
     ready: bool
     ip: str | None
     deleting: bool
-    #: The container port named `control` (bot protocol), 8181 unless the template says otherwise.
-    control_port: int = 8181
+    #: The container port named `control` (bot protocol), the default unless the template says otherwise.
+    control_port: int = DEFAULT_CONTROL_PORT
     waiting_reason: str | None = None
     waiting_message: str | None = None
     exit_code: int | None = None
