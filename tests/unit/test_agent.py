@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agent_states import until
 from looptime import LoopTimeProxy
 
+from agent_states import until
 from scheduledbot.agent import Agent, AgentSettings, Bot, BotFailure, Meeting
 from scheduledbot.protocol import JoinedBy
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agent_states import until
 
+from agent_states import until
 from localcluster.net import free_port
 from scheduledbot.agent import Agent, AgentSettings, CommandBot, Meeting, StateReporter
 from scheduledbot.agent.command import command_environment, parse_state_line

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agent_states import until
 from looptime import LoopTimeProxy
 
+from agent_states import until
 from localcluster.meeting import MeetingServer, MeetingServerProcess
 from localcluster.net import free_port
 from scheduledbot.agent import Agent, AgentSettings
