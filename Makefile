@@ -42,7 +42,7 @@ unit: venv ## only the tests that need no cluster
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 fmt: venv ## format the repository and apply ruff's safe fixes (import order among them)
-	$(VENV)/bin/ruff check --fix --quiet .
+	$(VENV)/bin/ruff check --fix-only --quiet .
 	$(VENV)/bin/ruff format .
 
 lint: venv ## the quality gates: ruff (lint, format), import-linter contracts, mypy strict; no cluster needed
