@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from scheduledbot.timestamps import parse_time
+
 #: The usual values (client-go, controller-runtime), in seconds.
 DEFAULT_LEASE_DURATION: Final = 15.0
 DEFAULT_RENEW_DEADLINE: Final = 10.0
@@ -198,6 +200,8 @@ def spec_of(record: LeaseRecord) -> dict[str, Any]:
 
 
 def _format_micro(moment: datetime) -> str:
+    # Not `timestamps.format_time`: a MicroTime must carry exactly six fractional digits
+    # (the API server parses it with Go's RFC3339Micro layout), never none or three.
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -205,6 +209,6 @@ def _parse_micro(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError:
         return None
