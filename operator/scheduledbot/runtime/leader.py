@@ -104,10 +104,14 @@ class LeaderElector:
             return
         record = released(record_of(lease.get("spec")), stamp=datetime.now(UTC))
         try:
-            await self._kube.replace_lease(self._namespace, self._name, {**lease, "spec": spec_of(record)})
-            log.info("released the leader Lease %s/%s", self._namespace, self._name)
+            written = await self._kube.replace_lease(self._namespace, self._name, {**lease, "spec": spec_of(record)})
         except Exception as error:  # shutting down: the lease then lapses on its own
             log.warning("could not release the leader Lease %s/%s: %s", self._namespace, self._name, error)
+            return
+        if written is None:
+            log.warning("did not release the leader Lease %s/%s: it changed meanwhile", self._namespace, self._name)
+        else:
+            log.info("released the leader Lease %s/%s", self._namespace, self._name)
 
     async def _run(self) -> None:
         while True:
@@ -161,7 +165,8 @@ class LeaderElector:
             self._lease = None
             return None
         self._observe(written)
-        # Counted from when the write was sent: the API server may have applied it at once.
+        # Counted from the start of the round, before the write was sent: the API server may
+        # have applied it at once, and a standby's count may start from then.
         self._until = leading_until(datetime.fromtimestamp(began, UTC), self._timing).timestamp()
         if not self._announced:
             self._announced = True
