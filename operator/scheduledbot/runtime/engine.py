@@ -37,6 +37,7 @@ from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
+from scheduledbot.core.merge_patch import merge_patch
 from scheduledbot.core.model import (
     FINALIZER,
     Action,
@@ -223,7 +224,7 @@ class Engine:
         old = entry.body.get("status") or {}
         if new == old:
             return
-        patch: dict[str, Any] = {k: None for k in old if k not in new} | new
+        patch = merge_patch(old, new)
         namespace, name = entry.key
         written = await self._kube.patch_status(namespace, name, patch)
         if written is not None and _newer(written, entry.body):
