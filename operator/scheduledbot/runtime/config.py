@@ -7,6 +7,7 @@ is the reference table; `scheduledbot-operator --help` prints the same.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,13 @@ class Settings:
     webhook_configuration: str = "patch"
     webhook_client_ca_file: Path | None = None
     webhook_client_names: frozenset[str] = frozenset()
+    #: Notifications (docs/notifications.md): the default sink, the egress policy, the deliverer's bounds.
+    default_notify_url: str | None = None
+    default_notify_signing_key_file: Path | None = None
+    extra_notify_hosts: frozenset[str] = frozenset()
+    notify_denied_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    notify_concurrency: int = 16
+    notify_max_retry_seconds: float = 24 * 3600.0
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -194,11 +202,62 @@ def parser() -> argparse.ArgumentParser:
         help="accepted common name of that client certificate, repeatable; default: any the CA signed "
         "[SCHEDULEDBOT_WEBHOOK_CLIENT_NAMES, comma-separated]",
     )
+    add(
+        "--default-notify-url",
+        default=_env("DEFAULT_NOTIFY_URL"),
+        metavar="URL",
+        help="sink of the state-change notifications of bots without spec.notify.url; needs "
+        "--default-notify-signing-key-file [SCHEDULEDBOT_DEFAULT_NOTIFY_URL]",
+    )
+    add(
+        "--default-notify-signing-key-file",
+        default=_env("DEFAULT_NOTIFY_SIGNING_KEY_FILE"),
+        metavar="PATH",
+        help="file holding the default sink's signing key (whsec_...), read at start-up "
+        "[SCHEDULEDBOT_DEFAULT_NOTIFY_SIGNING_KEY_FILE]",
+    )
+    add(
+        "--extra-notify-hosts",
+        default=_env("EXTRA_NOTIFY_HOSTS", ""),
+        metavar="HOST[:PORT],...",
+        help="ADMIN ONLY, off by default: notification sink hosts admitted over http and at any address "
+        "(loopback, cluster-internal), for demos and tests with a local receiver [SCHEDULEDBOT_EXTRA_NOTIFY_HOSTS]",
+    )
+    add(
+        "--notify-denied-networks",
+        default=_env("NOTIFY_DENIED_NETWORKS", ""),
+        metavar="CIDR,...",
+        help="more networks a sink may not resolve to, beside loopback, link-local, private and reserved "
+        "ranges (a cluster that uses public ranges inside) [SCHEDULEDBOT_NOTIFY_DENIED_NETWORKS]",
+    )
+    add(
+        "--notify-concurrency",
+        type=int,
+        default=int(_env("NOTIFY_CONCURRENCY", "16") or 16),
+        help="notifications in flight at once, all bots together [SCHEDULEDBOT_NOTIFY_CONCURRENCY]",
+    )
+    add(
+        "--notify-max-retry-seconds",
+        type=float,
+        default=float(_env("NOTIFY_MAX_RETRY_SECONDS", "86400") or 86400),
+        help="how long a state change is retried before it is given up [SCHEDULEDBOT_NOTIFY_MAX_RETRY_SECONDS]",
+    )
     return p
 
 
 def load(argv: list[str] | None = None) -> Settings:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        denied = tuple(ipaddress.ip_network(cidr) for cidr in _csv(args.notify_denied_networks))
+    except ValueError as error:
+        p.error(f"--notify-denied-networks: {error} (expected CIDRs such as 100.64.0.0/10, comma-separated)")
+    if args.notify_concurrency < 1:
+        p.error(f"--notify-concurrency: must be at least 1, got {args.notify_concurrency}")
+    if args.notify_max_retry_seconds <= 0:
+        p.error(f"--notify-max-retry-seconds: must be positive, got {args.notify_max_retry_seconds:g}")
+    if bool(args.default_notify_url) != bool(args.default_notify_signing_key_file):
+        p.error("--default-notify-url and --default-notify-signing-key-file come together: a sink needs its key")
     namespaces = tuple(args.namespaces or ()) or _csv(_env("NAMESPACES"))
     if args.default_template_file:
         template = yaml.safe_load(Path(args.default_template_file).read_text())
@@ -228,6 +287,14 @@ def load(argv: list[str] | None = None) -> Settings:
         webhook_configuration=_configuration_mode(args.webhook_configuration, service=args.webhook_service),
         webhook_client_ca_file=Path(args.webhook_client_ca_file) if args.webhook_client_ca_file else None,
         webhook_client_names=frozenset(args.webhook_client_names or _csv(_env("WEBHOOK_CLIENT_NAMES"))),
+        default_notify_url=args.default_notify_url or None,
+        default_notify_signing_key_file=(
+            Path(args.default_notify_signing_key_file) if args.default_notify_signing_key_file else None
+        ),
+        extra_notify_hosts=frozenset(_csv(args.extra_notify_hosts)),
+        notify_denied_networks=denied,
+        notify_concurrency=args.notify_concurrency,
+        notify_max_retry_seconds=args.notify_max_retry_seconds,
     )
 
 
