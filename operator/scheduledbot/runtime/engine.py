@@ -61,6 +61,7 @@ from scheduledbot.core.plan import plan
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.notify import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,15 @@ class _Entry:
 
 
 class Engine:
-    def __init__(self, *, settings: Settings, kube: Kube, bots: BotClient, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        bots: BotClient,
+        metrics: Metrics,
+        notifications: Notifications | None = None,
+    ) -> None:
         self._settings = settings
         self._kube = kube
         self._bots = bots
@@ -111,6 +120,10 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
         metrics.bind_states(self._states)
+        # State changes are recorded in the status they make; their delivery runs beside the passes.
+        self._notify = notifications
+        if notifications is not None:
+            notifications.bind(self.poke)
 
     # Watch events (from kopf) -----------------------------------------------------------
 
@@ -194,7 +207,12 @@ class Engine:
                 # Refused: this plan is void; the next pass decides with the refusal observed.
                 entry.dirty = True
                 return
-        await self._publish(entry, decision.status)
+        status = decision.status
+        if self._notify is not None:
+            status = self._notify.fold(entry.key, bot, status, now)
+        await self._publish(entry, status)
+        if self._notify is not None:
+            self._notify.published(entry.key, entry.body)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
 
@@ -464,6 +482,8 @@ class Engine:
         if entry.follower is not None:
             entry.follower.cancel()
         self.dispatcher.disarm(key)
+        if self._notify is not None:
+            self._notify.forget(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
@@ -479,6 +499,8 @@ class Engine:
         for key in list(self._entries):
             self._forget(key)
         await self.dispatcher.close()
+        if self._notify is not None:
+            await self._notify.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

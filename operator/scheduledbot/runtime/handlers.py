@@ -23,6 +23,7 @@ from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Review
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.notify import Notifications
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
     build_configuration,
@@ -56,7 +57,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.kube = kube
     memo.metrics = metrics
     memo.bots = BotClient()
-    memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)
+    notifications = Notifications(settings=config, kube=kube, registry=metrics.registry)
+    memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, notifications=notifications)
     # Every class known before the first review: a review answered without the default
     # class would skip its rules. kopf's watch keeps the catalog current from here on.
     memo.classes = ClassCatalog()
