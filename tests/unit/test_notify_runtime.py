@@ -62,7 +62,7 @@ class FakeKube:
     async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
         self.events.append((type_, reason, message))
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def read_signing_key_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         encoded = base64.b64encode(KEY.encode()).decode()
         labels = {SIGNING_KEY_LABEL: "true"}
         return {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "data": {"k": encoded}}
