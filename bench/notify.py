@@ -47,13 +47,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--lead", type=float, default=45.0, help="seconds from the last bot created to joinAt (default %(default)s)"
     )
+    p.add_argument(
+        "--stub-port",
+        type=int,
+        default=18191,
+        help="the bots' control port (default %(default)s: not the main benchmark's, which may run beside)",
+    )
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="logs and raw results (git-ignored)")
     return p.parse_args(argv)
 
 
 async def variant(
-    kube: Kube, *, kubeconfig: Path, out: Path, name: str, bots: int, lead_base: float, operator_args: list[str]
+    kube: Kube,
+    *,
+    kubeconfig: Path,
+    out: Path,
+    name: str,
+    bots: int,
+    lead_base: float,
+    stub_port: int,
+    operator_args: list[str],
 ) -> list[RunResult]:
     run_id = time.strftime("%m%d%H%M") + secrets.token_hex(2)
     directory = out / f"{run_id}-{name}"
@@ -70,6 +84,7 @@ async def variant(
         # Every bot staged and Ready well before joinAt even on a busy machine: late staging
         # would show up as lateness in both variants and hide what this compares.
         lead_base=lead_base,
+        stub_port=stub_port,
     )
     return await phase.run()
 
@@ -122,6 +137,7 @@ async def amain(args: argparse.Namespace) -> int:
                         name=name.replace(" ", "-"),
                         bots=args.bots,
                         lead_base=args.lead,
+                        stub_port=args.stub_port,
                         operator_args=extra,
                     )
                     if extra:
