@@ -62,6 +62,12 @@ class FakeKube:
     async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
         self.events.append((type_, reason, message))
 
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        return True
+
+    async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
+        return True
+
     async def read_signing_key_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         encoded = base64.b64encode(KEY.encode()).decode()
         labels = {SIGNING_KEY_LABEL: "true"}
@@ -118,11 +124,11 @@ def settings(**notify: Any) -> Settings:
     return dataclasses.replace(base, **notify)
 
 
-def new_bot(name: str, *, notify: dict[str, Any] | None = None) -> dict[str, Any]:
+def new_bot(name: str, *, notify: dict[str, Any] | None = None, join_in: float = 3600) -> dict[str, Any]:
     now = datetime.now(UTC)
     spec: dict[str, Any] = {
         "meetingUrl": "https://zoom.us/j/123456789",
-        "joinAt": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "joinAt": (now + timedelta(seconds=join_in)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
     if notify is not None:
         spec["notify"] = notify
@@ -222,4 +228,26 @@ async def test_without_a_sink_nothing_is_recorded() -> None:
     await settle()
     assert [status.get("notifications") for _, status in kube.writes] == [None]
     assert notifier.sent == []
+    await engine.close()
+
+
+async def test_a_delivery_due_next_to_a_join_instant_waits_until_just_after_it() -> None:
+    kube = FakeKube()
+    notifier = FakeNotifier(kube)
+    engine, notifications = await start(kube, notifier)
+    # Another bot joins in 0.8 s: its window is [-0.2 s, +1.3 s] from now.
+    kube.objects["soon"] = new_bot("soon", join_in=0.8)
+    engine.bot_event(None, copy.deepcopy(kube.objects["soon"]))
+    await settle()
+    join_at = datetime.fromisoformat(kube.objects["soon"]["spec"]["joinAt"].replace("Z", "+00:00"))
+    kube.objects["later"] = new_bot("later", notify=SINK)
+    engine.bot_event(None, copy.deepcopy(kube.objects["later"]))
+    await settle()
+    assert notifier.sent == [], "nothing starts in a join's quiet window"
+    assert kube.objects["later"]["status"]["notifications"]["pending"][0]["state"] == "scheduled"
+    timer = notifications._bots[("team", "later")].timer
+    assert timer is not None
+    loop = asyncio.get_running_loop()
+    starts_at = datetime.now(UTC) + timedelta(seconds=timer.when() - loop.time())
+    assert abs((starts_at - (join_at + timedelta(seconds=0.5))).total_seconds()) < 0.05
     await engine.close()

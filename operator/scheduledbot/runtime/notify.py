@@ -25,7 +25,10 @@ Deliveries are tasks of their own; a pass only folds and schedules, it never
 waits for a sink. At most `--notify-concurrency` are in flight at once (the
 others wait for a slot, and count as in flight for their bot, so only the head of
 each outbox is ever sent). Every wait is a timer at a computed instant: the
-back-off of the head, or the expiry of what cannot be sent (no sink).
+back-off of the head, or the expiry of what cannot be sent (no sink). Around each
+known joinAt the deliverer keeps quiet (`core.notify_quiet`): no attempt starts and
+no outcome asks for a pass from a second before to half a second after, so the
+join dispatcher has the event loop to itself at the instant.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +53,7 @@ from scheduledbot.adapters.notify import Notifier
 from scheduledbot.api.joinat import parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus
 from scheduledbot.api.notify import SigningKey, SigningKeyError, parse_signing_key, signing_key_from_secret
+from scheduledbot.api.states import RESCHEDULABLE_STATES
 from scheduledbot.core.model import BotView
 from scheduledbot.core.notify import (
     Attempt,
@@ -63,6 +68,7 @@ from scheduledbot.core.notify import (
     record_change,
     resolve_sink,
 )
+from scheduledbot.core.notify_quiet import JoinInstants
 from scheduledbot.core.notify_status import with_notifications_condition
 from scheduledbot.runtime.config import Settings
 
@@ -182,6 +188,8 @@ class Notifications:
         self._bots: dict[Key, _Bot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._poke: Callable[[Key], None] = lambda key: None
+        #: Every bot's joinAt still ahead, so that deliveries keep clear of the join instants.
+        self._joins = JoinInstants()
         self.metrics = NotifyMetrics(registry, self._queue)
 
     def bind(self, poke: Callable[[Key], None]) -> None:
@@ -192,6 +200,8 @@ class Notifications:
 
     def fold(self, key: Key, bot: BotView, status: ScheduledBotStatus, now: datetime) -> ScheduledBotStatus:
         """`status` (the pass's decision) with its state change recorded and the outbox advanced. Pure work."""
+        ahead = status.join_at is not None and status.state in RESCHEDULABLE_STATES
+        self._joins.set(key, parse_join_at(status.join_at).timestamp() if ahead and status.join_at else None)
         sink = resolve_sink(bot.spec.notify if bot.spec is not None else None, default_url=self._default_url)
         status = record_change(before=bot.status, after=status, sink=sink, now=now)
         if status.notifications is None and bot.status.notifications is None:
@@ -239,6 +249,7 @@ class Notifications:
 
     def forget(self, key: Key) -> None:
         """The bot is gone (or replaced under its name): what it had pending went with its status."""
+        self._joins.set(key, None)
         entry = self._bots.pop(key, None)
         if entry is None:
             return
@@ -258,6 +269,10 @@ class Notifications:
     def _start(self, key: Key, entry: _Bot, deliver: Deliver, target: _Target) -> None:
         if self._bots.get(key) is not entry or entry.in_flight:
             return
+        quiet = self._joins.quiet_until(time.time())
+        if quiet is not None:
+            entry.timer = _call_at(datetime.fromtimestamp(quiet, UTC), self._start, key, entry, deliver, target)
+            return
         entry.timer = None
         entry.in_flight = True
         entry.task = self._spawn(self._send(key, entry, deliver, target))
@@ -272,8 +287,14 @@ class Notifications:
         entry.in_flight = False
         entry.task = None
         entry.attempt = attempt
-        if self._bots.get(key) is entry:
+        if self._bots.get(key) is not entry:
+            return
+        quiet = self._joins.quiet_until(time.time())
+        if quiet is None:
             self._poke(key)
+        else:
+            # The outcome waits in memory; a pass that comes anyway (a watch event) folds it sooner.
+            _call_at(datetime.fromtimestamp(quiet, UTC), self._poke, key)
 
     async def _attempt(self, deliver: Deliver, target: _Target) -> Attempt:
         key = await self._signing_key(deliver, target)
