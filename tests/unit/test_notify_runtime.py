@@ -156,7 +156,7 @@ async def start(kube: FakeKube, notifier: FakeNotifier, *names: str, **options: 
     metrics = Metrics()
     notifications = Notifications(
         settings=settings(**options),
-        kube=kube,
+        kube=kube,  # type: ignore[arg-type]
         registry=metrics.registry,
         notifier=notifier,  # type: ignore[arg-type]
     )

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import Condition, ConditionStatus, ScheduledBotStatus
+from scheduledbot.timestamps import format_time
 
 NOTIFICATIONS_FAILING: Final = "NotificationsFailing"
 

@@ -33,7 +33,6 @@ from typing import Any
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
@@ -62,6 +61,7 @@ from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.notify import Notifications
+from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -441,8 +441,8 @@ class Engine:
             namespace=meta["namespace"],
             uid=meta["uid"],
             generation=int(meta.get("generation") or 1),
-            created_at=parse_join_at(meta["creationTimestamp"]),
-            deleted_at=parse_join_at(deleted) if deleted else None,
+            created_at=parse_time(meta["creationTimestamp"]),
+            deleted_at=parse_time(deleted) if deleted else None,
             has_finalizer=FINALIZER in (meta.get("finalizers") or []),
             spec=spec,
             spec_error=error,
@@ -463,7 +463,7 @@ class Engine:
             None,
         )
         if created and ready_at:
-            self._metrics.staging_time.observe((parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
+            self._metrics.staging_time.observe((parse_time(ready_at) - parse_time(created)).total_seconds())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}

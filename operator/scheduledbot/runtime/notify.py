@@ -50,7 +50,6 @@ from prometheus_client.registry import Collector
 from scheduledbot.adapters.egress import EgressClient, EgressPolicy, redact
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.adapters.notify import Notifier
-from scheduledbot.api.joinat import parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus
 from scheduledbot.api.notify import SigningKey, SigningKeyError, parse_signing_key, signing_key_from_secret
 from scheduledbot.api.states import RESCHEDULABLE_STATES
@@ -71,6 +70,7 @@ from scheduledbot.core.notify import (
 from scheduledbot.core.notify_quiet import JoinInstants
 from scheduledbot.core.notify_status import with_notifications_condition
 from scheduledbot.runtime.config import Settings
+from scheduledbot.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Notifications:
     def fold(self, key: Key, bot: BotView, status: ScheduledBotStatus, now: datetime) -> ScheduledBotStatus:
         """`status` (the pass's decision) with its state change recorded and the outbox advanced. Pure work."""
         ahead = status.join_at is not None and status.state in RESCHEDULABLE_STATES
-        self._joins.set(key, parse_join_at(status.join_at).timestamp() if ahead and status.join_at else None)
+        self._joins.set(key, parse_time(status.join_at).timestamp() if ahead and status.join_at else None)
         sink = resolve_sink(bot.spec.notify if bot.spec is not None else None, default_url=self._default_url)
         status = record_change(before=bot.status, after=status, sink=sink, now=now)
         if status.notifications is None and bot.status.notifications is None:
@@ -347,7 +347,7 @@ class Notifications:
                     message += f"; retrying at {notes.next_attempt_at}"
                 self._event(body, "NotificationsFailing", message)
         if plan.delivered is not None:
-            delay = datetime.now(UTC) - parse_join_at(plan.delivered.at)
+            delay = datetime.now(UTC) - parse_time(plan.delivered.at)
             self.metrics.latency.observe(max(delay.total_seconds(), 0.0))
         for lost in plan.given_up:
             self.metrics.given_up.labels(lost.reason).inc()
