@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import random
 import time
@@ -266,12 +267,20 @@ class Notifications:
             return
         entry.timer = _call_at(deliver.not_before, self._start, key, entry, deliver, target)
 
-    def _start(self, key: Key, entry: _Bot, deliver: Deliver, target: _Target) -> None:
+    def _start(self, key: Key, entry: _Bot, deliver: Deliver, target: _Target, *, quieted: bool = False) -> None:
         if self._bots.get(key) is not entry or entry.in_flight:
             return
-        quiet = self._joins.quiet_until(time.time())
+        # Deferred once at most: with joins every second, windows follow one another without end.
+        quiet = None if quieted else self._joins.quiet_until(time.time())
         if quiet is not None:
-            entry.timer = _call_at(datetime.fromtimestamp(quiet, UTC), self._start, key, entry, deliver, target)
+            entry.timer = _call_at(
+                datetime.fromtimestamp(quiet, UTC),
+                functools.partial(self._start, quieted=True),
+                key,
+                entry,
+                deliver,
+                target,
+            )
             return
         entry.timer = None
         entry.in_flight = True
