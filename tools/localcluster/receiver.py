@@ -31,8 +31,8 @@ Admin API
     Append answers for the next verified deliveries, one each.
 ``GET /admin/attempts``
     ``{"attempts": [...]}``: every delivery attempt in arrival order, each
-    ``{"id", "timestamp", "verified", "status", "path", "receivedAt", "event"}``
-    (``event``: the body as JSON, or null when it was not JSON).
+    ``{"id", "timestamp", "signature", "body", "verified", "status", "path", "receivedAt", "event"}``
+    (``body``: as received, for a test to verify on its own; ``event``: the body as JSON, or null).
 ``GET /admin/deliveries?count=<n>&timeout=<s>``
     ``{"deliveries": [...]}``: the attempts answered 2xx; with ``count``, waits
     (at most ``timeout`` seconds, default 30, capped at 60) until there are
@@ -218,6 +218,8 @@ class WebhookReceiver:
         attempt = {
             "id": headers.get("webhook-id"),
             "timestamp": headers.get("webhook-timestamp"),
+            "signature": headers.get("webhook-signature"),
+            "body": body.decode("utf-8", errors="replace"),
             "verified": verified,
             "status": answer.status,
             "hang": answer.hang,

@@ -145,6 +145,11 @@ class Kube:
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
 
+    @needs(_core("secrets", "get"))
+    async def read_signing_key_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret a spec.notify names for its signing key; the caller uses it only if it opted in by label."""
+        return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
+
     @needs(_core("pods", "list"))
     async def list_pods(self, namespace: str | None, *, label: str) -> list[dict[str, Any]]:
         """Bot Pods, to know them before the first pass (the Pod watch may lag the bots')."""

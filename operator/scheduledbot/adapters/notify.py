@@ -164,3 +164,6 @@ class Notifier:
             else retry_after_seconds(answer.headers.get("retry-after"), now=self._clock()),
             detail="" if ok else excerpt(answer.body),
         )
+
+    async def close(self) -> None:
+        await self._client.close()

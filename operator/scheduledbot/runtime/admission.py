@@ -41,6 +41,8 @@ from scheduledbot.api.resource import GROUP, KIND
 from scheduledbot.api.review import AdmissionRequest, Operation, ReviewError, answer, parse_review, review_uid
 from scheduledbot.core.admission import AccessCheck, assess, ratchets, verdict
 from scheduledbot.runtime.config import Settings
+from scheduledbot.runtime.notify import egress_policy
+from scheduledbot.runtime.notify_admission import sink_refusals
 from scheduledbot.runtime.webhook import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class Reviewer:
         if not assessment.refusals and all(allowed.values()) and assessment.pod is not None and authenticated:
             refusal = await self._dry_run(request.namespace, assessment.pod)
         refusals = verdict(assessment, user=request.user_info.username, allowed=allowed, dry_run_refusal=refusal)
+        refusals = [*refusals, *sink_refusals(spec, egress_policy(settings))]
         if refusals:
             return Decision(False, _bounded("; ".join(refusals)))
         return Decision(True)

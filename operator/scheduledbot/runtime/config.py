@@ -7,6 +7,7 @@ is the reference table; `scheduledbot-operator --help` prints the same.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,13 @@ class Settings:
     leader_election_namespace: str = "default"
     leader_election_lease_name: str = "scheduledbot-operator"
     leader_election_timing: Timing = field(default_factory=Timing)
+    #: Notifications (docs/notifications.md): the default sink, the egress policy, the deliverer's bounds.
+    default_notify_url: str | None = None
+    default_notify_signing_key_file: Path | None = None
+    extra_notify_hosts: frozenset[str] = frozenset()
+    notify_denied_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    notify_concurrency: int = 16
+    notify_max_retry_seconds: float = 24 * 3600.0
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -248,19 +256,69 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often the leader renews and a standby looks at the Lease [SCHEDULEDBOT_LEADER_ELECTION_RETRY_PERIOD]",
     )
+    add(
+        "--default-notify-url",
+        default=_env("DEFAULT_NOTIFY_URL"),
+        metavar="URL",
+        help="sink of the state-change notifications of bots without spec.notify.url; needs "
+        "--default-notify-signing-key-file [SCHEDULEDBOT_DEFAULT_NOTIFY_URL]",
+    )
+    add(
+        "--default-notify-signing-key-file",
+        default=_env("DEFAULT_NOTIFY_SIGNING_KEY_FILE"),
+        metavar="PATH",
+        help="file holding the default sink's signing key (whsec_...), read at start-up "
+        "[SCHEDULEDBOT_DEFAULT_NOTIFY_SIGNING_KEY_FILE]",
+    )
+    add(
+        "--extra-notify-hosts",
+        default=_env("EXTRA_NOTIFY_HOSTS", ""),
+        metavar="HOST[:PORT],...",
+        help="ADMIN ONLY, off by default: notification sink hosts admitted over http and at any address "
+        "(loopback, cluster-internal), for demos and tests with a local receiver [SCHEDULEDBOT_EXTRA_NOTIFY_HOSTS]",
+    )
+    add(
+        "--notify-denied-networks",
+        default=_env("NOTIFY_DENIED_NETWORKS", ""),
+        metavar="CIDR,...",
+        help="more networks a sink may not resolve to, beside loopback, link-local, private and reserved "
+        "ranges (a cluster that uses public ranges inside) [SCHEDULEDBOT_NOTIFY_DENIED_NETWORKS]",
+    )
+    add(
+        "--notify-concurrency",
+        type=int,
+        default=int(_env("NOTIFY_CONCURRENCY", "16") or 16),
+        help="notifications in flight at once, all bots together [SCHEDULEDBOT_NOTIFY_CONCURRENCY]",
+    )
+    add(
+        "--notify-max-retry-seconds",
+        type=float,
+        default=float(_env("NOTIFY_MAX_RETRY_SECONDS", "86400") or 86400),
+        help="how long a state change is retried before it is given up [SCHEDULEDBOT_NOTIFY_MAX_RETRY_SECONDS]",
+    )
     return p
 
 
 def load(argv: list[str] | None = None) -> Settings:
-    flags = parser()
-    args = flags.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     timing = Timing(
         lease_duration=args.leader_election_lease_duration,
         renew_deadline=args.leader_election_renew_deadline,
         retry_period=args.leader_election_retry_period,
     )
     if problems := timing.problems():
-        flags.error("--leader-election-lease-duration/-renew-deadline/-retry-period: " + "; ".join(problems))
+        p.error("--leader-election-lease-duration/-renew-deadline/-retry-period: " + "; ".join(problems))
+    try:
+        denied = tuple(ipaddress.ip_network(cidr) for cidr in _csv(args.notify_denied_networks))
+    except ValueError as error:
+        p.error(f"--notify-denied-networks: {error} (expected CIDRs such as 100.64.0.0/10, comma-separated)")
+    if args.notify_concurrency < 1:
+        p.error(f"--notify-concurrency: must be at least 1, got {args.notify_concurrency}")
+    if args.notify_max_retry_seconds <= 0:
+        p.error(f"--notify-max-retry-seconds: must be positive, got {args.notify_max_retry_seconds:g}")
+    if bool(args.default_notify_url) != bool(args.default_notify_signing_key_file):
+        p.error("--default-notify-url and --default-notify-signing-key-file come together: a sink needs its key")
     namespaces = tuple(args.namespaces or ()) or _csv(_env("NAMESPACES"))
     if args.default_template_file:
         template = yaml.safe_load(Path(args.default_template_file).read_text())
@@ -294,6 +352,14 @@ def load(argv: list[str] | None = None) -> Settings:
         leader_election_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
         leader_election_lease_name=args.leader_election_lease_name,
         leader_election_timing=timing,
+        default_notify_url=args.default_notify_url or None,
+        default_notify_signing_key_file=(
+            Path(args.default_notify_signing_key_file) if args.default_notify_signing_key_file else None
+        ),
+        extra_notify_hosts=frozenset(_csv(args.extra_notify_hosts)),
+        notify_denied_networks=denied,
+        notify_concurrency=args.notify_concurrency,
+        notify_max_retry_seconds=args.notify_max_retry_seconds,
     )
 
 

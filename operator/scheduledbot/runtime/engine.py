@@ -36,6 +36,7 @@ from scheduledbot.api.errors import SpecError
 from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
+from scheduledbot.core.merge_patch import merge_patch
 from scheduledbot.core.model import (
     FINALIZER,
     Action,
@@ -59,6 +60,7 @@ from scheduledbot.core.plan import plan
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.notify import Notifications
 from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Engine:
         bots: BotClient,
         metrics: Metrics,
         leading: Callable[[], bool] = lambda: True,
+        notifications: Notifications | None = None,
     ) -> None:
         self._settings = settings
         #: Whether this replica may write now; always, without leader election.
@@ -124,6 +127,10 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
         metrics.bind_states(self._states)
+        # State changes are recorded in the status they make; their delivery runs beside the passes.
+        self._notify = notifications
+        if notifications is not None:
+            notifications.bind(self.poke)
 
     # Watch events (from kopf) -----------------------------------------------------------
 
@@ -215,7 +222,12 @@ class Engine:
                 entry.dirty = True
                 return
         if self._leading():
-            await self._publish(entry, decision.status)
+            status = decision.status
+            if self._notify is not None:
+                status = self._notify.fold(entry.key, bot, status, now)
+            await self._publish(entry, status)
+            if self._notify is not None:
+                self._notify.published(entry.key, entry.body)
         elif decision.wake_at is not None and decision.wake_at <= now:
             # "Now" asks for the step after a write a standby did not make: the leader's
             # write (its watch event) or this replica's taking the lead brings the next pass.
@@ -249,7 +261,7 @@ class Engine:
         old = entry.body.get("status") or {}
         if new == old:
             return
-        patch: dict[str, Any] = {k: None for k in old if k not in new} | new
+        patch = merge_patch(old, new)
         namespace, name = entry.key
         written = await self._kube.patch_status(namespace, name, patch)
         if written is not None and _newer(written, entry.body):
@@ -489,6 +501,8 @@ class Engine:
         if entry.follower is not None:
             entry.follower.cancel()
         self.dispatcher.disarm(key)
+        if self._notify is not None:
+            self._notify.forget(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
@@ -504,6 +518,8 @@ class Engine:
         for key in list(self._entries):
             self._forget(key)
         await self.dispatcher.close()
+        if self._notify is not None:
+            await self._notify.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

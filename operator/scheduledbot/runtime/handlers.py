@@ -24,6 +24,7 @@ from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.leader import LeaderElector, identity
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.notify import Notifications
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
     build_configuration,
@@ -59,6 +60,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.kube = kube
     memo.metrics = metrics
     memo.bots = BotClient()
+    notifications = Notifications(settings=config, kube=kube, registry=metrics.registry)
     memo.elector = None
     if config.leader_election:
         memo.elector = LeaderElector(
@@ -69,9 +71,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             timing=config.leader_election_timing,
             metrics=metrics,
         )
-        memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, leading=memo.elector.leading)
+        memo.engine = Engine(
+            settings=config,
+            kube=kube,
+            bots=memo.bots,
+            metrics=metrics,
+            leading=memo.elector.leading,
+            notifications=notifications,
+        )
     else:
-        memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)
+        memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, notifications=notifications)
     # Every class known before the first review: a review answered without the default
     # class would skip its rules. kopf's watch keeps the catalog current from here on.
     memo.classes = ClassCatalog()
