@@ -25,9 +25,9 @@ import base64
 import contextvars
 import logging
 import secrets
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
@@ -57,6 +57,7 @@ from scheduledbot.core.model import (
     SignalOutcome,
 )
 from scheduledbot.core.plan import plan
+from scheduledbot.runtime.clock import Clock, SystemClock
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
@@ -92,7 +93,10 @@ class _Entry:
     running: bool = False
     dirty: bool = False
     said: set[tuple[str, str]] = field(default_factory=set)
+    #: Addresses asked to leave (the request in flight or answered).
     left: set[str] = field(default_factory=set)
+    #: Leave requests that failed in a row: the next one waits a growing, capped time.
+    leave_failures: int = 0
     staged_seen: bool = False
     rejection: str | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
@@ -100,15 +104,26 @@ class _Entry:
 
 
 class Engine:
-    def __init__(self, *, settings: Settings, kube: Kube, bots: BotClient, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        bots: BotClient,
+        metrics: Metrics,
+        clock: Clock | None = None,
+        join_line: Callable[..., JoinLine] = JoinLine,
+    ) -> None:
         self._settings = settings
         self._kube = kube
         self._bots = bots
         self._metrics = metrics
+        self._clock: Clock = clock or SystemClock()
+        self._join_line = join_line
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
+        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome, clock=self._clock)
         metrics.bind_states(self._states)
 
     # Watch events (from kopf) -----------------------------------------------------------
@@ -178,7 +193,7 @@ class Engine:
     async def _pass(self, entry: _Entry) -> None:
         if entry.body is None or self._entries.get(entry.key) is not entry:
             return
-        now = datetime.now(UTC)
+        now = self._clock.now()
         bot = self._bot_view(entry.body)
         observed = Observed(
             pod=_pod_view(entry.pod, bot.uid),
@@ -203,7 +218,7 @@ class Engine:
         log.exception("pass for %s/%s failed; trying again in %.1f s", *entry.key, delay)
         if entry.timer is not None:
             entry.timer.cancel()
-        entry.timer = asyncio.get_running_loop().call_later(delay, self.poke, entry.key)
+        entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
 
     def _wake(self, entry: _Entry, at: datetime | None, now: datetime) -> None:
         if entry.timer is not None:
@@ -214,8 +229,7 @@ class Engine:
         if at <= now:
             entry.dirty = True
             return
-        loop = asyncio.get_running_loop()
-        entry.timer = loop.call_at(loop.time() + (at - now).total_seconds(), self.poke, entry.key)
+        entry.timer = self._clock.call_at(at, self.poke, entry.key)
 
     async def _publish(self, entry: _Entry, status: ScheduledBotStatus) -> None:
         assert entry.body is not None
@@ -261,7 +275,7 @@ class Engine:
                 token = await self._load_token(entry)
                 if token is None or bot.spec is None:
                     return True
-                line = JoinLine(
+                line = self._join_line(
                     address=address,
                     token=token,
                     request_id=request_id,
@@ -279,8 +293,9 @@ class Engine:
             case Leave(address=address, reason=reason):
                 token = await self._load_token(entry)
                 if token is not None and address not in entry.left:
+                    # In flight or done; a failure takes it back (`_leave`), so it is asked again.
                     entry.left.add(address)
-                    self._spawn(self._bot_call(self._bots.leave(address, token, reason=reason)))
+                    self._spawn(self._leave(entry, address, token, reason))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(
@@ -348,6 +363,20 @@ class Engine:
             if secret is not None:
                 entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
         return entry.token
+
+    async def _leave(self, entry: _Entry, address: str, token: str, reason: str) -> None:
+        try:
+            await self._bots.leave(address, token, reason=reason)
+        except BotUnreachable as error:
+            delay = _FOLLOW_BACKOFF[min(entry.leave_failures, len(_FOLLOW_BACKOFF) - 1)]
+            entry.leave_failures += 1
+            log.warning("leave of %s/%s failed (%s); asking again in %.1f s", *entry.key, error, delay)
+            entry.left.discard(address)
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
+            return
+        entry.leave_failures = 0
 
     async def _bot_call(self, call: Awaitable[BotReport]) -> None:
         try:

@@ -1,0 +1,178 @@
+"""The engine's lifecycle scenarios, on looptime's fake clock with recording fakes (tests/unit/fakes.py).
+
+Each scenario is minutes of a bot's life run in milliseconds: the fake cluster delivers
+watch events as the API server would, the fake bots answer as the agent would (one join
+at most), and the clock only moves when the operator has nothing left to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from fakes import World
+
+from scheduledbot.api.joinat import format_time
+from scheduledbot.core import children
+from scheduledbot.core.model import FINALIZER
+
+pytestmark = [pytest.mark.looptime, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = World()
+    yield w
+    await w.close()
+
+
+async def staged_and_ready(world: World, name: str = "standup", *, join_at: float = 30, lead: int = 20) -> None:
+    world.add(name, join_at=join_at, lead=lead)
+    await world.until(join_at - lead + 0.5)
+    assert world.cluster.status(name)["state"] == "staged"
+    world.cluster.ready(name)
+    await world.settle()
+
+
+async def test_a_bot_is_scheduled_staged_signalled_at_join_at_and_followed_into_the_meeting(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(29.9)
+    assert bot.requests == []
+    await world.until(30.5)
+    assert bot.joins == [f"uid-standup@{format_time(world.at(30))}"]
+    assert world.cluster.status("standup")["state"] == "joining"
+    bot.set("joined")
+    await world.settle()
+    status = world.cluster.status("standup")
+    assert status["state"] == "joined"
+    assert status["joinedAt"] == bot.doc["since"]
+    assert world.cluster.reasons().count("Joined") == 1
+    assert FINALIZER in world.cluster.bot("standup")["metadata"]["finalizers"]
+
+
+async def test_a_reschedule_of_a_scheduled_bot_moves_its_staging(world: World) -> None:
+    world.add("standup", join_at=100)
+    await world.until(10)
+    world.cluster.edit_spec("standup", joinAt=format_time(world.at(200)))
+    await world.until(100)
+    assert world.cluster.status("standup")["state"] == "scheduled"
+    assert world.cluster.status("standup")["joinAt"] == format_time(world.at(200))
+    assert world.cluster.pods_created == []
+    assert "Rescheduled" in world.cluster.reasons()
+    await world.until(181)
+    assert world.cluster.status("standup")["state"] == "staged"
+    assert len(world.cluster.pods_created) == 1
+
+
+async def test_a_reschedule_within_the_lead_keeps_the_pod_and_moves_its_safety_net(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    world.cluster.edit_spec("standup", joinAt=format_time(world.at(28)))
+    await world.until(27)
+    assert bot.schedules == [format_time(world.at(28))]
+    assert bot.requests == []
+    await world.until(29)
+    assert bot.joins == [f"uid-standup@{format_time(world.at(28))}"]
+    assert len(world.cluster.pods_created) == 1
+
+
+async def test_a_reschedule_beyond_the_lead_releases_the_pod_and_stages_a_new_one(world: World) -> None:
+    await staged_and_ready(world)
+    old = world.cluster.bot_at("standup")
+    world.cluster.edit_spec("standup", joinAt=format_time(world.at(100)))
+    await world.until(20)
+    assert world.cluster.status("standup")["state"] == "scheduled"
+    assert world.cluster.pod("standup") is None
+    await world.until(80.5)
+    assert world.cluster.status("standup")["state"] == "staged"
+    world.cluster.ready("standup")
+    await world.until(101)
+    assert old.requests == []
+    assert world.cluster.bot_at("standup").joins == [f"uid-standup@{format_time(world.at(100))}"]
+    assert len(world.cluster.pods_created) == 2
+
+
+async def test_deleting_a_scheduled_bot_is_immediate_and_stops_its_timers(world: World) -> None:
+    world.add("standup", join_at=100)
+    await world.until(5)
+    world.cluster.delete_bot("standup")
+    await world.until(200)
+    assert ("bots", "standup") not in world.cluster.objects
+    assert world.cluster.pods_created == []
+    assert world.cluster.status_writes == ["scheduled"]
+
+
+async def test_deleting_a_staged_bot_sends_no_join(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    world.cluster.delete_bot("standup")
+    await world.until(60)
+    assert bot.requests == []
+    assert world.cluster.pod("standup") is None
+
+
+async def test_deleting_a_bot_in_a_meeting_asks_it_to_leave_then_lets_go(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(31)
+    bot.set("recording")
+    await world.settle()
+    world.cluster.delete_bot("standup")
+    await world.settle()
+    assert bot.leaves == ["ScheduledBot deleted"]
+    assert ("bots", "standup") in world.cluster.objects  # held by the finalizer while it leaves
+    bot.set("ended", reason="LeaveRequested")
+    await world.settle()
+    assert ("bots", "standup") not in world.cluster.objects
+
+
+async def test_a_leave_that_fails_once_is_sent_again(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(31)
+    bot.set("joined")
+    await world.settle()
+    bot.failing_leaves = 1
+    world.cluster.delete_bot("standup")
+    await world.until(40)
+    assert bot.leaves == ["ScheduledBot deleted"]
+
+
+async def test_a_failed_pass_is_tried_again(world: World) -> None:
+    world.cluster.failing = ["create_pod"]
+    world.add("standup", join_at=30, lead=20)
+    await world.until(10.2)
+    assert world.cluster.pods_created == []
+    await world.until(12)
+    assert world.cluster.status("standup")["state"] == "staged"
+    assert len(world.cluster.pods_created) == 1
+
+
+async def test_a_restart_with_an_armed_join_still_joins_once(world: World) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(25)
+    await world.restart()
+    await world.until(31)
+    assert bot.joins == [f"uid-standup@{format_time(world.at(30))}"]
+    assert world.cluster.status("standup")["state"] == "joining"
+    assert len(world.cluster.pods_created) == 1
+
+
+async def test_a_bot_created_again_under_the_same_name_is_a_new_bot(world: World) -> None:
+    await staged_and_ready(world)
+    old = world.cluster.bot_at("standup")
+    world.cluster.delete_bot("standup")
+    await world.settle()
+    world.add("standup", join_at=60, lead=20, uid="uid-standup-2")
+    await world.until(40.5)
+    assert world.cluster.status("standup")["state"] == "staged"
+    pod = world.cluster.pod("standup")
+    assert pod is not None
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-standup-2"
+    world.cluster.ready("standup")
+    await world.until(61)
+    assert old.requests == []
+    assert world.cluster.bot_at("standup").joins == [f"uid-standup-2@{format_time(world.at(60))}"]
+    assert children.pod_name("standup") == pod["metadata"]["name"]
