@@ -464,9 +464,14 @@ class World:
 
     async def restart(self) -> None:
         """The operator stops (kill -9: nothing is cleaned up at the bots) and starts again."""
-        old = self.engine
+        await self.stop()
+        await self.start()
+
+    async def stop(self) -> None:
         self.cluster.engine = None
-        await old.close()
+        await self.engine.close()
+
+    async def start(self) -> None:
         self.metrics = Metrics()
         self.engine = self._engine()
         # As at start-up: the Pods first, then the ScheduledBots (kopf's first listing).

@@ -94,6 +94,7 @@ def pod(
     deleting: bool = False,
     waiting: str | None = None,
     exit_code: int | None = None,
+    **extra: Any,
 ) -> PodView:
     return PodView(
         name="standup-bot",
@@ -105,6 +106,7 @@ def pod(
         waiting_reason=waiting,
         waiting_message="back-off pulling" if waiting else None,
         exit_code=exit_code,
+        **extra,
     )
 
 
@@ -205,6 +207,34 @@ CASES = [
         actions=(CreateSecret, CreatePod),
         wake_at=at(120),
         check=lambda p: p.status.pod_name == "standup-bot" and events(p) == ["Staged"],
+    ),
+    Case(
+        "a scheduled bot past stageAt whose released Pod is still deleting waits for its DELETED event, not for now",
+        bot(state=BotState.SCHEDULED),
+        at(-60),
+        Observed(pod=pod(deleting=True, gone_by=at(-50)), secret=True),
+        state=BotState.SCHEDULED,
+        actions=(),
+        wake_at=at(-45),
+    ),
+    Case(
+        "a scheduled bot past stageAt finding a Pod made for another joinAt releases it and waits for it to go",
+        bot(state=BotState.SCHEDULED),
+        at(-60),
+        Observed(pod=pod(join_at=at(-100)), secret=True),
+        state=BotState.SCHEDULED,
+        actions=(DeletePod,),
+        wake_at=at(-55),
+    ),
+    Case(
+        "a scheduled bot past stageAt finding its own Pod for this join (staged write lost) adopts it",
+        bot(state=BotState.SCHEDULED),
+        at(-60),
+        Observed(pod=pod(join_at=JOIN, meeting_url="https://zoom.us/j/123456789"), secret=True),
+        state=BotState.STAGED,
+        reason="Staged",
+        actions=(),
+        check=lambda p: "adopted" in p.actions[-1].message and p.status.pod_name == "standup-bot",
     ),
     Case(
         "a scheduled bot whose Secret exists creates only the Pod",
@@ -378,6 +408,25 @@ CASES = [
         state=BotState.FAILED,
         reason="Missed",
         actions=(DisarmJoin,),
+    ),
+    Case(
+        "a staged bot first seen past its deadline, state not read yet, is followed before any verdict",
+        bot(state=BotState.STAGED),
+        at(125),
+        Observed(pod=pod(), secret=True),
+        state=BotState.STAGED,
+        actions=(),
+        check=lambda p: p.follow == "127.0.0.10:8181" and p.wake_at is None,
+    ),
+    Case(
+        "a staged bot past its deadline whose state cannot be read is Missed, naming why",
+        bot(state=BotState.STAGED),
+        at(125),
+        Observed(pod=pod(), secret=True, state_error="connection refused"),
+        state=BotState.FAILED,
+        reason="Missed",
+        actions=(DisarmJoin,),
+        check=lambda p: "connection refused" in (p.status.message or ""),
     ),
     Case(
         "a failed signal is retried a second later while the deadline allows",

@@ -7,7 +7,9 @@ at most), and the clock only moves when the operator has nothing left to do.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from fakes import World
@@ -15,6 +17,7 @@ from fakes import World
 from scheduledbot.api.joinat import format_time
 from scheduledbot.core import children
 from scheduledbot.core.model import FINALIZER
+from scheduledbot.runtime import engine as engine_module
 
 pytestmark = [pytest.mark.looptime, pytest.mark.timeout(30)]
 
@@ -176,3 +179,112 @@ async def test_a_bot_created_again_under_the_same_name_is_a_new_bot(world: World
     assert old.requests == []
     assert world.cluster.bot_at("standup").joins == [f"uid-standup-2@{format_time(world.at(60))}"]
     assert children.pod_name("standup") == pod["metadata"]["name"]
+
+
+async def test_a_reschedule_out_of_the_lead_and_back_while_the_pod_is_deleting_does_not_stall_others(
+    world: World,
+) -> None:
+    world.cluster.pod_grace = None  # the released Pod stays Terminating until its kubelet is done
+    world.add("other", join_at=40, lead=20)
+    await staged_and_ready(world, join_at=25, lead=20)
+    world.cluster.edit_spec("standup", joinAt=format_time(world.at(60)))  # beyond the lead: released
+    await world.settle()
+    assert world.cluster.status("standup")["state"] == "scheduled"
+    world.cluster.edit_spec("standup", joinAt=format_time(world.at(21)))  # back within it, Pod still deleting
+    await world.until(20.5)
+    world.cluster.ready("other")
+    await world.until(41)
+    # The other bot was staged and signalled on time: the loop was never starved.
+    assert world.cluster.bot_at("other").joins == [f"uid-other@{format_time(world.at(40))}"]
+    assert world.spins() == 0
+    assert world.passes() < 100
+    # The released Pod goes at last; the bot is staged again with a new one and joins.
+    world.cluster.finish_deletion(children.pod_name("standup"))
+    await world.settle()
+    assert world.cluster.status("standup")["state"] == "staged"
+    assert len([p for p in world.cluster.pods_created if p[0] == children.pod_name("standup")]) == 2
+
+
+async def test_a_pass_asking_for_now_without_any_change_is_counted_and_deferred(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine_module.plan
+
+    def restless(**kwargs: Any) -> Any:
+        decided = real(**kwargs)
+        return dataclasses.replace(decided, wake_at=kwargs["now"])
+
+    monkeypatch.setattr(engine_module, "plan", restless)
+    world.add("standup", join_at=300)
+    await world.until(10)
+    assert world.cluster.status("standup")["state"] == "scheduled"
+    assert 5 <= world.spins() <= 11  # one deferred pass a second, not thousands
+    assert world.passes() <= world.spins() + 3
+
+
+async def test_a_status_write_lost_after_the_pod_was_created_leaves_one_pod(world: World) -> None:
+    world.add("standup", join_at=30, lead=20)
+    await world.settle()
+    world.cluster.failing = ["patch_status"]  # the `staged` write is lost after the Pod's creation
+    await world.until(12)
+    assert world.cluster.status("standup")["state"] == "staged"
+    staged = [message for _, reason, message in world.cluster.events if reason == "Staged"]
+    assert "adopted" in staged[-1]
+    world.cluster.ready("standup")
+    await world.until(31)
+    assert len(world.cluster.pods_created) == 1
+    assert world.cluster.bot_at("standup").joins == [f"uid-standup@{format_time(world.at(30))}"]
+
+
+async def test_an_operator_killed_between_the_pod_and_the_staged_write_adopts_the_pod(world: World) -> None:
+    world.add("standup", join_at=30, lead=20)
+    await world.settle()
+    world.cluster.failing = ["patch_status"]
+    await world.until(10.1)  # the Pod is created, its `staged` write fails...
+    assert len(world.cluster.pods_created) == 1
+    await world.restart()  # ...and the operator is killed before the retry
+    await world.settle()
+    assert world.cluster.status("standup")["state"] == "staged"
+    world.cluster.ready("standup")
+    await world.until(31)
+    assert len(world.cluster.pods_created) == 1
+    assert world.cluster.bot_at("standup").joins == [f"uid-standup@{format_time(world.at(30))}"]
+
+
+async def test_a_bot_that_joined_by_its_safety_net_while_the_operator_was_down_is_followed_not_missed(
+    world: World,
+) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(25)
+    await world.stop()
+    await world.until(32)
+    bot.join(None, by="deadline")  # JOIN_AT + BOT_SELF_JOIN_DELAY_SECONDS
+    await world.until(33)
+    bot.set("joined")
+    await world.until(100)  # past the join deadline (joinAt + 60 s)
+    await world.start()
+    await world.settle()
+    status = world.cluster.status("standup")
+    assert status["state"] == "joined"
+    assert status["joinedBy"] == "deadline"
+    # LATENESS
+    bot.set("ended", reason="MaxDuration")
+    await world.settle()
+    assert world.cluster.status("standup")["state"] == "ended"
+
+
+async def test_a_bot_that_cannot_be_asked_after_a_restart_past_the_deadline_is_missed_with_the_cause(
+    world: World,
+) -> None:
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.stop()
+    bot.reachable = False
+    await world.until(100)
+    await world.start()
+    await world.settle()
+    status = world.cluster.status("standup")
+    assert status["state"] == "failed"
+    assert status["reason"] == "Missed"
+    assert "could not be read" in status["message"]

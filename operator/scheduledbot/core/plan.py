@@ -36,6 +36,7 @@ from scheduledbot.core.model import (
     IN_MEETING,
     LEAVE_TIMEOUT_SECONDS,
     MIN_RECOMMENDED_LEAD_SECONDS,
+    POD_GONE_RECHECK_SECONDS,
     PRE_JOIN,
     SIGNAL_RETRY_SECONDS,
     TERMINAL,
@@ -178,26 +179,28 @@ def _scheduled(
     bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime, moved: Emit | None
 ) -> Plan:
     notes: tuple[Action, ...] = (moved,) if moved else ()
-    if now > timing.deadline:
-        return _missed(bot, now, timing, base=base)
     pod = observed.pod
-    if pod is not None:
-        # A Pod released by a reschedule that has not gone yet: finish releasing it.
+    adopt = pod is not None and now >= timing.stage_at and _made_for(pod, bot, timing)
+    if now > timing.deadline and not adopt:
+        return _missed(bot, now, timing, base=base)
+    if pod is not None and not adopt:
+        # A Pod released by a reschedule that has not gone yet: finish releasing it, then
+        # wait for its DELETED event (the name is taken until then), not for "now".
         drop = () if pod.deleting else (DeletePod(uid=pod.uid),)
-        return Plan(status=base, actions=notes + drop, wake_at=max(now, timing.stage_at))
+        return Plan(status=base, actions=notes + drop, wake_at=_after_deletion(pod, timing, now))
     if now < timing.stage_at:
         return Plan(status=base, actions=notes, wake_at=timing.stage_at)
     actions: list[Action] = list(notes)
     if not observed.secret:
         actions.append(CreateSecret())
-    actions.append(CreatePod(join_at=timing.join_at))
-    actions.append(
-        Emit(
-            type=EventType.NORMAL,
-            reason="Staged",
-            message=f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}",
-        )
-    )
+    if adopt:
+        # Created for this very join by a pass whose `staged` write was lost (the operator
+        # killed in between, or the write failed): the same Pod, not a second one.
+        message = f"bot Pod {_pod_name(bot)} found and adopted; joins at {format_time(timing.join_at)}"
+    else:
+        actions.append(CreatePod(join_at=timing.join_at))
+        message = f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}"
+    actions.append(Emit(type=EventType.NORMAL, reason="Staged", message=message))
     status = _with_state(
         bot,
         base,
@@ -281,10 +284,14 @@ def _staged(
                     why += f" ({pod.waiting_message})"
             return _fail(bot, now, "NotReadyInTime", why, (DeletePod(uid=pod.uid),), base=base)
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
-    if now >= timing.deadline and (signal is None or signal.sent_at is None):
-        # Too late to join; the bot's own safety net has given up by now as well.
-        return _missed(bot, now, timing, base=base)
     address = _address(pod)
+    if now >= timing.deadline and (signal is None or signal.sent_at is None):
+        if observed.report is None and observed.state_error is None:
+            # The operator was away over the deadline: the bot's own safety net may have
+            # joined meanwhile. Its state decides (its answer or its failure runs the next pass).
+            return Plan(status=base, actions=tuple(notes), follow=address)
+        # Too late to join, and the bot says it has not (or cannot be asked).
+        return _missed(bot, now, timing, base=base, cause=observed.state_error)
     retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
     notes.append(
         ArmJoin(
@@ -437,12 +444,38 @@ def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
     return Plan(status=status, actions=(RemoveFinalizer(),))
 
 
-def _missed(bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus) -> Plan:
+def _missed(
+    bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus, cause: str | None = None
+) -> Plan:
     why = (
         f"the operator could not act before the join deadline {format_time(timing.deadline)} "
         f"(joinAt {format_time(timing.join_at)})"
     )
+    if cause is not None:
+        why += f", and the bot's state could not be read: {cause}"
     return _fail(bot, now, "Missed", why, (), base=base)
+
+
+def _made_for(pod: PodView, bot: BotView, timing: _Timing) -> bool:
+    """Is this live Pod the one this spec would create now (same join time, same meeting)?"""
+    spec = bot.spec
+    return (
+        not pod.deleting
+        and not pod.finished
+        and pod.join_at == timing.join_at
+        and spec is not None
+        and pod.meeting_url in (None, spec.meeting_url)
+    )
+
+
+def _after_deletion(pod: PodView, timing: _Timing, now: datetime) -> datetime:
+    """When to look again at a Pod on its way out, should its DELETED event not come.
+
+    The event is what ends the wait; this is the bounded fallback: a while after the
+    Pod's own deletion deadline, never before stageAt, never after the join deadline.
+    """
+    recheck = max(now, pod.gone_by or now) + timedelta(seconds=POD_GONE_RECHECK_SECONDS)
+    return min(max(timing.stage_at, recheck), timing.deadline)
 
 
 def _fail(

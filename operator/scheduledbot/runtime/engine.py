@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
@@ -75,6 +75,9 @@ _RETRY_CAP_SECONDS = 60.0
 _REFUSALS = frozenset({400, 403, 422})
 #: The owner uid a dry-run Pod carries: a ScheduledBot under admission has none yet.
 _DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
+#: A pass that asks to run again at once without having changed anything runs again this
+#: much later instead (`Engine._spun`): a planning mistake costs a little delay, not a spin.
+_SPIN_DEFER_SECONDS = 1.0
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
 
@@ -99,8 +102,12 @@ class _Entry:
     leave_failures: int = 0
     staged_seen: bool = False
     rejection: str | None = None
+    #: Why the last read of the bot's state failed (None once one succeeds).
+    state_error: str | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
     failures: int = 0
+    #: A pass of this bot asked to run again without any change (logged once).
+    spun: bool = False
 
 
 class Engine:
@@ -187,21 +194,19 @@ class Engine:
                         self._retry_later(entry)
                 if not entry.dirty:
                     return
+                # Every further pass yields first: watch events, other bots and the health
+                # endpoint run in between, whatever this bot's passes ask for.
+                await asyncio.sleep(0)
         finally:
             entry.running = False
 
     async def _pass(self, entry: _Entry) -> None:
         if entry.body is None or self._entries.get(entry.key) is not entry:
             return
+        self._metrics.passes.inc()
         now = self._clock.now()
         bot = self._bot_view(entry.body)
-        observed = Observed(
-            pod=_pod_view(entry.pod, bot.uid),
-            secret=entry.token is not None,
-            report=entry.report,
-            signal=entry.signal,
-            rejection=entry.rejection,
-        )
+        observed = self._observed(entry, bot)
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         for action in decision.actions:
             if not await self._act(entry, bot, action, now):
@@ -210,7 +215,36 @@ class Engine:
                 return
         await self._publish(entry, decision.status)
         self._follow(entry, decision.follow)
+        if decision.wake_at is not None and decision.wake_at <= now and not self._changed(entry, bot, observed):
+            self._spun(entry, now)
+            return
         self._wake(entry, decision.wake_at, now)
+
+    def _observed(self, entry: _Entry, bot: BotView) -> Observed:
+        return Observed(
+            pod=_pod_view(entry.pod, bot.uid),
+            secret=entry.token is not None,
+            report=entry.report,
+            signal=entry.signal,
+            rejection=entry.rejection,
+            state_error=entry.state_error,
+        )
+
+    def _changed(self, entry: _Entry, bot: BotView, observed: Observed) -> bool:
+        """Would the next pass see anything this one did not? (Only asked when a pass wants "now".)"""
+        if entry.body is None:
+            return True
+        after = self._bot_view(entry.body)
+        return after != bot or self._observed(entry, after) != observed
+
+    def _spun(self, entry: _Entry, now: datetime) -> None:
+        """A pass asked for another at once, having changed nothing: that one would decide the
+        same, forever. Counted, logged once per bot, and deferred, so nothing can spin."""
+        self._metrics.pass_spins.inc()
+        if not entry.spun:
+            entry.spun = True
+            log.error("%s/%s: a pass asked to run again at once without any change; deferring it", *entry.key)
+        self._wake(entry, now + timedelta(seconds=_SPIN_DEFER_SECONDS), now)
 
     def _retry_later(self, entry: _Entry) -> None:
         delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
@@ -411,6 +445,7 @@ class Engine:
             entry.follower.cancel()
             entry.follower = None
         entry.follow_address = address
+        entry.state_error = None
         if address is not None:
             entry.follower = self._spawn(self._follow_loop(entry, address))
 
@@ -428,9 +463,13 @@ class Engine:
                 delay = _FOLLOW_BACKOFF[min(failures, len(_FOLLOW_BACKOFF) - 1)]
                 failures += 1
                 log.debug("state of %s unavailable (%s); again in %.1f s", address, error, delay)
+                if entry.state_error is None:
+                    entry.state_error = str(error)
+                    self.poke(entry.key)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            entry.state_error = None
             if report.version != after:
                 self._take_report(entry, report)
                 self.poke(entry.key)
@@ -560,15 +599,42 @@ def _pod_view(pod: dict[str, Any] | None, owner_uid: str) -> PodView | None:
         state = cs.get("state") or {}
         waiting = waiting or state.get("waiting")
         terminated = terminated or state.get("terminated")
+    deleted = meta.get("deletionTimestamp")
+    finished = (terminated or {}).get("finishedAt")
+    join_at = (meta.get("annotations") or {}).get(children.JOIN_AT_ANNOTATION)
     return PodView(
         name=meta["name"],
         uid=meta.get("uid") or "",
         phase=status.get("phase") or "Pending",
         ready=_pod_ready(pod),
         ip=status.get("podIP"),
-        deleting=bool(meta.get("deletionTimestamp")),
+        deleting=bool(deleted),
         waiting_reason=(waiting or {}).get("reason"),
         waiting_message=(waiting or {}).get("message"),
         exit_code=(terminated or {}).get("exitCode"),
         control_port=children.control_port_of(pod),
+        finished_at=_instant(finished),
+        join_at=_instant(join_at),
+        meeting_url=_meeting_url(pod),
+        gone_by=_instant(deleted),
     )
+
+
+def _instant(text: Any) -> datetime | None:
+    """A timestamp of an observed object; one that does not parse counts as absent."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_join_at(text)
+    except ValueError:
+        return None
+
+
+def _meeting_url(pod: dict[str, Any]) -> str | None:
+    """The meeting the Pod was made for: MEETING_URL of its bot (first) container."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    for env in containers[0].get("env") or []:
+        if env.get("name") == "MEETING_URL":
+            value = env.get("value")
+            return value if isinstance(value, str) else None
+    return None
