@@ -369,7 +369,7 @@ CASES = [
         Observed(
             pod=pod(),
             secret=True,
-            report=report("joined", by=JoinedBy.DEADLINE, since=at(2.0)),
+            report=report("joined", by=JoinedBy.DEADLINE, since=at(3.0), join_started_at=at(2.0)),
             signal=SignalOutcome(join_at=JOIN, sent_at=at(29), error=None, report=None),
         ),
         state=BotState.JOINED,
@@ -381,7 +381,11 @@ CASES = [
         "a staged bot whose bot joined by its own deadline adopts that state, not signalling again",
         bot(state=BotState.STAGED),
         at(30),
-        Observed(pod=pod(), secret=True, report=report("joined", by=JoinedBy.DEADLINE, since=at(2.0))),
+        Observed(
+            pod=pod(),
+            secret=True,
+            report=report("joined", by=JoinedBy.DEADLINE, since=at(3.0), join_started_at=at(2.0)),
+        ),
         state=BotState.JOINED,
         reason="JoinedByDeadline",
         actions=(DisarmJoin, AddFinalizer),

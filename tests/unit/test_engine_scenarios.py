@@ -268,7 +268,7 @@ async def test_a_bot_that_joined_by_its_safety_net_while_the_operator_was_down_i
     status = world.cluster.status("standup")
     assert status["state"] == "joined"
     assert status["joinedBy"] == "deadline"
-    # LATENESS
+    assert status["joinLatenessMs"] == 2000  # when its join started, not its latest state
     bot.set("ended", reason="MaxDuration")
     await world.settle()
     assert world.cluster.status("standup")["state"] == "ended"

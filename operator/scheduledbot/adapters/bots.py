@@ -41,6 +41,7 @@ class BotUnreachable(Exception):
 def parse_report(doc: dict[str, Any]) -> BotReport:
     since = doc.get("since")
     joined_by = doc.get("joinedBy")
+    started = doc.get("joinStartedAt")
     return BotReport(
         version=int(doc.get("version", 0)),
         state=str(doc.get("state", "")),
@@ -49,6 +50,7 @@ def parse_report(doc: dict[str, Any]) -> BotReport:
         reason=doc.get("reason"),
         joined_by=JoinedBy(joined_by) if joined_by in ("signal", "deadline") else None,
         exit_code=doc.get("exitCode"),
+        join_started_at=parse_join_at(started, field="joinStartedAt") if isinstance(started, str) else None,
     )
 
 

@@ -110,6 +110,8 @@ class StateDoc:
     joined_by: JoinedBy | None = None
     request_id: str | None = None
     exit_code: int | None = None
+    #: epoch seconds when the join started (the state became ``joining``); kept from then on
+    join_started_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -126,6 +128,7 @@ class StateDoc:
             "joinedBy": self.joined_by,
             "requestId": self.request_id,
             "exitCode": self.exit_code,
+            "joinStartedAt": None if self.join_started_at is None else format_timestamp(self.join_started_at),
         }
 
 

@@ -332,8 +332,10 @@ def _joined_plan(
     if by is JoinedBy.DEADLINE:
         reason, message = "JoinedByDeadline", "no join signal reached the bot in time; it joined on its own"
         event = Emit(type=EventType.WARNING, reason=reason, message=message)
-        if report.since is not None:
-            fields["join_lateness_ms"] = _ms(report.since - timing.join_at)
+        # When the bot started its join; `since` is its latest change, later once it is in the meeting.
+        started = report.join_started_at or (report.since if report.state == "joining" else None)
+        if started is not None:
+            fields["join_lateness_ms"] = _ms(started - timing.join_at)
     elif sent_at is not None:
         lateness = _ms(sent_at - timing.join_at)
         fields |= {"join_signaled_at": format_time(sent_at), "join_lateness_ms": lateness}
