@@ -288,3 +288,28 @@ async def test_a_bot_that_cannot_be_asked_after_a_restart_past_the_deadline_is_m
     assert status["state"] == "failed"
     assert status["reason"] == "Missed"
     assert "could not be read" in status["message"]
+
+
+async def test_a_staged_bot_whose_process_died_before_join_at_gets_a_new_pod_and_joins_once(world: World) -> None:
+    await staged_and_ready(world)
+    old = world.cluster.bot_at("standup")
+    await world.until(15)
+    world.cluster.crash("standup", code=137)
+    await world.until(17)
+    assert world.cluster.status("standup")["state"] == "staged"
+    assert "PodReplaced" in world.cluster.reasons()
+    assert len(world.cluster.pods_created) == 2
+    new = world.cluster.ready("standup")
+    await world.until(31)
+    assert old.requests == []
+    assert new.joins == [f"uid-standup@{format_time(world.at(30))}"]
+    assert world.cluster.status("standup")["state"] == "joining"
+
+
+async def test_a_staged_bot_that_dies_before_warming_up_still_fails_bot_exited(world: World) -> None:
+    world.add("standup", join_at=30, lead=20)
+    await world.until(11)
+    world.cluster.crash("standup", code=1)
+    await world.settle()
+    assert world.cluster.status("standup")["reason"] == "BotExited"
+    assert len(world.cluster.pods_created) == 1

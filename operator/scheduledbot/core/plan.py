@@ -267,6 +267,20 @@ def _staged(
     if pod.deleting:
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
     if pod.finished:
+        if _died_unjoined(pod, observed, timing) and now < timing.deadline:
+            # Its process died before any join could start: the signal was never sent and
+            # the Pod's own timer fires only after joinAt. A new Pod cannot make a second
+            # join, so replace this one (the next pass after its DELETED event creates it).
+            notes += [
+                DisarmJoin(),
+                DeletePod(uid=pod.uid),
+                Emit(
+                    type=EventType.WARNING,
+                    reason="PodReplaced",
+                    message=f"bot Pod {pod.name} exited before joinAt{_code(pod.exit_code)}; replacing it",
+                ),
+            ]
+            return Plan(status=base, actions=tuple(notes), wake_at=_after_deletion(pod, timing, now))
         return _fail(
             bot,
             now,
@@ -467,6 +481,25 @@ def _made_for(pod: PodView, bot: BotView, timing: _Timing) -> bool:
         and pod.join_at == timing.join_at
         and spec is not None
         and pod.meeting_url in (None, spec.meeting_url)
+    )
+
+
+def _died_unjoined(pod: PodView, observed: Observed, timing: _Timing) -> bool:
+    """Did this finished Pod's bot warm up, then die before it could have joined?
+
+    Warmed up: it reported `ready` (a bot that cannot even start fails BotExited, rather
+    than being replaced again and again). Not joined: no signal went out for this join,
+    its report shows none, and its container ended before joinAt, by the node's clock,
+    the one its own timer runs on.
+    """
+    signal, report = observed.signal, observed.report
+    sent = signal is not None and signal.sent_at is not None and signal.join_at == timing.join_at
+    return (
+        not sent
+        and report is not None
+        and report.state == "ready"
+        and pod.finished_at is not None
+        and pod.finished_at < timing.join_at
     )
 
 
