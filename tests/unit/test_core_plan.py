@@ -504,6 +504,33 @@ CASES = [
         check=lambda p: p.status.joined_at == "2026-01-01T10:10:00.010Z" and events(p) == ["Joined"],
     ),
     Case(
+        "a joining bot that reports recording straight away records joinedAt and Joined once",
+        bot(state=BotState.JOINING, finalizer=True),
+        at(1),
+        Observed(pod=pod(), secret=True, report=report("recording")),
+        state=BotState.RECORDING,
+        check=lambda p: p.status.joined_at == "2026-01-01T10:10:00.010Z" and events(p) == ["Joined"],
+    ),
+    Case(
+        "a recording bot whose joinedAt is set emits no second Joined",
+        bot(state=BotState.JOINED, finalizer=True, status={"joinedAt": "2026-01-01T10:10:00.010Z"}),
+        at(5),
+        Observed(pod=pod(), secret=True, report=report("recording")),
+        state=BotState.RECORDING,
+        check=lambda p: p.status.joined_at == "2026-01-01T10:10:00.010Z" and events(p) == [],
+    ),
+    Case(
+        "a staged bot first heard of already joined (a restart) records joinedAt and Joined",
+        bot(state=BotState.STAGED),
+        at(30),
+        Observed(
+            pod=pod(), secret=True, report=report("joined", by=JoinedBy.SIGNAL, since=at(1.0), join_started_at=at(0.0))
+        ),
+        state=BotState.JOINED,
+        actions=(DisarmJoin, AddFinalizer),
+        check=lambda p: p.status.joined_at == "2026-01-01T10:10:01Z" and events(p) == ["JoinSignaled", "Joined"],
+    ),
+    Case(
         "a bot that reports waiting_room shows it",
         bot(state=BotState.JOINING, finalizer=True),
         at(1),

@@ -269,6 +269,8 @@ async def test_a_bot_that_joined_by_its_safety_net_while_the_operator_was_down_i
     assert status["state"] == "joined"
     assert status["joinedBy"] == "deadline"
     assert status["joinLatenessMs"] == 2000  # when its join started, not its latest state
+    assert status["joinedAt"] == format_time(world.at(33))
+    assert world.cluster.reasons().count("Joined") == 1
     bot.set("ended", reason="MaxDuration")
     await world.settle()
     assert world.cluster.status("standup")["state"] == "ended"

@@ -63,6 +63,10 @@ from scheduledbot.core.model import (
 __all__ = ["FINALIZER", "plan", "request_id"]
 
 _BOT_STATES = {s.value for s in BotState}
+#: States that mean the bot was let into the meeting: the first one seen sets joinedAt and
+#: emits Joined, whether or not `joined` itself was reported (a bot may go straight to recording).
+_ADMITTED = frozenset({BotState.JOINED, BotState.RECORDING})
+_JOINED_EVENT = Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting")
 
 
 def request_id(*, uid: str, join_at: datetime) -> str:
@@ -360,8 +364,14 @@ def _joined_plan(
         reason, message = "JoinSignaled", "the bot had been signalled before the operator restarted"
         event = Emit(type=EventType.NORMAL, reason=reason, message=message)
     address = _address(pod) if pod is not None and pod.ip else None
-    status = _with_state(bot, base, _reported_state(report, BotState.JOINING), now, reason, message, **fields)
-    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event), wake_at=now, follow=address)
+    state = _reported_state(report, BotState.JOINING)
+    admitted: tuple[Action, ...] = ()
+    if state in _ADMITTED:
+        # First seen already in the meeting (say, after a restart): the admission is now.
+        fields["joined_at"] = format_time(report.since or now)
+        admitted = (_JOINED_EVENT,)
+    status = _with_state(bot, base, state, now, reason, message, **fields)
+    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event, *admitted), wake_at=now, follow=address)
 
 
 def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults, now: datetime) -> Plan:
@@ -378,9 +388,9 @@ def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defa
     if report is not None and report.state in _BOT_STATES and report.state != state:
         new = BotState(report.state)
         fields: dict[str, object] = {}
-        if new is BotState.JOINED and base.joined_at is None:
+        if new in _ADMITTED and base.joined_at is None:
             fields["joined_at"] = format_time(report.since or now)
-            actions.append(Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting"))
+            actions.append(_JOINED_EVENT)
         if new in TERMINAL:
             fields["ended_at"] = format_time(report.since or now)
         if new is BotState.FAILED:
