@@ -473,6 +473,15 @@ CASES = [
         actions=(DisarmJoin,),
     ),
     Case(
+        "a staged bot whose meetingUrl changed before the join replaces its Pod",
+        bot(state=BotState.STAGED),
+        at(-60),
+        Observed(pod=pod(meeting_url="https://zoom.us/j/111111111"), secret=True, report=report("ready", by=None)),
+        state=BotState.STAGED,
+        actions=(DisarmJoin, DeletePod),
+        check=lambda p: events(p) == ["PodReplaced"],
+    ),
+    Case(
         "a failed signal is retried a second later while the deadline allows",
         bot(state=BotState.STAGED),
         at(0.5),

@@ -315,3 +315,19 @@ async def test_a_staged_bot_that_dies_before_warming_up_still_fails_bot_exited(w
     await world.settle()
     assert world.cluster.status("standup")["reason"] == "BotExited"
     assert len(world.cluster.pods_created) == 1
+
+
+async def test_a_meeting_url_edited_while_staged_gets_a_pod_for_the_new_meeting(world: World) -> None:
+    await staged_and_ready(world)
+    old = world.cluster.bot_at("standup")
+    world.cluster.edit_spec("standup", meetingUrl="https://zoom.us/j/987654321")
+    await world.until(13)
+    assert "PodReplaced" in world.cluster.reasons()
+    pod = world.cluster.pod("standup")
+    assert pod is not None
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MEETING_URL"] == "https://zoom.us/j/987654321"
+    new = world.cluster.ready("standup")
+    await world.until(31)
+    assert old.requests == []
+    assert new.joins == [f"uid-standup@{format_time(world.at(30))}"]

@@ -58,6 +58,7 @@ from scheduledbot.core.model import (
     Plan,
     PodView,
     RemoveFinalizer,
+    SignalOutcome,
 )
 
 __all__ = ["FINALIZER", "plan", "request_id"]
@@ -242,9 +243,22 @@ def _staged(
     joined = _joined_plan(bot, base, observed, timing, now)
     if joined is not None:
         return joined
+    signal = observed.signal
+    if pod is not None and not pod.deleting and _meeting_moved(pod, bot, signal, timing):
+        # The Pod's safety net and environment name the old meeting: a new Pod for the new
+        # one (the old one never joined: no signal went out for this join, no report says so).
+        notes += [
+            DisarmJoin(),
+            DeletePod(uid=pod.uid),
+            Emit(
+                type=EventType.WARNING,
+                reason="PodReplaced",
+                message=f"meetingUrl changed before joinAt; replacing bot Pod {pod.name}",
+            ),
+        ]
+        return Plan(status=base, actions=tuple(notes), wake_at=_after_deletion(pod, timing, now))
     if moved is not None and pod is not None and pod.ready and pod.ip:
         notes.append(MoveSelfJoin(join_at=timing.join_at, address=_address(pod)))
-    signal = observed.signal
     if signal is not None and signal.error and signal.join_at == timing.join_at:
         if now >= timing.deadline:
             return _fail(
@@ -492,6 +506,12 @@ def _made_for(pod: PodView, bot: BotView, timing: _Timing) -> bool:
         and spec is not None
         and pod.meeting_url in (None, spec.meeting_url)
     )
+
+
+def _meeting_moved(pod: PodView, bot: BotView, signal: SignalOutcome | None, timing: _Timing) -> bool:
+    """Was the Pod made for another meeting than the spec's, and has no join been signalled?"""
+    sent = signal is not None and signal.sent_at is not None and signal.join_at == timing.join_at
+    return not sent and bot.spec is not None and pod.meeting_url is not None and pod.meeting_url != bot.spec.meeting_url
 
 
 def _died_unjoined(pod: PodView, observed: Observed, timing: _Timing) -> bool:
