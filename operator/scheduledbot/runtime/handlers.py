@@ -7,6 +7,7 @@ admission machinery is not used (runtime/admission.py says why).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from scheduledbot.core.children import LABEL
 from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Reviewer
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
+from scheduledbot.runtime.health import HealthServer, LoopHealth
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
@@ -68,6 +70,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             memo.engine.pod_event(None, pod)
     if config.webhook:
         await _serve_webhook(memo, config, kube)
+    # Last: /healthz answers once the operator is ready, and from then on whatever its loop does.
+    memo.health = HealthServer(LoopHealth(asyncio.get_running_loop()), host="0.0.0.0", port=config.health_port)
+    memo.health.start()
 
 
 async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
@@ -111,6 +116,8 @@ async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
+    if getattr(memo, "health", None):
+        memo.health.stop()
     if getattr(memo, "webhook_server", None):
         await memo.webhook_server.stop()
     await memo.engine.close()
