@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -80,3 +81,26 @@ def test_a_reschedule_out_of_the_lead_and_back_leaves_the_others_on_time(operato
     passes, spins = metrics.total("scheduledbot_passes_total"), metrics.total("scheduledbot_pass_spins_total")
     print(f"passes: {passes:.0f} for {len(OTHERS) + 1} bots; passes that asked for 'now' without change: {spins:.0f}")
     assert spins == 0
+
+
+def test_a_bot_that_joined_on_its_own_while_the_operator_was_down_past_the_deadline_is_followed(
+    operator: OperatorProcess, bots: Bots
+) -> None:
+    join_at = soon(14)
+    bots.apply(bots.manifest("alone", join_at=join_at, lead=10, joinDeadlineSeconds=6))
+    bots.wait_state("alone", "staged", timeout=15)
+    bots.cluster.kubectl(
+        "wait", "--for=condition=Ready", "--timeout=20s", "pod/alone-bot", "-n", bots.namespace, timeout=30
+    )
+    operator.kill()  # kill -9 before joinAt; down until past the join deadline (joinAt + 6 s)
+    time.sleep(max(0.0, (join_at - datetime.now(UTC)).total_seconds() + 9))
+    operator.start()
+    joined = until_joined(bots, "alone", timeout=30)
+    print(f"\nalone: {joined['state']}, joined by {joined['joinedBy']}, {joined['joinLatenessMs']} ms after joinAt")
+    assert joined["joinedBy"] == "deadline"
+    arrivals = bots.arrivals(f"{bots.namespace}-alone")
+    assert len(arrivals) == 1
+    print(
+        f"arrival at the meeting server: {(arrivals[0]['timestamp'] - join_at.timestamp()) * 1000:.0f} ms after joinAt"
+    )
+    assert "Missed" not in {e["reason"] for e in bots.events("alone")}

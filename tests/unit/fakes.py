@@ -430,6 +430,8 @@ class World:
         self.settings = settings(**defaults)
         self.metrics = Metrics()
         self.engine = self._engine()
+        #: Set by a scenario that makes passes spin on purpose.
+        self.spins_expected = False
 
     def _engine(self) -> Engine:
         engine = Engine(

@@ -27,6 +27,8 @@ async def world() -> AsyncIterator[World]:
     w = World()
     yield w
     await w.close()
+    # No scenario's plan may ask for "now" without changing anything (but the one that fakes it).
+    assert w.spins() == 0 or w.spins_expected
 
 
 async def staged_and_ready(world: World, name: str = "standup", *, join_at: float = 30, lead: int = 20) -> None:
@@ -215,6 +217,7 @@ async def test_a_pass_asking_for_now_without_any_change_is_counted_and_deferred(
         return dataclasses.replace(decided, wake_at=kwargs["now"])
 
     monkeypatch.setattr(engine_module, "plan", restless)
+    world.spins_expected = True
     world.add("standup", join_at=300)
     await world.until(10)
     assert world.cluster.status("standup")["state"] == "scheduled"
