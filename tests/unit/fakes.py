@@ -23,13 +23,13 @@ from typing import Any
 
 from scheduledbot.adapters.bots import BotUnreachable, parse_report
 from scheduledbot.adapters.kube import ApiError
-from scheduledbot.api.joinat import format_time
 from scheduledbot.core import children
 from scheduledbot.core.model import BotReport, Defaults
 from scheduledbot.runtime.clock import loop_call_at
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.timestamps import format_time
 
 #: Where every scenario's clock starts (loop time 0).
 ORIGIN = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -440,7 +440,7 @@ class World:
             bots=self.bots,  # type: ignore[arg-type]
             metrics=self.metrics,
             clock=self.clock,
-            join_line=self.bots.line,
+            join_line=self.bots.line,  # type: ignore[arg-type]  # JoinLine's shape, over a FakeBot
         )
         self.cluster.engine = engine
         return engine

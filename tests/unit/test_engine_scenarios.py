@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fakes import World
 
-from scheduledbot.api.joinat import format_time
+from fakes import World
 from scheduledbot.core import children
 from scheduledbot.core.model import FINALIZER
-from scheduledbot.runtime import engine as engine_module
+from scheduledbot.core.plan import plan
+from scheduledbot.timestamps import format_time
 
 pytestmark = [pytest.mark.looptime, pytest.mark.timeout(30)]
 
@@ -210,13 +210,12 @@ async def test_a_reschedule_out_of_the_lead_and_back_while_the_pod_is_deleting_d
 async def test_a_pass_asking_for_now_without_any_change_is_counted_and_deferred(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = engine_module.plan
 
     def restless(**kwargs: Any) -> Any:
-        decided = real(**kwargs)
+        decided = plan(**kwargs)
         return dataclasses.replace(decided, wake_at=kwargs["now"])
 
-    monkeypatch.setattr(engine_module, "plan", restless)
+    monkeypatch.setattr("scheduledbot.runtime.engine.plan", restless)
     world.spins_expected = True
     world.add("standup", join_at=300)
     await world.until(10)

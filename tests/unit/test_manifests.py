@@ -20,7 +20,8 @@ from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
-from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
+from scheduledbot.core.children import LABEL
+from scheduledbot.protocol import CONTROL_PORT_NAME
 from scheduledbot.runtime import config
 from scheduledbot.runtime.handlers import WATCHES
 from scheduledbot.runtime.webhook import build_configuration
@@ -338,7 +339,7 @@ def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
         assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
 
 
-def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:
+def test_the_samples_show_an_offset_without_colon_a_custom_template_and_bot_config() -> None:
     assert one("samples/zoom.yaml", "ScheduledBot")["spec"]["joinAt"].endswith("+0000")
     [bot] = one("samples/google_meet.yaml", "ScheduledBot")["spec"]["template"]["spec"]["containers"]
     assert bot["image"] != config.DEFAULT_IMAGE and bot["resources"]["requests"]

@@ -4,7 +4,8 @@ Why its own client beside kopf's
 ================================
 kopf watches and serves the webhook; these writes (children, status, finalizers,
 events, the webhook configuration) go through one `kubernetes_asyncio` client built
-at start-up and passed in (never at import time, STYLE.md lesson 2).
+at start-up and passed in (never at import time: importing a module must not need a
+cluster or credentials).
 
 Responses are read as raw JSON (`_preload_content=False`): the runtime needs the
 written object back as a dict to refresh its cache, and turning it into generated
@@ -34,8 +35,8 @@ from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import client, config
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.resource import API_VERSION, BOT_CLASS, GROUP, KIND, PLURAL, VERSION
+from scheduledbot.timestamps import format_time
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ from typing import Any
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children
@@ -57,10 +56,12 @@ from scheduledbot.core.model import (
     SignalOutcome,
 )
 from scheduledbot.core.plan import plan
+from scheduledbot.protocol import ENV_MEETING_URL
 from scheduledbot.runtime.clock import Clock, SystemClock
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -490,8 +491,8 @@ class Engine:
             namespace=meta["namespace"],
             uid=meta["uid"],
             generation=int(meta.get("generation") or 1),
-            created_at=parse_join_at(meta["creationTimestamp"]),
-            deleted_at=parse_join_at(deleted) if deleted else None,
+            created_at=parse_time(meta["creationTimestamp"]),
+            deleted_at=parse_time(deleted) if deleted else None,
             has_finalizer=FINALIZER in (meta.get("finalizers") or []),
             spec=spec,
             spec_error=error,
@@ -512,7 +513,7 @@ class Engine:
             None,
         )
         if created and ready_at:
-            self._metrics.staging_time.observe((parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
+            self._metrics.staging_time.observe((parse_time(ready_at) - parse_time(created)).total_seconds())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -625,7 +626,7 @@ def _instant(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return parse_join_at(text)
+        return parse_time(text)
     except ValueError:
         return None
 
@@ -634,7 +635,7 @@ def _meeting_url(pod: dict[str, Any]) -> str | None:
     """The meeting the Pod was made for: MEETING_URL of its bot (first) container."""
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     for env in containers[0].get("env") or []:
-        if env.get("name") == "MEETING_URL":
+        if env.get("name") == ENV_MEETING_URL:
             value = env.get("value")
             return value if isinstance(value, str) else None
     return None
