@@ -69,6 +69,9 @@ Key = tuple[str, str]
 
 #: Back-off of the state long-poll after a failure: computed, growing, capped.
 _FOLLOW_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Reads of the bot's state that fail in a row before the failure is shown to `plan`
+#: (which may then judge a bot past its deadline Missed): three tries over about 0.7 s.
+_STATE_FAILURES_TO_REPORT = 3
 #: A failed pass (the API server unreachable, say) is tried again after this, doubling, capped.
 _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 60.0
@@ -464,7 +467,8 @@ class Engine:
                 delay = _FOLLOW_BACKOFF[min(failures, len(_FOLLOW_BACKOFF) - 1)]
                 failures += 1
                 log.debug("state of %s unavailable (%s); again in %.1f s", address, error, delay)
-                if entry.state_error is None:
+                if failures == _STATE_FAILURES_TO_REPORT:
+                    # Not the first failure: one lost connection must not make a verdict.
                     entry.state_error = str(error)
                     self.poke(entry.key)
                 await asyncio.sleep(delay)
