@@ -27,7 +27,7 @@ from scheduledbot.core import children
 from scheduledbot.core.model import BotReport, Defaults
 from scheduledbot.runtime.clock import loop_call_at
 from scheduledbot.runtime.config import Settings
-from scheduledbot.runtime.engine import Engine
+from scheduledbot.runtime.engine import Engine, in_loop_dispatcher
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.timestamps import format_time
 
@@ -441,6 +441,8 @@ class World:
             metrics=self.metrics,
             clock=self.clock,
             join_line=self.bots.line,  # type: ignore[arg-type]  # JoinLine's shape, over a FakeBot
+            # Always on this loop and this clock, whatever production uses.
+            dispatcher=in_loop_dispatcher,
         )
         self.cluster.engine = engine
         return engine

@@ -114,6 +114,15 @@ class _Entry:
     spun: bool = False
 
 
+#: Makes the join dispatcher from the engine's outcome callback and clock.
+DispatcherFactory = Callable[[Callable[[Key, SignalOutcome], None], Clock], JoinDispatcher[Key]]
+
+
+def in_loop_dispatcher(report: Callable[[Key, SignalOutcome], None], clock: Clock) -> JoinDispatcher[Key]:
+    """The join dispatcher on the engine's own event loop (the one unit scenarios drive)."""
+    return JoinDispatcher(report=report, clock=clock)
+
+
 class Engine:
     def __init__(
         self,
@@ -124,6 +133,7 @@ class Engine:
         metrics: Metrics,
         clock: Clock | None = None,
         join_line: Callable[..., JoinLine] = JoinLine,
+        dispatcher: DispatcherFactory = in_loop_dispatcher,
     ) -> None:
         self._settings = settings
         self._kube = kube
@@ -134,7 +144,7 @@ class Engine:
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome, clock=self._clock)
+        self.dispatcher: JoinDispatcher[Key] = dispatcher(self._signal_outcome, self._clock)
         metrics.bind_states(self._states)
 
     # Watch events (from kopf) -----------------------------------------------------------
