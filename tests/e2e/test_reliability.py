@@ -1,10 +1,14 @@
-"""The operator stays responsive while one bot is rescheduled out of its lead and back in.
+"""The operator under trouble that only the real API server shows.
 
-A bot released by a reschedule beyond its lead, then rescheduled back within it while
-its Pod is still terminating, must wait for the Pod's DELETED event, not spin: the other
-bots are staged and signalled as usual, /healthz answers, and the bot is staged again
-with a new Pod once the old one is gone. Real control plane, `kubectl apply`, the demo
-bot; timings are printed (bench/ and docs/ hold figures), not asserted.
+- A bot released by a reschedule beyond its lead, then rescheduled back within it
+  while its Pod is still terminating, waits for the Pod's DELETED event and does not
+  spin: the other bots are signalled as usual, /healthz answers, and the bot is staged
+  again with a new Pod once the old one is gone.
+- A bot that joined on its own while the operator was down past the join deadline is
+  followed, not failed Missed, and its lateness is its own join's.
+
+Real control plane, `kubectl apply`, the demo bot and the local meeting server;
+timings are printed (bench/ and docs/ hold figures), not asserted.
 """
 
 from __future__ import annotations
