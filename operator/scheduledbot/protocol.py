@@ -101,6 +101,8 @@ class StateDoc:
     joined_by: JoinedBy | None = None
     request_id: str | None = None
     exit_code: int | None = None
+    #: epoch seconds when the join started (the state became ``joining``); kept from then on
+    join_started_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -117,6 +119,7 @@ class StateDoc:
             "joinedBy": self.joined_by,
             "requestId": self.request_id,
             "exitCode": self.exit_code,
+            "joinStartedAt": None if self.join_started_at is None else format_epoch(self.join_started_at),
         }
 
 

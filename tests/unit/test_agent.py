@@ -142,6 +142,7 @@ async def test_a_join_answers_at_once_with_the_joining_document(
         "joinedBy": "signal",
         "requestId": "req-1",
         "exitCode": None,
+        "joinStartedAt": "2025-06-15T15:06:50Z",
     }
     await until(agent, "joined")
     assert bot.joins == [

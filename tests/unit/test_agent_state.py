@@ -62,7 +62,13 @@ def test_each_change_bumps_the_version_and_stamps_since_from_the_clock() -> None
     clock.now = T0 + 6
     assert holder.transition("joined", message="in")
     assert holder.doc == StateDoc(
-        version=3, state="joined", since=T0 + 6, message="in", joined_by=JoinedBy.SIGNAL, request_id="r1"
+        version=3,
+        state="joined",
+        since=T0 + 6,
+        message="in",
+        joined_by=JoinedBy.SIGNAL,
+        request_id="r1",
+        join_started_at=T0 + 5,  # the join's own time, kept past later changes
     )
 
 
@@ -92,6 +98,7 @@ def test_the_state_document_in_json() -> None:
         "joinedBy": None,
         "requestId": None,
         "exitCode": 3,
+        "joinStartedAt": None,
     }
 
 

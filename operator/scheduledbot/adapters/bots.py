@@ -46,6 +46,7 @@ class BotUnreachable(Exception):
 def parse_report(doc: dict[str, Any]) -> BotReport:
     since = doc.get("since")
     joined_by = doc.get("joinedBy")
+    started = doc.get("joinStartedAt")
     return BotReport(
         version=int(doc.get("version", 0)),
         state=str(doc.get("state", "")),
@@ -54,6 +55,7 @@ def parse_report(doc: dict[str, Any]) -> BotReport:
         reason=doc.get("reason"),
         joined_by=JoinedBy(joined_by) if joined_by in tuple(JoinedBy) else None,
         exit_code=doc.get("exitCode"),
+        join_started_at=parse_time(started) if isinstance(started, str) else None,
     )
 
 

@@ -69,8 +69,8 @@ class StateHolder:
     ) -> bool:
         """Move to ``state`` if allowed; True when the document changed.
 
-        ``joined_by``/``request_id`` are kept from the join onwards: they say how
-        this bot's single join happened, whatever state it is in later.
+        ``joined_by``/``request_id``/``join_started_at`` are kept from the join onwards:
+        they say how and when this bot's single join happened, whatever state it is in later.
         A repeat of the current state with the same message and reason is not a
         change (no version bump, no wake-up).
         """
@@ -89,7 +89,9 @@ class StateHolder:
         )
         if new == current:
             return False
-        self._doc = dataclasses.replace(new, version=current.version + 1, since=self._clock())
+        now = self._clock()
+        started = now if state == "joining" and current.join_started_at is None else current.join_started_at
+        self._doc = dataclasses.replace(new, version=current.version + 1, since=now, join_started_at=started)
         logger.info(
             "State %s -> %s (version %d)%s%s.",
             current.state,

@@ -31,6 +31,10 @@ LEAVE_TIMEOUT_SECONDS: Final = 30
 #: After a failed join signal, the next attempt (until the join deadline).
 SIGNAL_RETRY_SECONDS: Final = 1.0
 
+#: A Pod marked for deletion is gone when its watch event says so; should that event be
+#: lost, the next look is this long after the Pod's own deletion deadline.
+POD_GONE_RECHECK_SECONDS: Final = 5.0
+
 #: Finalizer held only while a bot is in a meeting, so that deleting it makes the
 #: bot leave first. Scheduled and staged bots carry none: deleting them is instant,
 #: and the garbage collector removes their Pod and Secret.
@@ -78,6 +82,14 @@ class PodView:
     waiting_reason: str | None = None
     waiting_message: str | None = None
     exit_code: int | None = None
+    #: When the bot's container ended (a terminated container), if it did.
+    finished_at: datetime | None = None
+    #: The join time the Pod was created for (its join-at annotation).
+    join_at: datetime | None = None
+    #: The meeting the Pod was created for (its MEETING_URL).
+    meeting_url: str | None = None
+    #: A deleting Pod's deletion deadline (metadata.deletionTimestamp: the end of its grace period).
+    gone_by: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -95,6 +107,8 @@ class BotReport:
     reason: str | None = None
     joined_by: JoinedBy | None = None
     exit_code: int | None = None
+    #: When the bot started its join (by the signal or its own deadline), by its own clock.
+    join_started_at: datetime | None = None
 
     @property
     def in_meeting_or_after(self) -> bool:
@@ -120,6 +134,8 @@ class Observed:
     signal: SignalOutcome | None = None
     #: The API server refused to create the bot Pod (a bad template, Pod Security): its message.
     rejection: str | None = None
+    #: Why the bot's state could not be read, when its last read failed.
+    state_error: str | None = None
 
 
 class EventType(enum.StrEnum):

@@ -42,6 +42,7 @@ from scheduledbot.core.model import (
     FINALIZER,
     LEAVE_TIMEOUT_SECONDS,
     MIN_RECOMMENDED_LEAD_SECONDS,
+    POD_GONE_RECHECK_SECONDS,
     SIGNAL_RETRY_SECONDS,
     Action,
     AddFinalizer,
@@ -61,12 +62,17 @@ from scheduledbot.core.model import (
     Plan,
     PodView,
     RemoveFinalizer,
+    SignalOutcome,
 )
 from scheduledbot.timestamps import format_time, parse_time
 
 __all__ = ["FINALIZER", "plan", "request_id"]
 
 _BOT_STATES = {s.value for s in BotState}
+#: States that mean the bot was let into the meeting: the first one seen sets joinedAt and
+#: emits Joined, whether or not `joined` itself was reported (a bot may go straight to recording).
+_ADMITTED = frozenset({BotState.JOINED, BotState.RECORDING})
+_JOINED_EVENT = Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting")
 
 
 def request_id(*, uid: str, join_at: datetime) -> str:
@@ -183,26 +189,28 @@ def _scheduled(
     bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime, moved: Emit | None
 ) -> Plan:
     notes: tuple[Action, ...] = (moved,) if moved else ()
-    if now > timing.deadline:
-        return _missed(bot, now, timing, base=base)
     pod = observed.pod
-    if pod is not None:
-        # A Pod released by a reschedule that has not gone yet: finish releasing it.
+    adopt = pod is not None and now >= timing.stage_at and _made_for(pod, bot, timing)
+    if now > timing.deadline and not adopt:
+        return _missed(bot, now, timing, base=base)
+    if pod is not None and not adopt:
+        # A Pod released by a reschedule that has not gone yet: finish releasing it, then
+        # wait for its DELETED event (the name is taken until then), not for "now".
         drop = () if pod.deleting else (DeletePod(uid=pod.uid),)
-        return Plan(status=base, actions=notes + drop, wake_at=max(now, timing.stage_at))
+        return Plan(status=base, actions=notes + drop, wake_at=_after_deletion(pod, timing, now))
     if now < timing.stage_at:
         return Plan(status=base, actions=notes, wake_at=timing.stage_at)
     actions: list[Action] = list(notes)
     if not observed.secret:
         actions.append(CreateSecret())
-    actions.append(CreatePod(join_at=timing.join_at))
-    actions.append(
-        Emit(
-            type=EventType.NORMAL,
-            reason="Staged",
-            message=f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}",
-        )
-    )
+    if adopt:
+        # Created for this very join by a pass whose `staged` write was lost (the operator
+        # killed in between, or the write failed): the same Pod, not a second one.
+        message = f"bot Pod {_pod_name(bot)} found and adopted; joins at {format_time(timing.join_at)}"
+    else:
+        actions.append(CreatePod(join_at=timing.join_at))
+        message = f"bot Pod {_pod_name(bot)} created; joins at {format_time(timing.join_at)}"
+    actions.append(Emit(type=EventType.NORMAL, reason="Staged", message=message))
     status = _with_state(
         bot,
         base,
@@ -240,9 +248,22 @@ def _staged(
     joined = _joined_plan(bot, base, observed, timing, now)
     if joined is not None:
         return joined
+    signal = observed.signal
+    if pod is not None and not pod.deleting and _meeting_moved(pod, bot, signal, timing):
+        # The Pod's safety net and environment name the old meeting: a new Pod for the new
+        # one (the old one never joined: no signal went out for this join, no report says so).
+        notes += [
+            DisarmJoin(),
+            DeletePod(uid=pod.uid),
+            Emit(
+                type=EventType.WARNING,
+                reason="PodReplaced",
+                message=f"meetingUrl changed before joinAt; replacing bot Pod {pod.name}",
+            ),
+        ]
+        return Plan(status=base, actions=tuple(notes), wake_at=_after_deletion(pod, timing, now))
     if moved is not None and pod is not None and pod.ready and pod.ip:
         notes.append(MoveSelfJoin(join_at=timing.join_at, address=_address(pod)))
-    signal = observed.signal
     if signal is not None and signal.error and signal.join_at == timing.join_at:
         if now >= timing.deadline:
             return _fail(
@@ -269,6 +290,20 @@ def _staged(
     if pod.deleting:
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
     if pod.finished:
+        if _died_unjoined(pod, observed, timing) and now < timing.deadline:
+            # Its process died before any join could start: the signal was never sent and
+            # the Pod's own timer fires only after joinAt. A new Pod cannot make a second
+            # join, so replace this one (the next pass after its DELETED event creates it).
+            notes += [
+                DisarmJoin(),
+                DeletePod(uid=pod.uid),
+                Emit(
+                    type=EventType.WARNING,
+                    reason="PodReplaced",
+                    message=f"bot Pod {pod.name} exited before joinAt{_code(pod.exit_code)}; replacing it",
+                ),
+            ]
+            return Plan(status=base, actions=tuple(notes), wake_at=_after_deletion(pod, timing, now))
         return _fail(
             bot,
             now,
@@ -286,10 +321,14 @@ def _staged(
                     why += f" ({pod.waiting_message})"
             return _fail(bot, now, "NotReadyInTime", why, (DeletePod(uid=pod.uid),), base=base)
         return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline)
-    if now >= timing.deadline and (signal is None or signal.sent_at is None):
-        # Too late to join; the bot's own safety net has given up by now as well.
-        return _missed(bot, now, timing, base=base)
     address = _address(pod)
+    if now >= timing.deadline and (signal is None or signal.sent_at is None):
+        if observed.report is None and observed.state_error is None:
+            # The operator was away over the deadline: the bot's own safety net may have
+            # joined meanwhile. Its state decides (its answer or its failure runs the next pass).
+            return Plan(status=base, actions=tuple(notes), follow=address)
+        # Too late to join, and the bot says it has not (or cannot be asked).
+        return _missed(bot, now, timing, base=base, cause=observed.state_error)
     retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
     notes.append(
         ArmJoin(
@@ -330,8 +369,10 @@ def _joined_plan(
     if by is JoinedBy.DEADLINE:
         reason, message = "JoinedByDeadline", "no join signal reached the bot in time; it joined on its own"
         event = Emit(type=EventType.WARNING, reason=reason, message=message)
-        if report.since is not None:
-            fields["join_lateness_ms"] = _ms(report.since - timing.join_at)
+        # When the bot started its join; `since` is its latest change, later once it is in the meeting.
+        started = report.join_started_at or (report.since if report.state == "joining" else None)
+        if started is not None:
+            fields["join_lateness_ms"] = _ms(started - timing.join_at)
     elif sent_at is not None:
         lateness = _ms(sent_at - timing.join_at)
         fields |= {"join_signaled_at": format_time(sent_at), "join_lateness_ms": lateness}
@@ -342,8 +383,14 @@ def _joined_plan(
         reason, message = "JoinSignaled", "the bot had been signalled before the operator restarted"
         event = Emit(type=EventType.NORMAL, reason=reason, message=message)
     address = _address(pod) if pod is not None and pod.ip else None
-    status = _with_state(bot, base, _reported_state(report, BotState.JOINING), now, reason, message, **fields)
-    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event), wake_at=now, follow=address)
+    state = _reported_state(report, BotState.JOINING)
+    admitted: tuple[Action, ...] = ()
+    if state in _ADMITTED:
+        # First seen already in the meeting (say, after a restart): the admission is now.
+        fields["joined_at"] = format_time(report.since or now)
+        admitted = (_JOINED_EVENT,)
+    status = _with_state(bot, base, state, now, reason, message, **fields)
+    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event, *admitted), wake_at=now, follow=address)
 
 
 def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults, now: datetime) -> Plan:
@@ -360,9 +407,9 @@ def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defa
     if report is not None and report.state in _BOT_STATES and report.state != state:
         new = BotState(report.state)
         fields: dict[str, object] = {}
-        if new is BotState.JOINED and base.joined_at is None:
+        if new in _ADMITTED and base.joined_at is None:
             fields["joined_at"] = format_time(report.since or now)
-            actions.append(Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting"))
+            actions.append(_JOINED_EVENT)
         if new in TERMINAL_STATES:
             fields["ended_at"] = format_time(report.since or now)
         if new is BotState.FAILED:
@@ -442,12 +489,63 @@ def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
     return Plan(status=status, actions=(RemoveFinalizer(),))
 
 
-def _missed(bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus) -> Plan:
+def _missed(
+    bot: BotView, now: datetime, timing: _Timing, *, base: ScheduledBotStatus, cause: str | None = None
+) -> Plan:
     why = (
         f"the operator could not act before the join deadline {format_time(timing.deadline)} "
         f"(joinAt {format_time(timing.join_at)})"
     )
+    if cause is not None:
+        why += f", and the bot's state could not be read: {cause}"
     return _fail(bot, now, "Missed", why, (), base=base)
+
+
+def _made_for(pod: PodView, bot: BotView, timing: _Timing) -> bool:
+    """Is this live Pod the one this spec would create now (same join time, same meeting)?"""
+    spec = bot.spec
+    return (
+        not pod.deleting
+        and not pod.finished
+        and pod.join_at == timing.join_at
+        and spec is not None
+        and pod.meeting_url in (None, spec.meeting_url)
+    )
+
+
+def _meeting_moved(pod: PodView, bot: BotView, signal: SignalOutcome | None, timing: _Timing) -> bool:
+    """Was the Pod made for another meeting than the spec's, and has no join been signalled?"""
+    sent = signal is not None and signal.sent_at is not None and signal.join_at == timing.join_at
+    return not sent and bot.spec is not None and pod.meeting_url is not None and pod.meeting_url != bot.spec.meeting_url
+
+
+def _died_unjoined(pod: PodView, observed: Observed, timing: _Timing) -> bool:
+    """Did this finished Pod's bot warm up, then die before it could have joined?
+
+    Warmed up: it reported `ready` (a bot that cannot even start fails BotExited, rather
+    than being replaced again and again). Not joined: no signal went out for this join,
+    its report shows none, and its container ended before joinAt, by the node's clock,
+    the one its own timer runs on.
+    """
+    signal, report = observed.signal, observed.report
+    sent = signal is not None and signal.sent_at is not None and signal.join_at == timing.join_at
+    return (
+        not sent
+        and report is not None
+        and report.state == "ready"
+        and pod.finished_at is not None
+        and pod.finished_at < timing.join_at
+    )
+
+
+def _after_deletion(pod: PodView, timing: _Timing, now: datetime) -> datetime:
+    """When to look again at a Pod on its way out, should its DELETED event not come.
+
+    The event is what ends the wait; this is the bounded fallback: a while after the
+    Pod's own deletion deadline, never before stageAt, never after the join deadline.
+    """
+    recheck = max(now, pod.gone_by or now) + timedelta(seconds=POD_GONE_RECHECK_SECONDS)
+    return min(max(timing.stage_at, recheck), timing.deadline)
 
 
 def _fail(

@@ -13,8 +13,9 @@ the last. The answers are read afterwards, off the critical path.
 Precision
 =========
 The event loop wakes a timer within about a millisecond, sometimes early. The timer
-is set `SPIN_AHEAD` before the instant and the callback spins on the wall clock for
-the rest, so the first byte leaves at the instant, not up to a millisecond after.
+is set `SPIN_AHEAD` before the instant and the callback spins for the rest, so the
+first byte leaves at the instant, not up to a millisecond after. Instants come from
+the injected `Clock` (runtime/clock.py), so unit scenarios run on a fake one.
 
 A second, earlier timer (`REFRESH_AHEAD`) reopens the connections a bot closed while
 it waited (idle time-outs), so none has to be opened at the instant.
@@ -32,6 +33,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from scheduledbot.adapters.bots import BotUnreachable, JoinLine
 from scheduledbot.core.model import SignalOutcome
+from scheduledbot.runtime.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,9 @@ class JoinDispatcher(Generic[K]):
     must be cheap: it runs inside the batch.
     """
 
-    def __init__(self, *, report: Callable[[K, SignalOutcome], None]) -> None:
+    def __init__(self, *, report: Callable[[K, SignalOutcome], None], clock: Clock | None = None) -> None:
         self._report = report
+        self._clock: Clock = clock or SystemClock()
         self._armed: dict[K, _Armed[K]] = {}
         self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,11 +97,9 @@ class JoinDispatcher(Generic[K]):
         batch = self._batches.get(fire)
         if batch is None:
             batch = self._batches[fire] = _Batch[K]()
-            loop = asyncio.get_running_loop()
-            ahead = fire - time.time()
-            batch.fire_timer = loop.call_at(loop.time() + ahead - SPIN_AHEAD, self._fire, fire)
-            if ahead > REFRESH_AHEAD:
-                batch.refresh_timer = loop.call_at(loop.time() + ahead - REFRESH_AHEAD, self._refresh, fire)
+            batch.fire_timer = self._clock.call_at(fire - SPIN_AHEAD, self._fire, fire)
+            if fire - self._clock.time() > REFRESH_AHEAD:
+                batch.refresh_timer = self._clock.call_at(fire - REFRESH_AHEAD, self._refresh, fire)
         batch.keys.add(key)
 
     def disarm(self, key: K) -> None:
@@ -140,9 +141,12 @@ class JoinDispatcher(Generic[K]):
             return
         if batch.refresh_timer is not None:
             batch.refresh_timer.cancel()
-        now = time.time()
-        if 0 < fire - now < _MAX_SPIN:
-            while time.time() < fire:
+        # Spin on the monotonic counter for what remains: the clock's own time may be a
+        # fake that stands still while nothing awaits.
+        ahead = fire - self._clock.time()
+        if 0 < ahead < _MAX_SPIN:
+            until = time.perf_counter() + ahead
+            while time.perf_counter() < until:
                 pass
         late: list[_Armed[K]] = []
         sent: list[tuple[_Armed[K], float]] = []
@@ -151,7 +155,7 @@ class JoinDispatcher(Generic[K]):
             armed.fired = True
             if armed.line.ready:
                 armed.line.write()
-                sent.append((armed, time.time()))
+                sent.append((armed, self._clock.time()))
             else:
                 late.append(armed)
         # Everything below is off the critical path: all ready bots have their bytes.
@@ -179,7 +183,7 @@ class JoinDispatcher(Generic[K]):
             message = f"could not connect to the bot at {armed.line.address}: {error!r}"
             self._report(armed.key, SignalOutcome(join_at=armed.join_at, sent_at=None, error=message, report=None))
             return
-        self._sent(armed, time.time())
+        self._sent(armed, self._clock.time())
         await self._answer(armed)
 
     def _sent(self, armed: _Armed[K], at: float) -> None:

@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
@@ -57,6 +57,8 @@ from scheduledbot.core.model import (
     SignalOutcome,
 )
 from scheduledbot.core.plan import plan
+from scheduledbot.protocol import ENV_MEETING_URL
+from scheduledbot.runtime.clock import Clock, SystemClock
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
@@ -69,6 +71,9 @@ Key = tuple[str, str]
 
 #: Back-off of the state long-poll after a failure: computed, growing, capped.
 _FOLLOW_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Reads of the bot's state that fail in a row before the failure is shown to `plan`
+#: (which may then judge a bot past its deadline Missed): three tries over about 0.7 s.
+_STATE_FAILURES_TO_REPORT = 3
 #: A failed pass (the API server unreachable, say) is tried again after this, doubling, capped.
 _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 60.0
@@ -76,6 +81,9 @@ _RETRY_CAP_SECONDS = 60.0
 _REFUSALS = frozenset({400, 403, 422})
 #: The owner uid a dry-run Pod carries: a ScheduledBot under admission has none yet.
 _DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
+#: A pass that asks to run again at once without having changed anything runs again this
+#: much later instead (`Engine._spun`): a planning mistake costs a little delay, not a spin.
+_SPIN_DEFER_SECONDS = 1.0
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
 #: What only the leader does (runtime/leader.py): every write to the API server. Joins,
@@ -98,11 +106,27 @@ class _Entry:
     running: bool = False
     dirty: bool = False
     said: set[tuple[str, str]] = field(default_factory=set)
+    #: Addresses asked to leave (the request in flight or answered).
     left: set[str] = field(default_factory=set)
+    #: Leave requests that failed in a row: the next one waits a growing, capped time.
+    leave_failures: int = 0
     staged_seen: bool = False
     rejection: str | None = None
+    #: Why the last read of the bot's state failed (None once one succeeds).
+    state_error: str | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
     failures: int = 0
+    #: A pass of this bot asked to run again without any change (logged once).
+    spun: bool = False
+
+
+#: Makes the join dispatcher from the engine's outcome callback and clock.
+DispatcherFactory = Callable[[Callable[[Key, SignalOutcome], None], Clock], JoinDispatcher[Key]]
+
+
+def in_loop_dispatcher(report: Callable[[Key, SignalOutcome], None], clock: Clock) -> JoinDispatcher[Key]:
+    """The join dispatcher on the engine's own event loop (the one unit scenarios drive)."""
+    return JoinDispatcher(report=report, clock=clock)
 
 
 class Engine:
@@ -115,6 +139,9 @@ class Engine:
         metrics: Metrics,
         leading: Callable[[], bool] = lambda: True,
         notifications: Notifications | None = None,
+        clock: Clock | None = None,
+        join_line: Callable[..., JoinLine] = JoinLine,
+        dispatcher: DispatcherFactory = in_loop_dispatcher,
     ) -> None:
         self._settings = settings
         #: Whether this replica may write now; always, without leader election.
@@ -122,10 +149,12 @@ class Engine:
         self._kube = kube
         self._bots = bots
         self._metrics = metrics
+        self._clock: Clock = clock or SystemClock()
+        self._join_line = join_line
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
+        self.dispatcher: JoinDispatcher[Key] = dispatcher(self._signal_outcome, self._clock)
         metrics.bind_states(self._states)
         # State changes are recorded in the status they make; their delivery runs beside the passes.
         self._notify = notifications
@@ -198,21 +227,19 @@ class Engine:
                         self._retry_later(entry)
                 if not entry.dirty:
                     return
+                # Every further pass yields first: watch events, other bots and the health
+                # endpoint run in between, whatever this bot's passes ask for.
+                await asyncio.sleep(0)
         finally:
             entry.running = False
 
     async def _pass(self, entry: _Entry) -> None:
         if entry.body is None or self._entries.get(entry.key) is not entry:
             return
-        now = datetime.now(UTC)
+        self._metrics.passes.inc()
+        now = self._clock.now()
         bot = self._bot_view(entry.body)
-        observed = Observed(
-            pod=_pod_view(entry.pod, bot.uid),
-            secret=entry.token is not None,
-            report=entry.report,
-            signal=entry.signal,
-            rejection=entry.rejection,
-        )
+        observed = self._observed(entry, bot)
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         for action in decision.actions:
             if isinstance(action, _WRITES) and not self._leading():
@@ -233,7 +260,36 @@ class Engine:
             # write (its watch event) or this replica's taking the lead brings the next pass.
             decision = replace(decision, wake_at=None)
         self._follow(entry, decision.follow)
+        if decision.wake_at is not None and decision.wake_at <= now and not self._changed(entry, bot, observed):
+            self._spun(entry, now)
+            return
         self._wake(entry, decision.wake_at, now)
+
+    def _observed(self, entry: _Entry, bot: BotView) -> Observed:
+        return Observed(
+            pod=_pod_view(entry.pod, bot.uid),
+            secret=entry.token is not None,
+            report=entry.report,
+            signal=entry.signal,
+            rejection=entry.rejection,
+            state_error=entry.state_error,
+        )
+
+    def _changed(self, entry: _Entry, bot: BotView, observed: Observed) -> bool:
+        """Would the next pass see anything this one did not? (Only asked when a pass wants "now".)"""
+        if entry.body is None:
+            return True
+        after = self._bot_view(entry.body)
+        return after != bot or self._observed(entry, after) != observed
+
+    def _spun(self, entry: _Entry, now: datetime) -> None:
+        """A pass asked for another at once, having changed nothing: that one would decide the
+        same, forever. Counted, logged once per bot, and deferred, so nothing can spin."""
+        self._metrics.pass_spins.inc()
+        if not entry.spun:
+            entry.spun = True
+            log.error("%s/%s: a pass asked to run again at once without any change; deferring it", *entry.key)
+        self._wake(entry, now + timedelta(seconds=_SPIN_DEFER_SECONDS), now)
 
     def _retry_later(self, entry: _Entry) -> None:
         delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
@@ -241,7 +297,7 @@ class Engine:
         log.exception("pass for %s/%s failed; trying again in %.1f s", *entry.key, delay)
         if entry.timer is not None:
             entry.timer.cancel()
-        entry.timer = asyncio.get_running_loop().call_later(delay, self.poke, entry.key)
+        entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
 
     def _wake(self, entry: _Entry, at: datetime | None, now: datetime) -> None:
         if entry.timer is not None:
@@ -252,8 +308,7 @@ class Engine:
         if at <= now:
             entry.dirty = True
             return
-        loop = asyncio.get_running_loop()
-        entry.timer = loop.call_at(loop.time() + (at - now).total_seconds(), self.poke, entry.key)
+        entry.timer = self._clock.call_at(at, self.poke, entry.key)
 
     async def _publish(self, entry: _Entry, status: ScheduledBotStatus) -> None:
         assert entry.body is not None
@@ -299,7 +354,7 @@ class Engine:
                 token = await self._load_token(entry)
                 if token is None or bot.spec is None:
                     return True
-                line = JoinLine(
+                line = self._join_line(
                     address=address,
                     token=token,
                     request_id=request_id,
@@ -317,8 +372,9 @@ class Engine:
             case Leave(address=address, reason=reason):
                 token = await self._load_token(entry)
                 if token is not None and address not in entry.left:
+                    # In flight or done; a failure takes it back (`_leave`), so it is asked again.
                     entry.left.add(address)
-                    self._spawn(self._bot_call(self._bots.leave(address, token, reason=reason)))
+                    self._spawn(self._leave(entry, address, token, reason))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(
@@ -387,6 +443,20 @@ class Engine:
                 entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
         return entry.token
 
+    async def _leave(self, entry: _Entry, address: str, token: str, reason: str) -> None:
+        try:
+            await self._bots.leave(address, token, reason=reason)
+        except BotUnreachable as error:
+            delay = _FOLLOW_BACKOFF[min(entry.leave_failures, len(_FOLLOW_BACKOFF) - 1)]
+            entry.leave_failures += 1
+            log.warning("leave of %s/%s failed (%s); asking again in %.1f s", *entry.key, error, delay)
+            entry.left.discard(address)
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
+            return
+        entry.leave_failures = 0
+
     async def _bot_call(self, call: Awaitable[BotReport]) -> None:
         try:
             await call
@@ -420,6 +490,7 @@ class Engine:
             entry.follower.cancel()
             entry.follower = None
         entry.follow_address = address
+        entry.state_error = None
         if address is not None:
             entry.follower = self._spawn(self._follow_loop(entry, address))
 
@@ -437,9 +508,14 @@ class Engine:
                 delay = _FOLLOW_BACKOFF[min(failures, len(_FOLLOW_BACKOFF) - 1)]
                 failures += 1
                 log.debug("state of %s unavailable (%s); again in %.1f s", address, error, delay)
+                if failures == _STATE_FAILURES_TO_REPORT:
+                    # Not the first failure: one lost connection must not make a verdict.
+                    entry.state_error = str(error)
+                    self.poke(entry.key)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            entry.state_error = None
             if report.version != after:
                 self._take_report(entry, report)
                 self.poke(entry.key)
@@ -573,15 +649,42 @@ def _pod_view(pod: dict[str, Any] | None, owner_uid: str) -> PodView | None:
         state = cs.get("state") or {}
         waiting = waiting or state.get("waiting")
         terminated = terminated or state.get("terminated")
+    deleted = meta.get("deletionTimestamp")
+    finished = (terminated or {}).get("finishedAt")
+    join_at = (meta.get("annotations") or {}).get(children.JOIN_AT_ANNOTATION)
     return PodView(
         name=meta["name"],
         uid=meta.get("uid") or "",
         phase=status.get("phase") or "Pending",
         ready=_pod_ready(pod),
         ip=status.get("podIP"),
-        deleting=bool(meta.get("deletionTimestamp")),
+        deleting=bool(deleted),
         waiting_reason=(waiting or {}).get("reason"),
         waiting_message=(waiting or {}).get("message"),
         exit_code=(terminated or {}).get("exitCode"),
         control_port=children.control_port_of(pod),
+        finished_at=_instant(finished),
+        join_at=_instant(join_at),
+        meeting_url=_meeting_url(pod),
+        gone_by=_instant(deleted),
     )
+
+
+def _instant(text: Any) -> datetime | None:
+    """A timestamp of an observed object; one that does not parse counts as absent."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+def _meeting_url(pod: dict[str, Any]) -> str | None:
+    """The meeting the Pod was made for: MEETING_URL of its bot (first) container."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    for env in containers[0].get("env") or []:
+        if env.get("name") == ENV_MEETING_URL:
+            value = env.get("value")
+            return value if isinstance(value, str) else None
+    return None

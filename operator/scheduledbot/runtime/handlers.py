@@ -7,6 +7,7 @@ admission machinery is not used (runtime/admission.py says why).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from scheduledbot.core.children import LABEL
 from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Reviewer
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
+from scheduledbot.runtime.health import HealthServer, LoopHealth
 from scheduledbot.runtime.leader import LeaderElector, identity
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.notify import Notifications
@@ -93,8 +95,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.webhook:
         await _serve_webhook(memo, config, kube)
     if memo.elector is not None:
-        # Last: the picture is complete when this replica first leads and passes every bot.
+        # After the picture is complete: this replica passes every bot when it first leads.
         memo.elector.start(on_leading=memo.engine.wake_all)
+    # Last: /healthz answers once the operator is ready, and from then on whatever its loop does.
+    memo.health = HealthServer(LoopHealth(asyncio.get_running_loop()), host="0.0.0.0", port=config.health_port)
+    memo.health.start()
 
 
 async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
@@ -151,6 +156,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "elector", None) is not None:
         # First: no write after this, and the standby takes over at its next round.
         await memo.elector.stop()
+    if getattr(memo, "health", None):
+        memo.health.stop()
     if getattr(memo, "webhook_server", None):
         await memo.webhook_server.stop()
     await memo.engine.close()

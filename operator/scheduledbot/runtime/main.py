@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone=True,  # no kopf peering: replicas coordinate through a Lease (runtime/leader.py)
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        # No kopf liveness endpoint: /healthz has a thread of its own (runtime/health.py).
         memo=kopf.Memo(settings=settings),
     )
 

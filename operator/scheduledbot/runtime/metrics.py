@@ -65,6 +65,12 @@ class Metrics:
         self.status_writes = Counter(
             "scheduledbot_status_writes", "Status patches sent to the API server", registry=self.registry
         )
+        self.passes = Counter("scheduledbot_passes", "Reconcile passes run", registry=self.registry)
+        self.pass_spins = Counter(
+            "scheduledbot_pass_spins",
+            "Passes that asked to run again at once without any change (a planning bug; deferred)",
+            registry=self.registry,
+        )
         self.admission_reviews = Counter(
             "scheduledbot_admission_reviews",
             "Admission reviews answered, by result (allowed, denied, malformed, oversized, refused)",
