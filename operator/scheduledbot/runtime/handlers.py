@@ -23,6 +23,7 @@ from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Review
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.schedules import SCHEDULE_WATCHES
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
     build_configuration,
@@ -32,10 +33,13 @@ from scheduledbot.runtime.webhook import (
 )
 
 #: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
-WATCHES: Final = frozenset(
-    Permission(group, resource, verb)
-    for group, resource in (("", "pods"), (GROUP, PLURAL), (GROUP, BOT_CLASS.plural))
-    for verb in ("list", "watch")
+WATCHES: Final = (
+    frozenset(
+        Permission(group, resource, verb)
+        for group, resource in (("", "pods"), (GROUP, PLURAL), (GROUP, BOT_CLASS.plural))
+        for verb in ("list", "watch")
+    )
+    | SCHEDULE_WATCHES
 )
 
 
