@@ -368,6 +368,7 @@ def test_the_installed_webhook_configuration_is_the_one_the_operator_would_write
     assert policies == {
         "validate.scheduledbots.meetingbots.dev": "Ignore",
         "templates.scheduledbots.meetingbots.dev": "Fail",
+        "validate.botschedules.meetingbots.dev": "Ignore",
     }
 
 

@@ -106,26 +106,7 @@ class FeedReader:
         secret = await self._read_secret(namespace, name)
         if secret is None:
             raise FeedProblem(f"Secret {name} (spec.ical.urlSecretRef) does not exist in namespace {namespace}")
-        labels = (secret.get("metadata") or {}).get("labels") or {}
-        if labels.get(FEED_SECRET_LABEL) != "true":
-            raise FeedProblem(
-                f'Secret {name} does not carry the label {FEED_SECRET_LABEL}: "true"; the operator reads only '
-                "Secrets labelled as calendar feeds (label it if it holds the feed URL)"
-            )
-        encoded = (secret.get("data") or {}).get(key)
-        if not isinstance(encoded, str):
-            raise FeedProblem(f"Secret {name} has no key {key} (spec.ical.urlSecretRef.key)")
-        try:
-            url = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
-        except (binascii.Error, UnicodeDecodeError):
-            raise FeedProblem(f"Secret {name}, key {key}: not a UTF-8 URL") from None
-        problems = check_feed_url(url, extra_hosts=self._client.policy.admitted_hosts)
-        if problems:
-            raise FeedProblem(f"Secret {name}, key {key}: " + "; ".join(problems))
-        # webcal: is how calendar apps offer a feed; it is https underneath.
-        if url[:7].lower() == "webcal:":
-            url = "https:" + url[7:]
-        return url
+        return feed_url_from_secret(secret, name=name, key=key, extra_hosts=self._client.policy.admitted_hosts)
 
     async def _fetch(self, cached: _Cached, url: str, now: datetime) -> _Cached:
         headers = {"Accept": _ACCEPT}
@@ -173,3 +154,29 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     if value is None or len(value) > 256 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         return None
     return value
+
+
+def feed_url_from_secret(secret: Mapping[str, Any], *, name: str, key: str, extra_hosts: frozenset[str]) -> str:
+    """The feed URL a Secret holds, if it opted in and the URL may be fetched; `FeedProblem` says why not."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(FEED_SECRET_LABEL) != "true":
+        raise FeedProblem(
+            f'Secret {name} does not carry the label {FEED_SECRET_LABEL}: "true"; the operator reads only '
+            "Secrets labelled as calendar feeds (label it if it holds the feed URL)"
+        )
+    encoded = (secret.get("data") or {}).get(key)
+    if not isinstance(encoded, str):
+        raise FeedProblem(f"Secret {name} has no key {key} (spec.ical.urlSecretRef.key)")
+    try:
+        url = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
+    except (binascii.Error, UnicodeDecodeError):
+        raise FeedProblem(f"Secret {name}, key {key}: not a UTF-8 URL") from None
+    problems = check_feed_url(url, extra_hosts=extra_hosts)
+    if problems:
+        raise FeedProblem(
+            f"Secret {name}, key {key}: " + "; ".join(p.removeprefix("spec.ical.urlSecretRef: ") for p in problems)
+        )
+    # webcal: is how calendar apps offer a feed; it is https underneath.
+    if url[:7].lower() == "webcal:":
+        url = "https:" + url[7:]
+    return url
