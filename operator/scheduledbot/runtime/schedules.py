@@ -63,6 +63,8 @@ _RETRY_FIRST_SECONDS: Final = 0.5
 _RETRY_CAP_SECONDS: Final = 60.0
 #: Passes at once: 1,000 schedules found at start-up queue politely.
 _CONCURRENT_PASSES: Final = 16
+#: Set or change this annotation on a BotSchedule to have its feed read now (after fixing its Secret, say).
+REFRESH_ANNOTATION: Final = "meetingbots.dev/refresh"
 #: Events remembered per schedule so that a repeated pass does not post the same one again.
 _SAID_LIMIT: Final = 256
 
@@ -76,6 +78,8 @@ class _Entry:
     dirty: bool = False
     #: When the feed is to be read next (the last plan's `fetch_at`).
     fetch_at: datetime | None = None
+    #: The refresh annotation's value at the last read.
+    refresh: str | None = None
     said: set[tuple[str, str]] = field(default_factory=set)
     failures: int = 0
 
@@ -226,7 +230,10 @@ class ScheduleController:
         if not isinstance(source, ValidICal) or schedule.deleted_at is not None:
             return None
         state = self._feeds.state(entry.key, source)
-        if state is None or entry.fetch_at is None or entry.fetch_at <= now:
+        assert entry.body is not None
+        refresh = (entry.body["metadata"].get("annotations") or {}).get(REFRESH_ANNOTATION)
+        if state is None or entry.fetch_at is None or entry.fetch_at <= now or refresh != entry.refresh:
+            entry.refresh = refresh
             self._counts["feed_reads"] += 1
             state = await self._feeds.read(entry.key, schedule.namespace, source, now)
         return state
