@@ -144,32 +144,38 @@ def test_suspend_deletes_the_waiting_children_and_resume_creates_them_again(
     meeting_server: MeetingServerProcess,
 ) -> None:
     make_operator()
-    first = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     body = schedule(
         "hourly",
         namespace,
         cron="0 * * * *",
         horizonSeconds=6 * 3600,
-        botTemplate={"spec": {"meetingUrl": meeting_server.meeting_url(f"{namespace}-hourly")}},
+        startingDeadlineSeconds=0,  # so that exactly the six coming hours have children
+        botTemplate={
+            "spec": {"meetingUrl": meeting_server.meeting_url(f"{namespace}-hourly"), "stagingLeadSeconds": 10}
+        },
     )
     apply(cluster, body)
-    name = f"hourly-{int(first.timestamp())}"
+    later = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    name = f"hourly-{int(later.timestamp())}"
     wait(cluster, namespace, f"scheduledbot/{name}", "create", timeout=30)
+    wait(cluster, namespace, "botschedule/hourly", "jsonpath={.status.activeCount}=6")
     before = children(cluster, namespace, "hourly")
-    assert 5 <= len(before) <= 7
+    assert len(before) == 6
 
     body["spec"]["suspend"] = True
     apply(cluster, body)
-    for child in before:
-        wait(cluster, namespace, f"scheduledbot/{child}", "delete", timeout=30)
     wait(cluster, namespace, "botschedule/hourly", "jsonpath={.status.conditions[?(@.type=='Ready')].reason}=Suspended")
-    assert children(cluster, namespace, "hourly") == {}, "a suspended schedule creates nothing"
+    wait(cluster, namespace, f"scheduledbot/{name}", "delete", timeout=30)
+    # Only a staged child (its Pod warming up, seconds before the hour) would be kept.
+    kept = children(cluster, namespace, "hourly")
+    assert all(bot.get("status", {}).get("state") == "staged" for bot in kept.values()), kept
+    assert len(kept) <= 1
 
     body["spec"]["suspend"] = False
     apply(cluster, body)
     wait(cluster, namespace, f"scheduledbot/{name}", "create", timeout=30)
     # The same names: a resumed schedule makes the same children, not new ones.
-    wait(cluster, namespace, "botschedule/hourly", f"jsonpath={{.status.activeCount}}={len(before)}")
+    wait(cluster, namespace, "botschedule/hourly", "jsonpath={.status.activeCount}=6")
     assert set(children(cluster, namespace, "hourly")) == set(before)
 
 

@@ -238,13 +238,24 @@ class Kube:
         return await self._list(BOT_SCHEDULE.plural, namespace)
 
     async def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace is None:
-            call = self._custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
-        else:
-            call = self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False)
-        listed = await _send(call)
-        assert listed is not None
-        return list(listed.get("items") or [])
+        """Every object of `plural`; a CRD established a moment ago is waited for as `list_bot_classes` does."""
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            if namespace is None:
+                call = self._custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+            else:
+                call = self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, _preload_content=False
+                )
+            try:
+                listed = await _send(call)
+            except ApiError as error:
+                if error.status != 429 or delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            assert listed is not None
+            return list(listed.get("items") or [])
+        raise AssertionError("unreachable")
 
     # A child's ownerReference sets blockOwnerDeletion on its BotSchedule: with the
     # OwnerReferencesPermissionEnforcement plugin that needs update on botschedules/finalizers.
