@@ -24,6 +24,7 @@ import json
 import secrets
 import tempfile
 import time
+import urllib.error
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +58,19 @@ def schedules(namespace: str, count: int, *, start: datetime) -> list[dict[str, 
             }
         )
     return out
+
+
+def scrape(operator: OperatorProcess) -> Metrics:
+    """One scrape; a scrape that fails is tried again a few times (the engine's bots-by-state gauge
+    iterates its bots from the metrics thread, and fails now and then while bots are being added)."""
+    for attempt in range(5):
+        try:
+            return operator.metrics()
+        except urllib.error.HTTPError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def actions(metrics: Metrics) -> dict[str, float]:
@@ -99,23 +113,23 @@ def run(count: int, *, timeout: float, workdir: Path) -> dict[str, Any]:
         expected = 4 * count
 
         def created() -> bool:
-            return actions(operator.metrics()).get("creates", 0) >= expected
+            return actions(scrape(operator)).get("creates", 0) >= expected
 
         wait_until("every child created", created, deadline=deadline)
         first_round = time.monotonic() - began
         # The children's watch events come back to their schedules: let those passes finish.
         time.sleep(5)
-        before = actions(operator.metrics())
+        before = actions(scrape(operator))
         rss_running = rss_bytes(operator.pid)
         listed = json.loads(cluster.kubectl("get", "scheduledbots", "-n", namespace, "-o", "json").stdout)["items"]
 
         operator.restart()
 
         def planned() -> bool:
-            return operator.metrics().get("scheduledbot_schedules_first_plan_seconds") is not None
+            return scrape(operator).get("scheduledbot_schedules_first_plan_seconds") is not None
 
         wait_until("every schedule planned after the restart", planned, deadline=deadline)
-        restarted = operator.metrics()
+        restarted = scrape(operator)
         after = actions(restarted)
         rss_restarted = rss_bytes(operator.pid)
         writes = sum(before.get(kind, 0) for kind in ("creates", "patches", "deletes", "status_writes", "events"))

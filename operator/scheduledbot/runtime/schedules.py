@@ -42,11 +42,13 @@ from scheduledbot.core.schedule_model import (
     CreateChild,
     DeleteChild,
     FeedState,
+    ParsedSpec,
     PatchChild,
     ScheduleAction,
     SchedulePlan,
     ScheduleView,
     observe_schedule,
+    parse_schedule,
 )
 from scheduledbot.core.schedule_plan import plan_schedule
 from scheduledbot.runtime.schedule_feeds import FeedReader
@@ -82,6 +84,8 @@ class _Entry:
     refresh: str | None = None
     said: set[tuple[str, str]] = field(default_factory=set)
     failures: int = 0
+    #: The spec of generation `parsed[0]`, parsed once (a pass for a child's event does not parse it again).
+    parsed: tuple[int, ParsedSpec] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +130,23 @@ class ScheduleController:
         return PassCounts(**self._counts)
 
     async def prime(self, namespaces: tuple[str, ...]) -> None:
-        """Know every ScheduledBot and BotSchedule before the first pass (kopf's watches may bring bots later)."""
+        """List every ScheduledBot, then every BotSchedule, and plan the schedules at once.
+
+        The bots first: a schedule planned before its children are known would try to
+        create them again (harmless, AlreadyExists) and could count them as missed.
+        kopf's watches then bring the same objects, which change nothing.
+        """
         self._started = time.monotonic()
+        listed = []
         for namespace in namespaces or (None,):
             for body in await self._kube.list_bots(namespace):
                 self.bot_event(None, body)
-            for body in await self._kube.list_schedules(namespace):
-                self._first_pending.add(_key(body))
+            listed += await self._kube.list_schedules(namespace)
+        self._first_pending = {_key(body) for body in listed}
         if not self._first_pending:
             self.first_plan_seconds = 0.0
+        for body in listed:
+            self.schedule_event(None, body)
 
     # Watch events (from kopf) ---------------------------------------------------------------
 
@@ -147,7 +159,7 @@ class ScheduleController:
         if entry.body is not None and entry.body["metadata"].get("uid") != body["metadata"].get("uid"):
             self._forget(key)  # deleted and created again under the same name: a new schedule
             entry = self._entries.setdefault(key, _Entry(key=key))
-        if _newer(body, entry.body):
+        if entry.body is None or (_version(body) != _version(entry.body) and _newer(body, entry.body)):
             entry.body = _kept(body)
             self.poke(key)
 
@@ -162,6 +174,8 @@ class ScheduleController:
             after: BotRef | None = None
         else:
             after = observe_bot(body)
+            if after == before:
+                return  # nothing a plan reads has changed (the list at start-up, a status detail)
             bots[name] = after
         if before is not None and before.schedule_name is not None:
             self.poke((namespace, before.schedule_name))
@@ -207,7 +221,7 @@ class ScheduleController:
         self._counts["passes"] += 1
         namespace, _ = entry.key
         now = self._clock()
-        schedule = observe_schedule(entry.body, extra_hosts=self._extra_hosts)
+        schedule = observe_schedule(entry.body, extra_hosts=self._extra_hosts, parsed=self._parsed(entry))
         feed = await self._feed(entry, schedule, now)
         bots = list(self._bots.get(namespace, {}).values())
         if feed is not None:
@@ -220,6 +234,13 @@ class ScheduleController:
         await self._publish(entry, decision)
         entry.fetch_at = decision.fetch_at
         self._wake(entry, min(filter(None, (decision.wake_at, decision.fetch_at)), default=None), now)
+
+    def _parsed(self, entry: _Entry) -> ParsedSpec:
+        assert entry.body is not None
+        generation = int(entry.body["metadata"].get("generation") or 0)
+        if entry.parsed is None or entry.parsed[0] != generation:
+            entry.parsed = (generation, parse_schedule(entry.body, extra_hosts=self._extra_hosts))
+        return entry.parsed[1]
 
     def _plan(self, schedule: ScheduleView, bots: list[BotRef], now: datetime, feed: FeedState | None) -> SchedulePlan:
         return plan_schedule(schedule=schedule, bots=bots, now=now, feed=feed, extra_hosts=self._extra_hosts)
@@ -391,6 +412,10 @@ def _kept(body: dict[str, Any]) -> dict[str, Any]:
     if "managedFields" not in meta:
         return body
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def _version(body: dict[str, Any]) -> object:
+    return body["metadata"].get("resourceVersion")
 
 
 def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
