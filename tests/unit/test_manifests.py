@@ -23,6 +23,7 @@ from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
 from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
 from scheduledbot.runtime import config
 from scheduledbot.runtime.handlers import WATCHES
+from scheduledbot.runtime.schedule_feeds import FEED_SECRET_LABEL
 from scheduledbot.runtime.webhook import build_configuration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -336,6 +337,7 @@ def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
         secret = one(f"samples/{sample}", "Secret")
         ref = schedule["spec"]["ical"]["urlSecretRef"]
         assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
+        assert secret["metadata"]["labels"][FEED_SECRET_LABEL] == "true", "the operator reads only labelled Secrets"
 
 
 def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:
