@@ -281,3 +281,39 @@ def test_a_feed_creates_children_moves_deletes_and_keeps_them_when_it_fails(
     cluster.kubectl("delete", "botschedule", "team", "-n", namespace, "--wait=false")
     wait(cluster, namespace, f"scheduledbot/{c}", "delete", timeout=60)
     assert children(cluster, namespace, "team") == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        pytest.param({"cron": "61 9 * * *"}, "spec.cron", "not a valid cron schedule", id="cron"),
+        pytest.param(
+            {"rrule": {"dtstart": "2030-01-07T09:00:00", "rule": "FREQ=WEEKLY;BYDAY=XX"}},
+            "spec.rrule.rule",
+            "",
+            id="rrule",
+        ),
+        pytest.param(
+            {"rrule": {"dtstart": "2020-01-06T09:00:00", "rule": "FREQ=WEEKLY;COUNT=2"}},
+            "spec.rrule",
+            "has no occurrence after now",
+            id="rrule-ran-out",
+        ),
+    ],
+)
+def test_the_webhook_refuses_what_only_code_can_check_naming_the_field(
+    operator: OperatorProcess,
+    cluster: Cluster,
+    namespace: str,
+    meeting_server: MeetingServerProcess,
+    spec: dict[str, Any],
+    field: str,
+    words: str,
+) -> None:
+    body = schedule(
+        "bad", namespace, botTemplate={"spec": {"meetingUrl": meeting_server.meeting_url(f"{namespace}-bad")}}, **spec
+    )
+    refused = apply(cluster, body, check=False)
+    assert refused.returncode != 0, "admitted"
+    assert f"{field}:" in refused.stderr and words in refused.stderr, refused.stderr
+    assert "validate.botschedules.meetingbots.dev" in refused.stderr

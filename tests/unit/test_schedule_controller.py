@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from scheduledbot.adapters.egress import EgressClient, EgressPolicy
+from scheduledbot.adapters.kube import ApiError
 from scheduledbot.runtime.schedule_feeds import FeedReader
 from scheduledbot.runtime.schedules import ScheduleController
 
@@ -34,6 +35,8 @@ class FakeKube:
         self.version = 100
         self.bots: dict[str, dict[str, Any]] = {}
         self.schedule: dict[str, Any] = {}
+        #: Names whose creation the API server refuses (a quota, a policy).
+        self.refuse: set[str] = set()
 
     def _written(self, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -49,6 +52,8 @@ class FakeKube:
     async def create_bot(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         name = body["metadata"]["name"]
         self.calls.append(("create", name))
+        if name in self.refuse:
+            raise ApiError(403, f'scheduledbots "{name}" is forbidden: exceeded quota')
         if name in self.bots:
             return None
         body = copy.deepcopy(body)
@@ -179,3 +184,19 @@ async def test_the_next_pass_is_timed_by_the_plan_not_a_period(
     delay = entry.timer.when() - asyncio.get_running_loop().time()
     assert timedelta(seconds=delay) == pytest.approx(timedelta(minutes=90), abs=timedelta(seconds=1))
     assert ctl.first_plan_seconds is not None, "every schedule known at start-up was planned"
+
+
+async def test_a_refused_child_is_said_once_and_the_other_children_are_still_made(
+    controller: tuple[ScheduleController, FakeKube],
+) -> None:
+    ctl, kube = controller
+    refused = f"standup-{int(datetime(2026, 3, 3, 8, tzinfo=UTC).timestamp())}"
+    kube.refuse.add(refused)
+    kube.schedule = daily_schedule()
+    await ctl.prime(())
+    await settle(ctl)
+    ctl.schedule_event("MODIFIED", copy.deepcopy(kube.schedule))
+    await settle(ctl)
+    assert len(kube.bots) == 2 and refused not in kube.bots
+    assert kube.calls.count(("event", "ChildRefused")) == 1
+    assert ctl._entries[(NS, "standup")].failures == 0, "a refusal is not a failed pass retried in a loop"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from scheduledbot.adapters.kube import Kube, Permission
+from scheduledbot.adapters.kube import ApiError, Kube, Permission
 from scheduledbot.api.models import TERMINAL_STATES
 from scheduledbot.api.resource import BOT_SCHEDULE, GROUP
 from scheduledbot.api.schedule import ValidICal
@@ -67,6 +67,8 @@ _RETRY_CAP_SECONDS: Final = 60.0
 _CONCURRENT_PASSES: Final = 16
 #: Set or change this annotation on a BotSchedule to have its feed read now (after fixing its Secret, say).
 REFRESH_ANNOTATION: Final = "meetingbots.dev/refresh"
+#: API answers to a child's creation or patch that no retry can change.
+_REFUSALS: Final = frozenset({400, 403, 422})
 #: Events remembered per schedule so that a repeated pass does not post the same one again.
 _SAID_LIMIT: Final = 256
 
@@ -230,7 +232,16 @@ class ScheduleController:
         else:
             decision = self._plan(schedule, bots, now, None)
         for action in decision.actions:
-            await self._act(entry, action, now)
+            try:
+                await self._act(entry, action, now)
+            except ApiError as error:
+                if error.status not in _REFUSALS or not isinstance(action, CreateChild | PatchChild):
+                    raise
+                # Refused for good (a quota, a policy, the ScheduledBot webhook): said, not retried in a loop;
+                # the next pass (an event, the next wake-up) tries again.
+                name = action.body["metadata"]["name"] if isinstance(action, CreateChild) else action.name
+                message = f"ScheduledBot {name} was refused by the API server: {error.message}"
+                await self._say(entry, Emit(type=EventType.WARNING, reason="ChildRefused", message=message[:1024]), now)
         await self._publish(entry, decision)
         entry.fetch_at = decision.fetch_at
         self._wake(entry, min(filter(None, (decision.wake_at, decision.fetch_at)), default=None), now)
