@@ -50,7 +50,7 @@ from scheduledbot.core.schedule_model import (
     observe_schedule,
     parse_schedule,
 )
-from scheduledbot.core.schedule_plan import plan_schedule
+from scheduledbot.core.schedule_plan import MeetingIndex, meeting_key, plan_schedule
 from scheduledbot.runtime.schedule_feeds import FeedReader
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,12 @@ class ScheduleController:
         self._extra_hosts = extra_meeting_hosts
         self._clock = clock
         self._entries: dict[Key, _Entry] = {}
-        #: The ScheduledBots of each namespace, as the planner sees them.
+        #: The ScheduledBots of each namespace, as the planner sees them; the same by controlling
+        #: schedule, and the namespace's `MeetingIndex`: kept as bots come and go, so that a pass
+        #: costs what its schedule has, not what its namespace has.
         self._bots: dict[str, dict[str, BotRef]] = {}
+        self._owned: dict[Key, dict[str, BotRef]] = {}
+        self._meetings: dict[str, dict[tuple[str, int], dict[str, BotRef]]] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = dict.fromkeys(PassCounts.__slots__, 0)
@@ -167,18 +171,16 @@ class ScheduleController:
 
     def bot_event(self, kind: str | None, body: dict[str, Any]) -> None:
         namespace, name = _key(body)
-        bots = self._bots.setdefault(namespace, {})
-        before = bots.get(name)
+        before = self._bots.get(namespace, {}).get(name)
         if kind == "DELETED":
             if before is None or before.uid != body["metadata"].get("uid"):
                 return
-            del bots[name]
             after: BotRef | None = None
         else:
             after = observe_bot(body)
             if after == before:
                 return  # nothing a plan reads has changed (the list at start-up, a status detail)
-            bots[name] = after
+        self._index(namespace, name, after)
         if before is not None and before.schedule_name is not None:
             self.poke((namespace, before.schedule_name))
         if after is not None and after.schedule_name is not None:
@@ -188,6 +190,28 @@ class ScheduleController:
             # A hand-written bot takes or frees a meeting slot: the duplicate rule of every schedule here.
             for key in [key for key in self._entries if key[0] == namespace]:
                 self.poke(key)
+
+    def _index(self, namespace: str, name: str, bot: BotRef | None) -> None:
+        """Put `bot` (None: remove it) where the passes look it up."""
+        bots = self._bots.setdefault(namespace, {})
+        meetings = self._meetings.setdefault(namespace, {})
+        before = bots.pop(name, None)
+        if before is not None:
+            if before.schedule_name is not None:
+                self._owned.get((namespace, before.schedule_name), {}).pop(name, None)
+            key = meeting_key(before)
+            if key is not None and key in meetings:
+                meetings[key].pop(name, None)
+                if not meetings[key]:
+                    del meetings[key]
+        if bot is None:
+            return
+        bots[name] = bot
+        if bot.schedule_name is not None:
+            self._owned.setdefault((namespace, bot.schedule_name), {})[name] = bot
+        key = meeting_key(bot)
+        if key is not None:
+            meetings.setdefault(key, {})[name] = bot
 
     # Passes ---------------------------------------------------------------------------------
 
@@ -225,12 +249,15 @@ class ScheduleController:
         now = self._clock()
         schedule = observe_schedule(entry.body, extra_hosts=self._extra_hosts, parsed=self._parsed(entry))
         feed = await self._feed(entry, schedule, now)
-        bots = list(self._bots.get(namespace, {}).values())
+        children = list(self._owned.get(entry.key, {}).values())
+        meetings = self._meetings.get(namespace, {})
         if feed is not None:
-            # Expanding a calendar may take a while: not on the loop that sends the joins.
-            decision = await asyncio.to_thread(self._plan, schedule, bots, now, feed)
+            # Expanding a calendar may take a while: not on the loop that sends the joins (a copy
+            # of the index: the loop may change it meanwhile).
+            index = {key: dict(bots) for key, bots in meetings.items()}
+            decision = await asyncio.to_thread(self._plan, schedule, children, now, feed, index)
         else:
-            decision = self._plan(schedule, bots, now, None)
+            decision = self._plan(schedule, children, now, None, meetings)
         for action in decision.actions:
             try:
                 await self._act(entry, action, now)
@@ -253,8 +280,17 @@ class ScheduleController:
             entry.parsed = (generation, parse_schedule(entry.body, extra_hosts=self._extra_hosts))
         return entry.parsed[1]
 
-    def _plan(self, schedule: ScheduleView, bots: list[BotRef], now: datetime, feed: FeedState | None) -> SchedulePlan:
-        return plan_schedule(schedule=schedule, bots=bots, now=now, feed=feed, extra_hosts=self._extra_hosts)
+    def _plan(
+        self,
+        schedule: ScheduleView,
+        children: list[BotRef],
+        now: datetime,
+        feed: FeedState | None,
+        meetings: MeetingIndex,
+    ) -> SchedulePlan:
+        return plan_schedule(
+            schedule=schedule, bots=children, now=now, feed=feed, extra_hosts=self._extra_hosts, meetings=meetings
+        )
 
     async def _feed(self, entry: _Entry, schedule: ScheduleView, now: datetime) -> FeedState | None:
         """The feed's state for an ical schedule, read first when it is due (or never read)."""
@@ -305,7 +341,7 @@ class ScheduleController:
 
     async def _act(self, entry: _Entry, action: ScheduleAction, now: datetime) -> None:
         namespace, schedule = entry.key
-        bots = self._bots.setdefault(namespace, {})
+        bots = self._bots.get(namespace, {})
         match action:
             case CreateChild(body=body):
                 name = body["metadata"]["name"]
@@ -317,7 +353,7 @@ class ScheduleController:
                 written = await self._kube.create_bot(namespace, dict(body))
                 self._counts["creates"] += 1
                 if written is not None:
-                    bots[name] = observe_bot(written)
+                    self._index(namespace, name, observe_bot(written))
                     log.info("BotSchedule %s/%s created ScheduledBot %s", namespace, schedule, name)
             case PatchChild(name=name, uid=uid, spec=spec, annotations=annotations):
                 written = await self._kube.patch_bot_spec(
@@ -325,7 +361,7 @@ class ScheduleController:
                 )
                 self._counts["patches"] += 1
                 if written is not None:
-                    bots[name] = observe_bot(written)
+                    self._index(namespace, name, observe_bot(written))
             case DeleteChild(name=name, uid=uid, reason=reason):
                 await self._kube.delete_bot(namespace, name, uid=uid)
                 self._counts["deletes"] += 1
@@ -333,7 +369,7 @@ class ScheduleController:
                 known = bots.get(name)
                 if known is not None and known.uid == uid:
                     # Until the watch shows it gone, it is on its way out.
-                    bots[name] = _deleting(known)
+                    self._index(namespace, name, _deleting(known))
             case Emit():
                 await self._say(entry, action, now)
 
