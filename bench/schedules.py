@@ -29,6 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bench.processes import rss_bytes
 from localcluster.bots import install_crd
@@ -36,21 +37,25 @@ from localcluster.operator import Metrics, OperatorProcess
 from localcluster.testing import Cluster
 
 HORIZON_SECONDS = 28 * 86400
+ZONE = ZoneInfo("Europe/Berlin")
+#: Start-up lists every bot and schedule: on a loaded machine that takes more than the harness's 30 s.
+_READY_TIMEOUT = 300
 _CHUNK = 100
 
 
 def schedules(namespace: str, count: int, *, start: datetime) -> list[dict[str, Any]]:
     out = []
     for index in range(count):
-        # Spread over the week, a minute apart, from an hour ahead (no occurrence is due during the run).
-        dtstart = start + timedelta(hours=1, minutes=7 * index)
+        # Spread over the week, 7 minutes apart, from two hours ahead (no occurrence is due during the
+        # run); dtstart is wall-clock time in the schedule's zone.
+        dtstart = (start + timedelta(hours=2, minutes=7 * index)).astimezone(ZONE)
         out.append(
             {
                 "apiVersion": "meetingbots.dev/v1alpha1",
                 "kind": "BotSchedule",
                 "metadata": {"name": f"weekly-{index:05d}", "namespace": namespace},
                 "spec": {
-                    "timeZone": "Europe/Berlin",
+                    "timeZone": ZONE.key,
                     "rrule": {"dtstart": dtstart.strftime("%Y-%m-%dT%H:%M:00"), "rule": "FREQ=WEEKLY"},
                     "horizonSeconds": HORIZON_SECONDS,
                     "botTemplate": {"spec": {"meetingUrl": f"https://zoom.us/j/{9000000000 + index}"}},
@@ -103,7 +108,7 @@ def run(count: int, *, timeout: float, workdir: Path) -> dict[str, Any]:
         admin_kubeconfig=cluster.kubeconfig,
     )
     try:
-        operator.start()
+        operator.start(timeout=_READY_TIMEOUT)
         bodies = schedules(namespace, count, start=datetime.now(UTC))
         began = time.monotonic()
         for at in range(0, count, _CHUNK):
@@ -123,7 +128,7 @@ def run(count: int, *, timeout: float, workdir: Path) -> dict[str, Any]:
         rss_running = rss_bytes(operator.pid)
         listed = json.loads(cluster.kubectl("get", "scheduledbots", "-n", namespace, "-o", "json").stdout)["items"]
 
-        operator.restart()
+        operator.restart(timeout=_READY_TIMEOUT)
 
         def planned() -> bool:
             return scrape(operator).get("scheduledbot_schedules_first_plan_seconds") is not None
