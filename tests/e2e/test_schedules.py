@@ -17,7 +17,7 @@ from localcluster.ics import IcsServerProcess
 from localcluster.meeting import MeetingServerProcess
 from localcluster.operator import OperatorProcess
 from localcluster.testing import Cluster
-from scheduledbot.api.joinat import format_time
+from scheduledbot.timestamps import format_time
 
 pytestmark = pytest.mark.cluster
 

@@ -26,6 +26,7 @@ class FakeKube:
         self.calls: list[tuple[str, Any]] = []
         self.version = 100
         self.refuse_pods = refuse_pods
+        self.current: dict[str, Any] = {}
 
     def _written(self, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1

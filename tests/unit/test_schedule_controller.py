@@ -200,3 +200,25 @@ async def test_a_refused_child_is_said_once_and_the_other_children_are_still_mad
     assert len(kube.bots) == 2 and refused not in kube.bots
     assert kube.calls.count(("event", "ChildRefused")) == 1
     assert ctl._entries[(NS, "standup")].failures == 0, "a refusal is not a failed pass retried in a loop"
+
+
+async def test_a_standby_writes_nothing_until_it_leads() -> None:
+    kube = FakeKube()
+    kube.schedule = daily_schedule()
+    leads = False
+    async with EgressClient(policy=EgressPolicy()) as client:
+        ctl = ScheduleController(
+            kube=kube,  # type: ignore[arg-type]
+            feeds=FeedReader(client=client, read_secret=kube.read_secret),
+            extra_meeting_hosts=frozenset(),
+            clock=lambda: NOW,
+            leading=lambda: leads,
+        )
+        await ctl.prime(())
+        await settle(ctl)
+        assert kube.calls == [] and ctl._entries[(NS, "standup")].timer is None
+        leads = True
+        ctl.wake_all()
+        await settle(ctl)
+        assert len(kube.bots) == 3 and ("status", "standup") in kube.calls
+        await ctl.close()

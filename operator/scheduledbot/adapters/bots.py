@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
 
-from scheduledbot.api.joinat import parse_join_at
-from scheduledbot.api.models import JoinedBy
 from scheduledbot.core.model import BotReport
+from scheduledbot.protocol import (
+    DEFAULT_LONG_POLL_SECONDS,
+    JOIN_PATH,
+    LEAVE_PATH,
+    SCHEDULE_PATH,
+    STATE_PATH,
+    JoinedBy,
+)
+from scheduledbot.timestamps import format_time, parse_time
 
-#: The longest a state long-poll waits on the bot before answering unchanged.
-LONG_POLL_SECONDS: Final = 30.0
-_TIMEOUT: Final = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 10, connect=5)
+_TIMEOUT: Final = aiohttp.ClientTimeout(total=DEFAULT_LONG_POLL_SECONDS + 10, connect=5)
 _SHORT: Final = aiohttp.ClientTimeout(total=10, connect=5)
 
 
@@ -44,10 +49,10 @@ def parse_report(doc: dict[str, Any]) -> BotReport:
     return BotReport(
         version=int(doc.get("version", 0)),
         state=str(doc.get("state", "")),
-        since=parse_join_at(since) if since else None,
+        since=parse_time(since) if since else None,
         message=str(doc.get("message") or ""),
         reason=doc.get("reason"),
-        joined_by=JoinedBy(joined_by) if joined_by in ("signal", "deadline") else None,
+        joined_by=JoinedBy(joined_by) if joined_by in tuple(JoinedBy) else None,
         exit_code=doc.get("exitCode"),
     )
 
@@ -66,7 +71,7 @@ class JoinLine:
             separators=(",", ":"),
         ).encode()
         self.request = (
-            f"POST /v1/join HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
+            f"POST {JOIN_PATH} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         self._reader: asyncio.StreamReader | None = None
@@ -135,16 +140,16 @@ class BotClient:
 
     async def state(self, address: str, token: str, *, after: int) -> BotReport:
         """Long-poll: answers when the bot's version passes `after`, or unchanged after a while."""
-        url = f"http://{address}/v1/state"
-        params = {"after": str(after), "timeout": str(int(LONG_POLL_SECONDS))}
+        url = f"http://{address}{STATE_PATH}"
+        params = {"after": str(after), "timeout": str(int(DEFAULT_LONG_POLL_SECONDS))}
         return await self._call("GET", url, token, params=params, timeout=_TIMEOUT)
 
     async def leave(self, address: str, token: str, *, reason: str) -> BotReport:
-        return await self._call("POST", f"http://{address}/v1/leave", token, json={"reason": reason})
+        return await self._call("POST", f"http://{address}{LEAVE_PATH}", token, json={"reason": reason})
 
     async def move_self_join(self, address: str, token: str, *, join_at: datetime) -> BotReport:
-        at = join_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return await self._call("POST", f"http://{address}/v1/schedule", token, json={"joinAt": at})
+        at = format_time(join_at)
+        return await self._call("POST", f"http://{address}{SCHEDULE_PATH}", token, json={"joinAt": at})
 
     async def _call(
         self, method: str, url: str, token: str, *, timeout: aiohttp.ClientTimeout = _SHORT, **kwargs: Any

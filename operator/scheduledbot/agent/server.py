@@ -20,9 +20,10 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from scheduledbot.agent import protocol as p
-from scheduledbot.agent.protocol import JoinRequest, StateDoc
+from scheduledbot import protocol as p
 from scheduledbot.agent.state import StateHolder
+from scheduledbot.protocol import JoinRequest, StateDoc
+from scheduledbot.timestamps import parse_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ControlServer:
             body = await _json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("joinAt"), str):
                 raise ValueError("the body must be a JSON object with joinAt (RFC 3339 with an offset)")
-            join_at = p.parse_timestamp(body["joinAt"])
+            join_at = parse_epoch(body["joinAt"])
         except ValueError as exc:
             return _bad_request(str(exc))
         return self._answer(self._controls.request_schedule(join_at))

@@ -1,14 +1,16 @@
-"""`joinAt`: ISO 8601 with an explicit UTC offset, in and RFC 3339 UTC out.
+"""`joinAt` as users write it: ISO 8601 with an explicit UTC offset.
 
 Why a parser of our own
 =======================
-The seed's example is `2025-06-16T16:24:00+0000`: an offset without a colon.
-The apiserver's `format: date-time` rejects it, and `datetime.fromisoformat`
+Users write offsets without a colon (`2025-06-16T16:24:00+0000`, as in the
+README). The apiserver's `format: date-time` rejects it, and `datetime.fromisoformat`
 accepts far more than we want to promise (a date alone, no offset, week dates).
 So the accepted language is pinned here once, as `JOIN_AT_PATTERN`, and used
 twice: by `parse_join_at` (the operator and its webhook) and by the CRD's CEL
 rule (the apiserver, which holds even while the operator is down). A unit test
-runs both over the same table.
+runs both over the same table. Timestamps that machines wrote (the apiserver's
+metadata, the operator's own status) are read by `scheduledbot.timestamps`, which
+also prints every timestamp the operator writes.
 
 The pattern is plain RE2 and Python `re` alike: no lookarounds, no
 backslashes (so it can sit in a CEL string literal unescaped). It checks the
@@ -18,7 +20,7 @@ range of each field; what a regular expression cannot see (February 30, year
 Why not naive times
 ===================
 A time without an offset means a different instant on every cluster node and
-in every calendar; the seed's own example carries one. Rejecting it with a
+in every calendar; the README's example carries one. Rejecting it with a
 message that shows the expected form costs the user one edit.
 """
 
@@ -103,21 +105,6 @@ def parse_join_at(text: str, *, field: str = "spec.joinAt") -> datetime:
         return local.astimezone(UTC)
     except OverflowError:
         raise _error(field, text, "is out of range once converted to UTC") from None
-
-
-def format_time(moment: datetime) -> str:
-    """`moment` as RFC 3339 UTC: `2025-06-16T16:24:00Z`, or `...00.250Z` when it has a fraction.
-
-    Whole seconds print without a fraction, as the seed's responses do; any
-    fraction prints as milliseconds, the precision the lateness figures use.
-    """
-    if moment.utcoffset() is None:
-        raise ValueError(f"format_time needs an aware datetime, got naive {moment.isoformat()}")
-    utc = moment.astimezone(UTC)
-    whole = utc.replace(tzinfo=None, microsecond=0).isoformat()
-    if utc.microsecond == 0:
-        return f"{whole}Z"
-    return f"{whole}.{utc.microsecond // 1000:03d}Z"
 
 
 def _check_ranges(field: str, text: str, parts: dict[str, str | None]) -> None:

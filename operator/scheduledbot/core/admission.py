@@ -44,7 +44,6 @@ from typing import Any, Final
 
 from scheduledbot.api.botclass import ValidBotClass
 from scheduledbot.api.errors import FieldError, SpecError, quote_value
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec, parse_spec
 from scheduledbot.core.children import build_pod
 from scheduledbot.core.model import Defaults
@@ -58,6 +57,7 @@ from scheduledbot.core.templates import (
     effective_template,
     references,
 )
+from scheduledbot.timestamps import format_time
 
 #: The furthest ahead a bot may be scheduled.
 MAX_AHEAD: Final = timedelta(days=3 * 365)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     from scheduledbot.runtime import handlers, schedule_handlers  # noqa: F401, PLC0415
 
     kopf.run(
-        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
+        standalone=True,  # no kopf peering: replicas coordinate through a Lease (runtime/leader.py)
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",

@@ -60,6 +60,7 @@ async def start_schedules(memo: kopf.Memo, **_: Any) -> None:
         kube=kube,
         feeds=FeedReader(client=egress, read_secret=kube.read_secret),
         extra_meeting_hosts=config.extra_meeting_hosts,
+        leading=memo.elector.leading if getattr(memo, "elector", None) is not None else lambda: True,
     )
     memo.schedule_kube, memo.feed_client, memo.schedules = kube, egress, controller
     metrics = getattr(memo, "metrics", None)

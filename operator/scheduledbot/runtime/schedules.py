@@ -111,8 +111,11 @@ class ScheduleController:
         feeds: FeedReader,
         extra_meeting_hosts: frozenset[str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._kube = kube
+        #: Whether this replica writes (runtime/leader.py); a standby keeps the picture only.
+        self._leading = leading
         self._feeds = feeds
         self._extra_hosts = extra_meeting_hosts
         self._clock = clock
@@ -215,6 +218,11 @@ class ScheduleController:
 
     # Passes ---------------------------------------------------------------------------------
 
+    def wake_all(self) -> None:
+        """A pass of every schedule now: this replica has just become the one that writes."""
+        for key in list(self._entries):
+            self.poke(key)
+
     def poke(self, key: Key) -> None:
         entry = self._entries.get(key)
         if entry is None:
@@ -243,6 +251,10 @@ class ScheduleController:
 
     async def _pass(self, entry: _Entry) -> None:
         if entry.body is None or self._entries.get(entry.key) is not entry:
+            return
+        if not self._leading():
+            # A standby neither writes nor reads feeds; `wake_all` passes every schedule when it leads.
+            self._wake(entry, None, self._clock())
             return
         self._counts["passes"] += 1
         namespace, _ = entry.key
