@@ -163,6 +163,18 @@ def test_an_rrule_and_an_ical_schedule_parse() -> None:
             id="every problem at once, in field order",
         ),
         pytest.param(
+            {
+                **BASE,
+                "botTemplate": {"spec": {"meetingUrl": URL, "template": {"spec": {"containers": [{"name": "bot"}]}}}},
+            },
+            [
+                "spec.botTemplate.spec.template: is not allowed: the operator creates a schedule's bots, so nobody "
+                "could check that the schedule's author may create that Pod; name a BotClass (botClassName) that "
+                "holds the template instead"
+            ],
+            id="no inline Pod template: the operator creates the children",
+        ),
+        pytest.param(
             {**BASE, "concurrencyPolicy": "Sometimes"},
             ["spec.concurrencyPolicy: \"Sometimes\" is invalid: input should be 'Allow', 'Forbid' or 'Replace'"],
             id="an unknown concurrency policy",

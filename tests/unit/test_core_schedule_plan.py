@@ -22,7 +22,7 @@ from scheduledbot.core.schedule_model import (
     ScheduleView,
     observe_schedule,
 )
-from scheduledbot.core.schedule_plan import LATE_JOIN_MARGIN, MAX_PLANNED, plan_schedule
+from scheduledbot.core.schedule_plan import LATE_JOIN_MARGIN, MAX_PLANNED, meeting_index, plan_schedule
 
 URL = "https://zoom.us/j/123456789"
 #: Monday 2026-03-02, 08:00 in Berlin (CET): the daily 09:00 meeting is an hour away.
@@ -533,6 +533,18 @@ def test_between_two_schedules_the_first_name_keeps_the_meeting() -> None:
     [betas_child] = children(beta)
     assert deletes(run(beta, [alphas_child, betas_child])) == [betas_child.name]
     assert not deletes(run(alpha, [alphas_child, betas_child]))
+
+
+def test_a_kept_meeting_index_decides_as_the_whole_namespace_does() -> None:
+    alpha, beta = schedule(name="alpha", uid="a-1"), schedule(name="beta", uid="b-1")
+    alphas, betas = children(alpha), children(beta)
+    namespace = [*alphas, *betas, hand_written(NINE)]
+    index = meeting_index(namespace)
+    for sched, own in ((alpha, alphas), (beta, betas)):
+        whole = run(sched, namespace)
+        kept = run(sched, own, meetings=index)
+        assert kept.actions == whole.actions and kept.status == whole.status
+        assert kept.actions, "the scenario has duplicates to decide"
 
 
 def test_two_events_of_one_feed_for_the_same_meeting_and_time_make_one_child() -> None:

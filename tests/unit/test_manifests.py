@@ -25,6 +25,7 @@ from scheduledbot.core.children import LABEL
 from scheduledbot.protocol import CONTROL_PORT_NAME
 from scheduledbot.runtime import config, webhook_ca
 from scheduledbot.runtime.handlers import WATCHES
+from scheduledbot.runtime.schedule_feeds import FEED_SECRET_LABEL
 from scheduledbot.runtime.webhook import build_configuration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -394,6 +395,7 @@ def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
         secret = one(f"samples/{sample}", "Secret")
         ref = schedule["spec"]["ical"]["urlSecretRef"]
         assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
+        assert secret["metadata"]["labels"][FEED_SECRET_LABEL] == "true", "the operator reads only labelled Secrets"
 
 
 def test_the_samples_show_an_offset_without_colon_a_custom_template_and_bot_config() -> None:
@@ -426,6 +428,7 @@ def test_the_installed_webhook_configuration_is_the_one_the_operator_would_write
     assert policies == {
         "validate.scheduledbots.meetingbots.dev": "Ignore",
         "templates.scheduledbots.meetingbots.dev": "Fail",
+        "validate.botschedules.meetingbots.dev": "Ignore",
     }
 
 

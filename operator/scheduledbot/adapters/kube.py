@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import client, config
 
-from scheduledbot.api.resource import API_VERSION, BOT_CLASS, GROUP, KIND, PLURAL, VERSION
+from scheduledbot.api.resource import API_VERSION, BOT_CLASS, BOT_SCHEDULE, GROUP, KIND, PLURAL, VERSION
 from scheduledbot.timestamps import format_time
 
 log = logging.getLogger(__name__)
@@ -216,14 +216,16 @@ class Kube:
         )
 
     @needs(_core("events", "create"))
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, kind: str = KIND
+    ) -> None:
         meta = body["metadata"]
         stamp = format_time(now)
         event = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": API_VERSION,
-                "kind": KIND,
+                "kind": kind,
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta["uid"],
@@ -243,6 +245,101 @@ class Kube:
         except ApiError as error:
             # An event is a courtesy: losing one must not fail the pass that emitted it.
             log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
+
+    # -- BotSchedules and their children (runtime/schedules.py) ------------------------------------
+
+    @needs(_ours(PLURAL, "list"))
+    async def list_bots(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every ScheduledBot, so that the schedules know their children before their first pass."""
+        return await self._list(PLURAL, namespace)
+
+    @needs(_ours(BOT_SCHEDULE.plural, "list"))
+    async def list_schedules(self, namespace: str | None) -> list[dict[str, Any]]:
+        return await self._list(BOT_SCHEDULE.plural, namespace)
+
+    async def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of `plural`; a CRD established a moment ago is waited for as `list_bot_classes` does."""
+        for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+            if namespace is None:
+                call = self._custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+            else:
+                call = self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, _preload_content=False
+                )
+            try:
+                listed = await _send(call)
+            except ApiError as error:
+                if error.status != 429 or delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            assert listed is not None
+            return list(listed.get("items") or [])
+        raise AssertionError("unreachable")
+
+    # A child's ownerReference sets blockOwnerDeletion on its BotSchedule: with the
+    # OwnerReferencesPermissionEnforcement plugin that needs update on botschedules/finalizers.
+    @needs(_ours(PLURAL, "create"), _ours(f"{BOT_SCHEDULE.plural}/finalizers", "update"))
+    async def create_bot(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a ScheduledBot; the object as written, None when the name is taken (AlreadyExists)."""
+        return await _send(
+            self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, body, _preload_content=False
+            ),
+            missing=(409,),
+        )
+
+    @needs(_ours(PLURAL, "patch"))
+    async def patch_bot_spec(
+        self, namespace: str, name: str, *, uid: str, spec: dict[str, Any], annotations: Mapping[str, str]
+    ) -> dict[str, Any] | None:
+        """Replace the spec and set these annotations of exactly the ScheduledBot `uid`; None if it is gone.
+
+        A JSON patch whose first operation tests the uid: a bot deleted and created again
+        under the same name (by hand, say) is never patched by mistake.
+        """
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "replace", "path": "/spec", "value": spec},
+        ]
+        ops += [
+            {"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
+            for key, value in annotations.items()
+        ]
+        return await _send(
+            self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, ops, _content_type=_JSON_PATCH, _preload_content=False
+            ),
+            missing=(404, 422),
+        )
+
+    @needs(_ours(PLURAL, "delete"))
+    async def delete_bot(self, namespace: str, name: str, *, uid: str) -> None:
+        """Delete exactly the ScheduledBot `uid` (a precondition), if still there."""
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        await _send(
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body=body, _preload_content=False
+            ),
+            missing=(404, 409),
+        )
+
+    @needs(_ours(f"{BOT_SCHEDULE.plural}/status", "patch"))
+    async def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a BotSchedule's `.status`; the object as written, None if it is gone."""
+        return await _send(
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                BOT_SCHEDULE.plural,
+                name,
+                {"status": status},
+                _content_type=_MERGE,
+                _preload_content=False,
+            ),
+            missing=(404,),
+        )
 
     # The leader election's Lease (runtime/leader.py). Every write is a replace guarded by
     # the resourceVersion of the object read: None means someone else wrote first.

@@ -315,6 +315,13 @@ class BotTemplate(_Model):
     )
 
 
+#: Why a schedule's children carry no inline Pod template: the operator creates them, so the
+#: ScheduledBot webhook would check the operator's rights to that Pod, not the schedule author's.
+_INLINE_TEMPLATE: Final = (
+    "spec.botTemplate.spec.template is not allowed: the operator creates a schedule's bots, so nobody could check "
+    "that the schedule's author may create that Pod; name a BotClass (botClassName) that holds the template instead"
+)
+
 #: Rules about several spec fields at once; the rest sit beside their fields.
 SPEC_RULES: Final[list[JsonValue]] = [
     {
@@ -329,6 +336,12 @@ SPEC_RULES: Final[list[JsonValue]] = [
         ),
         "fieldPath": ".botTemplate.spec.meetingUrl",
         "reason": "FieldValueRequired",
+    },
+    {
+        "rule": "!has(self.botTemplate.spec.template)",
+        "message": _INLINE_TEMPLATE,
+        "fieldPath": ".botTemplate.spec.template",
+        "reason": "FieldValueForbidden",
     },
 ]
 
@@ -865,6 +878,8 @@ _TEMPLATE_PATH: Final = "spec.botTemplate.spec"
 
 def _template(template: dict[str, Any], *, is_feed: bool, extra_hosts: frozenset[str]) -> list[FieldError]:
     """The template, checked as the ScheduledBot spec a child would get."""
+    if "template" in template:
+        return [FieldError(f"{_TEMPLATE_PATH}.template", _INLINE_TEMPLATE.removeprefix(f"{_TEMPLATE_PATH}.template "))]
     if "meetingUrl" not in template:
         if not is_feed:
             return [

@@ -40,19 +40,29 @@ class ScheduleView:
     status: BotScheduleStatus
 
 
-def observe_schedule(body: Mapping[str, Any], *, extra_hosts: frozenset[str]) -> ScheduleView:
+#: A spec as `parse_schedule_spec` left it: the valid schedule, or why it is not one.
+ParsedSpec = tuple[ValidSchedule | None, str | None]
+
+
+def parse_schedule(body: Mapping[str, Any], *, extra_hosts: frozenset[str]) -> ParsedSpec:
+    """The body's spec parsed; the same for every body of one generation (the runtime keeps it)."""
+    try:
+        return parse_schedule_spec(body.get("spec"), extra_hosts=extra_hosts), None
+    except SpecError as invalid:
+        return None, str(invalid)
+
+
+def observe_schedule(
+    body: Mapping[str, Any], *, extra_hosts: frozenset[str], parsed: ParsedSpec | None = None
+) -> ScheduleView:
     """A BotSchedule body (as the apiserver returns it) as a `ScheduleView`; a bad spec becomes `spec_error`.
 
-    A status the operator cannot read (written by hand through the status
-    subresource) is treated as empty: it is derived again by the next pass.
+    `parsed`: the spec of this body's generation, parsed before. A status the
+    operator cannot read (written by hand through the status subresource) is
+    treated as empty: it is derived again by the next pass.
     """
     metadata = body.get("metadata") or {}
-    spec: ValidSchedule | None = None
-    error: str | None = None
-    try:
-        spec = parse_schedule_spec(body.get("spec"), extra_hosts=extra_hosts)
-    except SpecError as invalid:
-        error = str(invalid)
+    spec, error = parsed if parsed is not None else parse_schedule(body, extra_hosts=extra_hosts)
     try:
         status = BotScheduleStatus.model_validate(body.get("status") or {})
     except ValidationError:
@@ -144,4 +154,5 @@ __all__ = [
     "SchedulePlan",
     "ScheduleView",
     "observe_schedule",
+    "parse_schedule",
 ]

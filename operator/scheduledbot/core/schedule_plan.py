@@ -42,7 +42,8 @@ The rules, each one for a reason
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -111,18 +112,49 @@ def plan_schedule(
     now: datetime,
     feed: FeedState | None = None,
     extra_hosts: frozenset[str] = frozenset(),
+    meetings: MeetingIndex | None = None,
 ) -> SchedulePlan:
     """Decide one pass over a BotSchedule. Pure: no clock, no I/O.
 
     `bots` are the namespace's ScheduledBots (children and others); `feed` is
     the feed's state for an ical schedule; `extra_hosts` the operator's
-    admin-allowed meeting hosts (for links found in events).
+    admin-allowed meeting hosts (for links found in events). `meetings`: the
+    namespace's `meeting_index`, kept by the caller as bots come and go; then
+    `bots` need only hold the schedule's children (a pass costs what the
+    schedule has, not what the namespace has).
     """
     if schedule.deleted_at is not None:
         return SchedulePlan(status=schedule.status)  # the garbage collector deletes the children
     if schedule.spec is None:
         return _invalid(schedule, now)
-    return _Pass(schedule, schedule.spec, bots, now, feed, extra_hosts).run()
+    return _Pass(schedule, schedule.spec, bots, now, feed, extra_hosts, meetings).run()
+
+
+#: Active ScheduledBots by (normalized meeting URL, start second), then by name: who joins what, when.
+MeetingIndex = Mapping[tuple[str, int], Mapping[str, BotRef]]
+
+
+def meeting_key(bot: BotRef) -> tuple[str, int] | None:
+    """Where `bot` counts in a `MeetingIndex`; None when it does not (no meeting, deleted, done)."""
+    if bot.deleting or bot.state in TERMINAL_STATES:
+        return None
+    return _key(bot.meeting_url, bot.instant)
+
+
+def meeting_index(bots: Iterable[BotRef]) -> dict[tuple[str, int], dict[str, BotRef]]:
+    index: dict[tuple[str, int], dict[str, BotRef]] = {}
+    for bot in bots:
+        key = meeting_key(bot)
+        if key is not None:
+            index.setdefault(key, {})[bot.name] = bot
+    return index
+
+
+def _key(url: str | None, instant: datetime | None) -> tuple[str, int] | None:
+    normal = None if url is None else _normalized(url)
+    if normal is None or instant is None:
+        return None
+    return normal, int(instant.timestamp())
 
 
 def _invalid(schedule: ScheduleView, now: datetime) -> SchedulePlan:
@@ -156,6 +188,7 @@ class _Pass:
         now: datetime,
         feed: FeedState | None,
         extra_hosts: frozenset[str],
+        meetings: MeetingIndex | None,
     ) -> None:
         self.schedule = schedule
         self.spec = spec
@@ -178,11 +211,7 @@ class _Pass:
         self.wakes: list[datetime] = []
         self.settled = self._settled()
         # Active bots of the namespace by (meeting, second): duplicates are found in one lookup.
-        self.meetings: dict[tuple[str, int], list[BotRef]] = {}
-        for bot in bots:
-            key = self._meeting_key(bot.meeting_url, bot.instant)
-            if key is not None and not bot.deleting and bot.state not in TERMINAL_STATES:
-                self.meetings.setdefault(key, []).append(bot)
+        self.meetings: MeetingIndex = meetings if meetings is not None else meeting_index(bots)
         self.claimed: dict[tuple[str, int], str] = {}
 
     # -- the pass --------------------------------------------------------------------------------
@@ -302,7 +331,7 @@ class _Pass:
         if first != name:
             return f"duplicate of {first}: the same meeting at the same time"
         mine = (self.schedule.name, name)
-        for other in self.meetings.get(key, ()):
+        for other in self.meetings.get(key, {}).values():
             if other.name == name:
                 continue
             owner = f"BotSchedule {other.schedule_name}" if other.schedule_name else "created by hand"
@@ -495,18 +524,10 @@ class _Pass:
         return first is not None and abs(first - second) <= SAME_OCCURRENCE
 
     def _normal(self, url: str | None) -> str | None:
-        if url is None:
-            return None
-        try:
-            return normalize_meeting_url(url)
-        except MeetingUrlError:
-            return None
+        return None if url is None else _normalized(url)
 
     def _meeting_key(self, url: str | None, instant: datetime | None) -> tuple[str, int] | None:
-        normal = self._normal(url)
-        if normal is None or instant is None:
-            return None
-        return normal, int(instant.timestamp())
+        return _key(url, instant)
 
     # -- wake-ups and status ---------------------------------------------------------------------
 
@@ -618,6 +639,16 @@ class _Pass:
         return conditions
 
 
+@functools.lru_cache(maxsize=16_384)
+def _normalized(url: str) -> str | None:
+    """A meeting URL normalized, None when it is no meeting's. Cached: every pass of every schedule
+    of a namespace indexes the same bots' URLs (1,000 schedules with 4,000 children: 4 million calls)."""
+    try:
+        return normalize_meeting_url(url)
+    except MeetingUrlError:
+        return None
+
+
 def _conditions(
     previous: Sequence[ScheduleCondition],
     wanted: Sequence[tuple[str, bool | None, str, str]],
@@ -661,4 +692,4 @@ def _format(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-__all__ = ["plan_schedule"]
+__all__ = ["MeetingIndex", "meeting_index", "meeting_key", "plan_schedule"]

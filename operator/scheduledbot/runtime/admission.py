@@ -37,12 +37,13 @@ from aiohttp import web
 
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.botclass import BrokenClass, ValidBotClass, load_bot_class
-from scheduledbot.api.resource import GROUP, KIND
+from scheduledbot.api.resource import BOT_SCHEDULE, GROUP, KIND
 from scheduledbot.api.review import AdmissionRequest, Operation, ReviewError, answer, parse_review, review_uid
 from scheduledbot.core.admission import AccessCheck, assess, ratchets, verdict
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.notify import egress_policy
 from scheduledbot.runtime.notify_admission import sink_refusals
+from scheduledbot.runtime.schedule_webhook import review_schedule
 from scheduledbot.runtime.webhook import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,15 @@ class Reviewer:
         self._classes = classes
 
     async def review(self, request: AdmissionRequest, *, authenticated: bool) -> Decision:
+        if (request.kind.group, request.kind.kind) == (GROUP, BOT_SCHEDULE.kind):
+            refusals = await review_schedule(
+                request,
+                read_secret=self._kube.read_secret,
+                extra_meeting_hosts=self._settings.extra_meeting_hosts,
+                extra_feed_hosts=self._settings.extra_feed_hosts,
+                now=datetime.now(UTC),
+            )
+            return Decision(not refusals, _bounded("; ".join(refusals)))
         if (request.kind.group, request.kind.kind) != (GROUP, KIND):
             return Decision(False, f"this webhook reviews {KIND}s of {GROUP} only")
         if request.sub_resource or request.operation not in (Operation.CREATE, Operation.UPDATE):

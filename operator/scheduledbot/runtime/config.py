@@ -49,6 +49,8 @@ class Settings:
     webhook_configuration: str = "patch"
     webhook_client_ca_file: Path | None = None
     webhook_client_names: frozenset[str] = frozenset()
+    #: Calendar feed hosts admitted over http and on any address (loopback, cluster): tests, demos.
+    extra_feed_hosts: frozenset[str] = frozenset()
     #: Off: this process is the only one and always writes. On: runtime/leader.py.
     leader_election: bool = False
     leader_election_namespace: str = "default"
@@ -122,6 +124,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT],...",
         help="ADMIN ONLY, off by default: extra meeting hosts admitted as platform 'local' (http or https), "
         "for demos and tests with the local meeting server [SCHEDULEDBOT_EXTRA_MEETING_HOSTS]",
+    )
+    add(
+        "--extra-feed-hosts",
+        default=_env("EXTRA_FEED_HOSTS", ""),
+        metavar="HOST[:PORT],...",
+        help="ADMIN ONLY, off by default: BotSchedule calendar feed hosts that may be fetched over http and on "
+        "loopback, link-local or cluster addresses (SSRF guard), for tests with a local ICS server "
+        "[SCHEDULEDBOT_EXTRA_FEED_HOSTS]",
     )
     add(
         "--self-join-delay-seconds",
@@ -348,6 +358,7 @@ def load(argv: list[str] | None = None) -> Settings:
         webhook_configuration=_configuration_mode(args.webhook_configuration, service=args.webhook_service),
         webhook_client_ca_file=Path(args.webhook_client_ca_file) if args.webhook_client_ca_file else None,
         webhook_client_names=frozenset(args.webhook_client_names or _csv(_env("WEBHOOK_CLIENT_NAMES"))),
+        extra_feed_hosts=frozenset(_csv(args.extra_feed_hosts)),
         leader_election=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
         leader_election_lease_name=args.leader_election_lease_name,

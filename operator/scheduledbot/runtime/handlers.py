@@ -27,6 +27,7 @@ from scheduledbot.runtime.health import HealthServer, LoopHealth
 from scheduledbot.runtime.leader import LeaderElector, identity
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.notify import Notifications
+from scheduledbot.runtime.schedules import SCHEDULE_WATCHES
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
     build_configuration,
@@ -38,10 +39,13 @@ from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
 from scheduledbot.runtime.webhook_ca import shared_authority
 
 #: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
-WATCHES: Final = frozenset(
-    Permission(group, resource, verb)
-    for group, resource in (("", "pods"), (GROUP, PLURAL), (GROUP, BOT_CLASS.plural))
-    for verb in ("list", "watch")
+WATCHES: Final = (
+    frozenset(
+        Permission(group, resource, verb)
+        for group, resource in (("", "pods"), (GROUP, PLURAL), (GROUP, BOT_CLASS.plural))
+        for verb in ("list", "watch")
+    )
+    | SCHEDULE_WATCHES
 )
 
 
@@ -95,11 +99,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.webhook:
         await _serve_webhook(memo, config, kube)
     if memo.elector is not None:
-        # After the picture is complete: this replica passes every bot when it first leads.
-        memo.elector.start(on_leading=memo.engine.wake_all)
+        # After the picture is complete: this replica passes every bot and schedule when it first leads.
+        memo.elector.start(on_leading=lambda: _on_leading(memo))
     # Last: /healthz answers once the operator is ready, and from then on whatever its loop does.
     memo.health = HealthServer(LoopHealth(asyncio.get_running_loop()), host="0.0.0.0", port=config.health_port)
     memo.health.start()
+
+
+def _on_leading(memo: kopf.Memo) -> None:
+    memo.engine.wake_all()
+    # The BotSchedule controller (runtime/schedule_handlers.py) starts after this handler.
+    if getattr(memo, "schedules", None) is not None:
+        memo.schedules.wake_all()
 
 
 async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:

@@ -42,8 +42,9 @@ def _logging(level: str, form: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = config_module.load(argv)
     _logging(settings.log_level, settings.log_format)
-    # Imported here, after the settings parsed: importing registers the kopf handlers.
-    from scheduledbot.runtime import handlers  # noqa: F401, PLC0415
+    # Imported here, after the settings parsed: importing registers the kopf handlers
+    # (the engine's first: the schedules' start-up handler uses the metrics registry it builds).
+    from scheduledbot.runtime import handlers, schedule_handlers  # noqa: F401, PLC0415
 
     kopf.run(
         standalone=True,  # no kopf peering: replicas coordinate through a Lease (runtime/leader.py)

@@ -32,6 +32,11 @@ there the webhook is the only door: whether the author could create that Pod is
 known only at admission (the author's identity is in the review, nowhere else).
 So `failurePolicy: Fail`: while the operator is down, such bots wait.
 
+A third, `validate.botschedules.meetingbots.dev`, checks BotSchedules (the cron
+expression and RRULE parse and still occur, the template, the feed Secret's
+label and URL scheme; runtime/schedule_webhook.py). `failurePolicy: Ignore`: the
+operator re-checks every schedule it reads and marks a bad one Stalled.
+
 matchConditions (evaluated by the API server, no call at all) skip what the webhook
 would admit without a look anyway: updates that leave the spec as it was (the
 operator's finalizer, labels, GitOps annotations) and any update of a bot being
@@ -65,12 +70,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scheduledbot.api.resource import GROUP, PLURAL, VERSION
+from scheduledbot.api.resource import BOT_SCHEDULE, GROUP, PLURAL, VERSION
 
 WEBHOOK_PATH: Final = "validate"
 WEBHOOK_NAME: Final = "validate.scheduledbots.meetingbots.dev"
 TEMPLATE_WEBHOOK_NAME: Final = "templates.scheduledbots.meetingbots.dev"
-WEBHOOK_NAMES: Final = (WEBHOOK_NAME, TEMPLATE_WEBHOOK_NAME)
+#: BotSchedules: the operator re-checks every spec it reads (a bad one is Stalled), so Ignore.
+SCHEDULE_WEBHOOK_NAME: Final = "validate.botschedules.meetingbots.dev"
+WEBHOOK_NAMES: Final = (WEBHOOK_NAME, TEMPLATE_WEBHOOK_NAME, SCHEDULE_WEBHOOK_NAME)
 #: Both webhooks: a CREATE, or an UPDATE that changes the spec of a bot not being deleted.
 SPEC_CHANGED: Final = {
     "name": "spec-changed",
@@ -158,11 +165,15 @@ def build_configuration(
     if ca_pem is not None:
         client["caBundle"] = base64.b64encode(ca_pem).decode()
 
-    def webhook(webhook_name: str, policy: str, has_template: bool) -> dict[str, Any]:
-        template = {
-            "name": "inline-template" if has_template else "no-inline-template",
-            "expression": _HAS_TEMPLATE if has_template else f"!{_HAS_TEMPLATE}",
-        }
+    def webhook(webhook_name: str, policy: str, has_template: bool | None) -> dict[str, Any]:
+        conditions: list[dict[str, str]] = [dict(SPEC_CHANGED)]
+        if has_template is not None:
+            conditions.append(
+                {
+                    "name": "inline-template" if has_template else "no-inline-template",
+                    "expression": _HAS_TEMPLATE if has_template else f"!{_HAS_TEMPLATE}",
+                }
+            )
         out: dict[str, Any] = {
             "name": webhook_name,
             "admissionReviewVersions": ["v1"],
@@ -174,12 +185,12 @@ def build_configuration(
                 {
                     "apiGroups": [GROUP],
                     "apiVersions": [VERSION],
-                    "resources": [PLURAL],
+                    "resources": [PLURAL if has_template is not None else BOT_SCHEDULE.plural],
                     "operations": ["CREATE", "UPDATE"],
                     "scope": "Namespaced",
                 }
             ],
-            "matchConditions": [dict(SPEC_CHANGED), template],
+            "matchConditions": conditions,
             "clientConfig": dict(client),
         }
         if namespaces:
@@ -197,6 +208,7 @@ def build_configuration(
         "webhooks": [
             webhook(WEBHOOK_NAME, "Ignore", has_template=False),
             webhook(TEMPLATE_WEBHOOK_NAME, "Fail", has_template=True),
+            webhook(SCHEDULE_WEBHOOK_NAME, "Ignore", has_template=None),
         ],
     }
 
