@@ -562,7 +562,9 @@ class Engine:
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for entry in self._entries.values():
+        # Called from the metrics server's thread while the loop adds and removes bots: copy
+        # the values in one C-level step (the GIL is held throughout), then read the copy.
+        for entry in tuple(self._entries.values()):
             state = ((entry.body or {}).get("status") or {}).get("state")
             if state:
                 counts[state] = counts.get(state, 0) + 1
