@@ -293,7 +293,7 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     cluster.wait_for_pod_deleted(namespace, "moved-bot", timeout=30)
 
     bots.wait_state("standup", "joined", timeout=40)
-    assert "standup-bot-token" in bots.secrets()
+    assert [s for s in bots.secrets() if s.startswith("standup-bot-token-")]
     assert FINALIZER in bots.get("standup")["metadata"].get("finalizers", [])
     bots.admin(f"{namespace}-standup", "end")
     bots.wait_state("standup", "ended", timeout=30)

@@ -122,6 +122,9 @@ class Observed:
     signal: SignalOutcome | None = None
     #: The API server refused to create the bot Pod (a bad template, Pod Security): its message.
     rejection: str | None = None
+    #: Set when the operator itself refused to build or adopt the Pod (`core.botpod`'s reasons,
+    #: `NameConflict`): the status reason, with `rejection` the whole message.
+    rejection_reason: str | None = None
 
 
 class EventType(enum.StrEnum):

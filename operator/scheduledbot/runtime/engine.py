@@ -21,10 +21,8 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import logging
-import secrets
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,9 +32,10 @@ from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
 from scheduledbot.api.joinat import format_time, parse_join_at
-from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
+from scheduledbot.api.models import ScheduledBotStatus, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
-from scheduledbot.core import children
+from scheduledbot.core import children, tokens
+from scheduledbot.core.botpod import Refusal, bot_pod, chosen_class, class_defaults
 from scheduledbot.core.model import (
     FINALIZER,
     Action,
@@ -46,6 +45,7 @@ from scheduledbot.core.model import (
     BotView,
     CreatePod,
     CreateSecret,
+    Defaults,
     DeletePod,
     DisarmJoin,
     Emit,
@@ -57,6 +57,7 @@ from scheduledbot.core.model import (
     SignalOutcome,
 )
 from scheduledbot.core.plan import plan
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
@@ -72,8 +73,6 @@ _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 60.0
 #: API answers to a Pod creation that no retry can change.
 _REFUSALS = frozenset({400, 403, 422})
-#: The owner uid a dry-run Pod carries: a ScheduledBot under admission has none yet.
-_DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
 
@@ -83,7 +82,8 @@ class _Entry:
     key: Key
     body: dict[str, Any] | None = None
     pod: dict[str, Any] | None = None
-    token: str | None = None
+    #: The token Secret exists (created by this process, or found under its keyed name).
+    secret: bool = False
     report: BotReport | None = None
     signal: SignalOutcome | None = None
     timer: asyncio.TimerHandle | None = None
@@ -95,13 +95,17 @@ class _Entry:
     left: set[str] = field(default_factory=set)
     staged_seen: bool = False
     rejection: str | None = None
+    rejection_reason: str | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
     failures: int = 0
 
 
 class Engine:
-    def __init__(self, *, settings: Settings, kube: Kube, bots: BotClient, metrics: Metrics) -> None:
+    def __init__(
+        self, *, settings: Settings, kube: Kube, bots: BotClient, metrics: Metrics, classes: ClassCatalog | None = None
+    ) -> None:
         self._settings = settings
+        self._classes = classes if classes is not None else ClassCatalog()
         self._kube = kube
         self._bots = bots
         self._metrics = metrics
@@ -182,12 +186,13 @@ class Engine:
         bot = self._bot_view(entry.body)
         observed = Observed(
             pod=_pod_view(entry.pod, bot.uid),
-            secret=entry.token is not None,
+            secret=entry.secret,
             report=entry.report,
             signal=entry.signal,
             rejection=entry.rejection,
+            rejection_reason=entry.rejection_reason,
         )
-        decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
+        decision = plan(bot=bot, observed=observed, defaults=self._defaults(bot), now=now)
         for action in decision.actions:
             if not await self._act(entry, bot, action, now):
                 # Refused: this plan is void; the next pass decides with the refusal observed.
@@ -244,12 +249,12 @@ class Engine:
                 assert entry.body is not None
                 await self._kube.post_event(entry.body, type_=type_.value, reason=reason, message=message, now=now)
             case CreateSecret():
-                fresh = secrets.token_urlsafe(32)
-                body = children.build_secret(name=name, namespace=namespace, uid=bot.uid, token=fresh)
-                if await self._kube.create_secret(namespace, body):
-                    entry.token = fresh
-                else:
-                    await self._load_token(entry)
+                body = children.build_secret(
+                    name=name, namespace=namespace, uid=bot.uid, token=self._token(bot), secret=self._secret_name(bot)
+                )
+                # AlreadyExists: an earlier pass's (nobody without the key can take this name).
+                await self._kube.create_secret(namespace, body)
+                entry.secret = True
             case CreatePod(join_at=join_at):
                 return await self._create_pod(entry, bot, join_at)
             case DeletePod(uid=uid):
@@ -258,12 +263,11 @@ class Engine:
                     # Until the watch shows it, remember that this Pod is on its way out.
                     entry.pod["metadata"].setdefault("deletionTimestamp", format_time(now))
             case ArmJoin(join_at=join_at, address=address, request_id=request_id, not_before=not_before):
-                token = await self._load_token(entry)
-                if token is None or bot.spec is None:
+                if bot.spec is None:
                     return True
                 line = JoinLine(
                     address=address,
-                    token=token,
+                    token=self._token(bot),
                     request_id=request_id,
                     meeting_url=bot.spec.meeting_url,
                     bot_name=bot.spec.bot_name,
@@ -273,14 +277,12 @@ class Engine:
             case DisarmJoin():
                 self.dispatcher.disarm(entry.key)
             case MoveSelfJoin(join_at=join_at, address=address):
-                token = await self._load_token(entry)
-                if token is not None:
-                    self._spawn(self._bot_call(self._bots.move_self_join(address, token, join_at=join_at)))
+                call = self._bots.move_self_join(address, self._token(bot), join_at=join_at)
+                self._spawn(self._bot_call(call))
             case Leave(address=address, reason=reason):
-                token = await self._load_token(entry)
-                if token is not None and address not in entry.left:
+                if address not in entry.left:
                     entry.left.add(address)
-                    self._spawn(self._bot_call(self._bots.leave(address, token, reason=reason)))
+                    self._spawn(self._bot_call(self._bots.leave(address, self._token(bot), reason=reason)))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(
@@ -290,64 +292,78 @@ class Engine:
                     entry.body = _kept(written)
         return True
 
-    def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
-        defaults = self._settings.defaults
-        return children.build_pod(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            spec=spec,
-            template=spec.template or self._settings.template,
-            join_at=join_at,
-            join_deadline_seconds=spec.join_deadline_seconds or defaults.join_deadline_seconds,
-            max_duration_seconds=spec.max_duration_seconds or defaults.max_duration_seconds,
-            self_join_delay_seconds=self._settings.self_join_delay_seconds,
-        )
+    def _defaults(self, bot: BotView) -> Defaults:
+        """The operator's defaults, cut to the limits of the bot's class."""
+        chosen = chosen_class(bot.spec, self._classes.snapshot()) if bot.spec is not None else None
+        return class_defaults(self._settings.defaults, chosen if not isinstance(chosen, Refusal) else None)
 
-    async def pod_refusal(self, *, namespace: str, name: str, spec: ValidSpec) -> str | None:
-        """Why the API server would refuse this bot's Pod (a server-side dry run), if it would.
+    def _token(self, bot: BotView) -> str:
+        return self._token_of(bot.namespace, bot.name, bot.uid)
 
-        The admission webhook asks, so that a bad template (or one the namespace's Pod
-        Security level forbids) is refused when the ScheduledBot is applied, not at stageAt.
-        """
-        try:
-            body = self._pod_body(name=name, namespace=namespace, uid=_DRY_RUN_UID, spec=spec, join_at=spec.join_at)
-            await self._kube.create_pod(namespace, body, dry_run=True)
-        except ValueError as error:
-            return str(error)
-        except ApiError as error:
-            if error.status in _REFUSALS:
-                return error.message
-            log.warning("dry run of the bot Pod for %s/%s failed: %s", namespace, name, error)
-        return None
+    def _token_of(self, namespace: str, name: str, uid: str) -> str:
+        """The bot's bearer token, computed (never stored or read back: `core.tokens`)."""
+        return tokens.bot_token(self._settings.token_key, namespace=namespace, name=name, uid=uid)
+
+    def _secret_name(self, bot: BotView) -> str:
+        return children.secret_name(bot.name, tokens.secret_tag(self._settings.token_key, uid=bot.uid))
 
     async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> bool:
+        """Create the bot's Pod; False when it cannot be (the next pass fails the bot with the reason)."""
         namespace, name = entry.key
         assert bot.spec is not None
+        if bot.spec.bot_class_name is not None:
+            await self._classes.learn(bot.spec.bot_class_name, self._kube)
+        settings = self._settings
+        built = bot_pod(
+            name=name,
+            namespace=namespace,
+            uid=bot.uid,
+            spec=bot.spec,
+            classes=self._classes.snapshot(),
+            default_template=settings.template,
+            defaults=settings.defaults,
+            self_join_delay_seconds=settings.self_join_delay_seconds,
+            join_at=join_at,
+            token_secret=self._secret_name(bot),
+        )
+        if isinstance(built, Refusal):
+            entry.rejection, entry.rejection_reason = built.message, built.reason
+            return False
+        body = built.pod
         try:
-            body = self._pod_body(name=name, namespace=namespace, uid=bot.uid, spec=bot.spec, join_at=join_at)
             created = await self._kube.create_pod(namespace, body)
-        except (ApiError, ValueError) as error:
-            if isinstance(error, ApiError) and error.status not in _REFUSALS:
+        except ApiError as error:
+            if error.status not in _REFUSALS:
                 raise
             # Retrying cannot help: the next pass fails the bot with the server's reason.
-            entry.rejection = error.message if isinstance(error, ApiError) else str(error)
+            entry.rejection = error.message
             return False
-        if created:
-            # Seen as Pending until the watch brings the real one.
-            body["metadata"]["uid"] = ""
-            body["status"] = {"phase": "Pending"}
-            if entry.pod is None:
-                entry.pod = body
+        if not created:
+            conflict = await self._foreign_pod(namespace, body["metadata"]["name"], bot.uid)
+            if conflict is not None:
+                entry.rejection, entry.rejection_reason = conflict, "NameConflict"
+                return False
+            return True
+        # Seen as Pending until the watch brings the real one.
+        body["metadata"]["uid"] = ""
+        body["status"] = {"phase": "Pending"}
+        if entry.pod is None:
+            entry.pod = body
         return True
 
-    async def _load_token(self, entry: _Entry) -> str | None:
-        if entry.token is None:
-            namespace, name = entry.key
-            secret = await self._kube.read_secret(namespace, children.secret_name(name))
-            if secret is not None:
-                entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
-        return entry.token
+    async def _foreign_pod(self, namespace: str, name: str, uid: str) -> str | None:
+        """Why the existing Pod `name` is not this bot's to use; None when it is (an earlier pass made it)."""
+        found = await self._kube.find_pod(namespace, name)
+        if found is None:
+            # Gone since the AlreadyExists: the next pass creates it.
+            return None
+        refs = (found.get("metadata") or {}).get("ownerReferences") or []
+        if any(ref.get("uid") == uid and ref.get("controller") for ref in refs):
+            return None
+        return (
+            f"Pod {name!r} already exists and was not created by the operator for this ScheduledBot; "
+            "it is left alone: delete or rename it, then apply the ScheduledBot again"
+        )
 
     async def _bot_call(self, call: Awaitable[BotReport]) -> None:
         try:
@@ -389,9 +405,10 @@ class Engine:
         """Long-poll the bot's state: one request open per bot, answered on change."""
         failures = 0
         while True:
-            token = await self._load_token(entry)
-            if token is None:
+            if entry.body is None:
                 return
+            meta = entry.body["metadata"]
+            token = self._token_of(meta["namespace"], meta["name"], meta["uid"])
             after = entry.report.version if entry.report is not None else 0
             try:
                 report = await self._bots.state(address, token, after=after)

@@ -8,6 +8,7 @@ admission machinery is not used (runtime/admission.py says why).
 from __future__ import annotations
 
 import base64
+import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ from scheduledbot.adapters.bots import BotClient
 from scheduledbot.adapters.kube import Kube, Permission
 from scheduledbot.api.resource import BOT_CLASS, GROUP, PLURAL, VERSION
 from scheduledbot.core.children import LABEL
-from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Reviewer
+from scheduledbot.runtime.admission import AdmissionServer, Reviewer
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.metrics import Metrics
@@ -30,6 +32,8 @@ from scheduledbot.runtime.webhook import (
     server_context,
     service_names,
 )
+
+log = logging.getLogger(__name__)
 
 #: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
 WATCHES: Final = frozenset(
@@ -52,15 +56,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True
     kube = await Kube.connect()
     metrics = Metrics()
-    metrics.serve(config.metrics_port)
+    metrics.serve(config.metrics_port, address=config.metrics_listen)
     memo.kube = kube
     memo.metrics = metrics
     memo.bots = BotClient()
-    memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics)
-    # Every class known before the first review: a review answered without the default
+    # Every class known before the first review or pass: one answered without the default
     # class would skip its rules. kopf's watch keeps the catalog current from here on.
     memo.classes = ClassCatalog()
     memo.classes.replace(await kube.list_bot_classes())
+    memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, classes=memo.classes)
+    if config.token_key_file is None:
+        log.warning(
+            "no --token-key-file: bot tokens are derived from a key made for this start only; bots staged "
+            "before a restart will refuse this operator's calls (they still join on their own)"
+        )
     # Know the bot Pods before the first pass: kopf's Pod watch may deliver them after
     # their ScheduledBots, and a staged bot must not look as if its Pod were gone.
     for namespace in config.namespaces or (None,):

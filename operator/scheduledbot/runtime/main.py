@@ -39,8 +39,13 @@ def _logging(level: str, form: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def _host(address: str) -> str:
+    """An address as the host part of a URL (an IPv6 address in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = config_module.load(argv)
+    settings = config_module.with_token_key(config_module.load(argv))
     _logging(settings.log_level, settings.log_format)
     # Imported here, after the settings parsed: importing registers the kopf handlers.
     from scheduledbot.runtime import handlers  # noqa: F401, PLC0415
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        liveness_endpoint=f"http://{_host(settings.health_listen)}:{settings.health_port}/healthz",
         memo=kopf.Memo(settings=settings),
     )
 

@@ -63,6 +63,6 @@ class Metrics:
     def bind_states(self, source: Callable[[], dict[str, int]]) -> None:
         self._states.source = source
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, *, address: str) -> None:
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=address, registry=self.registry)
