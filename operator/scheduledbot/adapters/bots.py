@@ -13,18 +13,32 @@ Two kinds of connection
   long-poll on the bot's state, `leave`, and moving the self-join time.
 
 The token is sent, never logged.
+
+Bots are not trusted
+====================
+A bot Pod runs code someone else chose, so its answers are read as hostile input:
+at most `MAX_ANSWER_BYTES` (the length is checked before reading, and the read
+stops there), headers bounded in size and number, a time limit on every call,
+the document validated (`StateAnswer`) and its free text escaped and cut
+(`api.limits.escaped`) before anything reaches status, Events or a log line. A
+reason that is not a CamelCase word (status.reason's own pattern) is not used as
+one: the bot's words go into the message instead. An answer that breaks any of
+this is `BotUnreachable`, like a bot that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from scheduledbot.api.joinat import parse_join_at
+from scheduledbot.api.joinat import JoinAtError, parse_join_at
+from scheduledbot.api.limits import escaped
 from scheduledbot.api.models import JoinedBy
 from scheduledbot.core.model import BotReport
 
@@ -32,23 +46,63 @@ from scheduledbot.core.model import BotReport
 LONG_POLL_SECONDS: Final = 30.0
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 10, connect=5)
 _SHORT: Final = aiohttp.ClientTimeout(total=10, connect=5)
+#: A state document is a few hundred bytes; anything beyond this is not one.
+MAX_ANSWER_BYTES: Final = 64 * 1024
+#: Header limits of an answer: a line, and how many (aiohttp's own defaults allow 32,768).
+MAX_HEADER_LINE: Final = 8190
+MAX_HEADERS: Final = 64
+#: The bot's message as status, Events and logs show it (status allows 32 KiB; a bot needs a sentence).
+MAX_REPORTED_MESSAGE: Final = 1024
+#: A bot's reason used as status.reason: a CamelCase word (the CRD's pattern), short.
+MAX_REPORTED_REASON: Final = 64
+_REASON: Final = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
 
 
 class BotUnreachable(Exception):
-    """The bot did not answer as the protocol says (connection, status or body)."""
+    """The bot did not answer as the protocol says (connection, status, size or body)."""
 
 
-def parse_report(doc: dict[str, Any]) -> BotReport:
-    since = doc.get("since")
-    joined_by = doc.get("joinedBy")
+class StateAnswer(BaseModel):
+    """The state document (bot protocol v1) as a bot sends it; unknown fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: StrictInt = Field(default=0, ge=0, le=2**53)
+    state: Literal["ready", "joining", "waiting_room", "joined", "recording", "leaving", "ended", "failed"]
+    since: StrictStr | None = Field(default=None, max_length=64)
+    message: StrictStr | None = None
+    reason: StrictStr | None = None
+    joined_by: Literal["signal", "deadline"] | None = Field(default=None, alias="joinedBy")
+    exit_code: StrictInt | None = Field(default=None, alias="exitCode", ge=-(2**31), le=2**31)
+
+
+def parse_report(body: bytes) -> BotReport:
+    """A bot's answer as a `BotReport`, its text made safe; `BotUnreachable` when it is not a state document."""
+    if len(body) > MAX_ANSWER_BYTES:
+        raise BotUnreachable(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+    try:
+        doc = StateAnswer.model_validate_json(body)
+        since = parse_join_at(doc.since, field="since") if doc.since else None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:3])
+        raise BotUnreachable(f"not a state document: {escaped(problems, limit=300)}") from None
+    except JoinAtError as error:
+        raise BotUnreachable(escaped(str(error), limit=300)) from None
+    message = escaped(doc.message or "", limit=MAX_REPORTED_MESSAGE)
+    reason = doc.reason
+    if reason is not None and (len(reason) > MAX_REPORTED_REASON or not _REASON.fullmatch(reason)):
+        # Not a reason status.reason (or an Event) would take: keep the words, drop the role.
+        said = escaped(reason, limit=200)
+        message = escaped(f"{message} (the bot's reason, not a CamelCase word: {said})".lstrip(), limit=2048)
+        reason = None
     return BotReport(
-        version=int(doc.get("version", 0)),
-        state=str(doc.get("state", "")),
-        since=parse_join_at(since) if since else None,
-        message=str(doc.get("message") or ""),
-        reason=doc.get("reason"),
-        joined_by=JoinedBy(joined_by) if joined_by in ("signal", "deadline") else None,
-        exit_code=doc.get("exitCode"),
+        version=doc.version,
+        state=doc.state,
+        since=since,
+        message=message,
+        reason=reason,
+        joined_by=JoinedBy(doc.joined_by) if doc.joined_by else None,
+        exit_code=doc.exit_code,
     )
 
 
@@ -99,6 +153,7 @@ class JoinLine:
         reader = self._reader
         assert reader is not None and self._writer is not None
         try:
+            # The reader's buffer limit (64 KiB) bounds the head: a longer one is LimitOverrunError.
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             status_line, *lines = head.decode("latin-1").split("\r\n")
             code = int(status_line.split(" ", 2)[1])
@@ -107,14 +162,23 @@ class JoinLine:
                 key, _, value = line.partition(":")
                 if key.strip().lower() == "content-length":
                     length = int(value.strip())
+            if not 0 <= length <= MAX_ANSWER_BYTES:
+                raise ValueError(f"an answer of {length} bytes (at most {MAX_ANSWER_BYTES})")
             body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
-            raise BotUnreachable(f"no answer to join from {self.address}: {error!r}") from error
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            IndexError,
+        ) as error:
+            raise BotUnreachable(f"no answer to join from {self.address}: {escaped(repr(error), limit=300)}") from None
         finally:
             self.close()
         if code != 200:
             raise BotUnreachable(f"join answered {code} by {self.address}: {body[:200]!r}")
-        return parse_report(json.loads(body))
+        return parse_report(body)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -128,7 +192,12 @@ class BotClient:
     def __init__(self) -> None:
         # No per-host or total limit: each bot is its own host and the long-polls
         # of hundreds of bots are all open at once by design.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
+            max_headers=MAX_HEADERS,
+        )
 
     async def close(self) -> None:
         await self._session.close()
@@ -154,6 +223,23 @@ class BotClient:
             async with self._session.request(method, url, headers=headers, timeout=timeout, **kwargs) as response:
                 if response.status != 200:
                     raise BotUnreachable(f"{method} {url} answered {response.status}")
-                return parse_report(await response.json())
+                body = await _bounded(response)
         except (TimeoutError, aiohttp.ClientError, ValueError) as error:
-            raise BotUnreachable(f"{method} {url}: {error!r}") from error
+            raise BotUnreachable(f"{method} {url}: {escaped(repr(error), limit=300)}") from None
+        return parse_report(body)
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The body, read no further than `MAX_ANSWER_BYTES` (a longer one closes the connection unread)."""
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        response.close()
+        raise BotUnreachable(f"an answer of {response.content_length} bytes (at most {MAX_ANSWER_BYTES})")
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(MAX_ANSWER_BYTES + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            response.close()
+            raise BotUnreachable(f"an answer over {MAX_ANSWER_BYTES} bytes")
+    return b"".join(parts)
