@@ -75,8 +75,8 @@ def test_a_hostile_bot_cannot_fail_passes_forge_log_lines_or_grow_the_operator(
     hostile = {"spec": {"containers": [{"name": "bot", "image": "hostile:1", "command": ["python", "-c", HOSTILE]}]}}
     bots.apply(bots.manifest("hostile", join_at=join_at, lead=24, template=hostile))
     bots.apply(bots.manifest("neighbour", join_at=join_at, lead=24))
-    failed = bots.wait_state("hostile", "failed", timeout=60)["status"]
-    neighbour = bots.wait_state("neighbour", "joined", timeout=30)["status"]
+    failed = bots.wait_state("hostile", "failed", timeout=60)
+    neighbour = bots.wait_state("neighbour", "joined", timeout=30)
     assert neighbour["joinedBy"] == "signal"
     # The reason status would refuse became part of the message; its control characters are escaped.
     assert failed["reason"] == "BotFailed"
@@ -95,7 +95,7 @@ def test_a_bot_the_webhook_never_saw_fails_at_staging_by_the_template_rules(
     make_operator(webhook=False)
     template = {"spec": {"hostNetwork": True, "containers": [{"name": "bot", "image": "x:1"}]}}
     bots.apply(bots.manifest("unreviewed", join_at=soon(60), lead=58, template=template))
-    status = bots.wait_state("unreviewed", "failed", timeout=30)["status"]
+    status = bots.wait_state("unreviewed", "failed", timeout=30)
     assert status["reason"] == "InvalidTemplate"
     assert "spec.template.spec.hostNetwork: not allowed (Pod Security baseline: host namespaces)" in status["message"]
     assert bots.pods() == []
@@ -110,7 +110,7 @@ def test_a_foreign_pod_under_the_bots_pod_name_is_never_adopted(operator: Operat
     }
     bots.cluster.kubectl("apply", "-f", "-", input=json.dumps(foreign))
     bots.apply(bots.manifest("taken", join_at=soon(60), lead=58))
-    status = bots.wait_state("taken", "failed", timeout=30)["status"]
+    status = bots.wait_state("taken", "failed", timeout=30)
     assert status["reason"] == "NameConflict"
     assert "'taken-bot' already exists and was not created by the operator" in status["message"]
     pod = json.loads(bots.cluster.kubectl("get", "pod", "taken-bot", "-n", bots.namespace, "-o", "json").stdout)
@@ -132,7 +132,7 @@ def test_a_bot_whose_class_was_deleted_after_admission_fails_naming_it(
     bots.apply(bots.manifest("orphan", join_at=soon(30), lead=20, botClassName=bot_class))
     bots.wait_state("orphan", "scheduled", timeout=15)
     bots.cluster.kubectl("delete", "botclass", bot_class)
-    status: dict[str, Any] = bots.wait_state("orphan", "failed", timeout=30)["status"]
+    status: dict[str, Any] = bots.wait_state("orphan", "failed", timeout=30)
     assert status["reason"] == "BotClassNotFound"
     assert f'spec.botClassName: BotClass "{bot_class}" does not exist' in status["message"]
     assert bots.pods() == []
