@@ -13,6 +13,8 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from scheduledbot.adapters.kube import ApiError
 from scheduledbot.core import children, tokens
 from scheduledbot.core.model import Defaults
@@ -245,8 +247,11 @@ async def test_a_foreign_pod_under_the_bots_pod_name_is_never_adopted() -> None:
     await engine.close()
 
 
-async def test_a_pod_of_this_bot_from_an_earlier_pass_is_its_own() -> None:
-    ours = {"metadata": {"name": "standup-bot", "uid": "p", "ownerReferences": [{"uid": "uid-1", "controller": True}]}}
+@pytest.mark.parametrize("uid", ["uid-1", "uid-of-a-deleted-predecessor"], ids=["this-bot", "predecessor"])
+async def test_a_pod_of_this_bot_or_of_its_predecessor_of_the_same_name_is_no_conflict(uid: str) -> None:
+    # A predecessor's Pod is on its way out (its owner is gone); it is never used (its uid differs).
+    owner = {"apiVersion": "meetingbots.dev/v1alpha1", "kind": "ScheduledBot", "name": "standup", "uid": uid}
+    ours = {"metadata": {"name": "standup-bot", "uid": "p", "ownerReferences": [{**owner, "controller": True}]}}
     kube = FakeKube(existing_pod=ours)
     engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
     assert kube.current["status"]["state"] == "staged"

@@ -339,7 +339,7 @@ class Engine:
             entry.rejection = error.message
             return False
         if not created:
-            conflict = await self._foreign_pod(namespace, body["metadata"]["name"], bot.uid)
+            conflict = await self._foreign_pod(namespace, name)
             if conflict is not None:
                 entry.rejection, entry.rejection_reason = conflict, "NameConflict"
                 return False
@@ -351,17 +351,19 @@ class Engine:
             entry.pod = body
         return True
 
-    async def _foreign_pod(self, namespace: str, name: str, uid: str) -> str | None:
-        """Why the existing Pod `name` is not this bot's to use; None when it is (an earlier pass made it)."""
-        found = await self._kube.find_pod(namespace, name)
+    async def _foreign_pod(self, namespace: str, name: str) -> str | None:
+        """Why the Pod found under bot `name`'s Pod name is not its to use; None when it is (an earlier pass's)."""
+        pod = children.pod_name(name)
+        found = await self._kube.find_pod(namespace, pod)
         if found is None:
             # Gone since the AlreadyExists: the next pass creates it.
             return None
-        refs = (found.get("metadata") or {}).get("ownerReferences") or []
-        if any(ref.get("uid") == uid and ref.get("controller") for ref in refs):
+        if _controller(found) == name:
+            # This bot's, or a predecessor's of the same name (deleted and created again): the
+            # garbage collector removes a Pod whose owner is gone, and its deletion starts a new pass.
             return None
         return (
-            f"Pod {name!r} already exists and was not created by the operator for this ScheduledBot; "
+            f"Pod {pod!r} already exists and was not created by the operator for this ScheduledBot; "
             "it is left alone: delete or rename it, then apply the ScheduledBot again"
         )
 
