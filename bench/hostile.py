@@ -17,6 +17,11 @@ at once and join about a minute later, so the operator follows each bot's state
 Reported per run: the operator's RSS before the bots, its peak while they run
 (sampled every 0.2 s, and the kernel's high-water mark VmHWM), the bots' final
 states, and how many tracebacks the operator logged. Prints one JSON document.
+
+`--operator-source DIR` runs the operator from another checkout's `operator/`
+(`git archive REV operator | tar -x -C DIR`), for a figure before a change. Keep
+`--bots` small there: an operator without the bounded read takes each 400 MB
+answer whole.
 """
 
 from __future__ import annotations
@@ -179,13 +184,29 @@ def rss(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
 
-async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path) -> dict[str, Any]:
+class SourceOperator(OperatorProcess):
+    """The operator from another checkout, which may predate `--token-key-file`."""
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("--token-key-file")
+        return command[:at] + command[at + 2 :]
+
+
+async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path, source: Path | None = None) -> dict[str, Any]:
     run = f"{mode}-{secrets.token_hex(3)}"
     namespace = f"hostile-bench-{run}"
     kubectl("create", "namespace", namespace, kubeconfig=kubeconfig)
-    operator = OperatorProcess(
-        kubeconfig=kubeconfig, namespaces=[namespace], log_path=workdir / f"operator-{run}.log", webhook=False
-    )
+    options: dict[str, Any] = {
+        "kubeconfig": kubeconfig,
+        "namespaces": [namespace],
+        "log_path": workdir / f"operator-{run}.log",
+        "webhook": False,
+    }
+    if source is not None:
+        operator: OperatorProcess = SourceOperator(**options, env={"PYTHONPATH": str(source / "operator")})
+    else:
+        operator = OperatorProcess(**options)
     operator.start()
     stage = Stage()
     try:
@@ -240,6 +261,7 @@ async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path) -> dic
         tracebacks = operator.log().count("Traceback")
         return {
             "mode": mode,
+            "operator": str(source) if source is not None else "this checkout",
             "bots": count,
             "rss_before_mb": round(before / 2**20, 1),
             "rss_peak_mb": round(peak / 2**20, 1),
@@ -257,11 +279,15 @@ async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path) -> dic
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__)
     parser.add_argument("--bots", type=int, default=100, help="bots per run (default 100)")
+    parser.add_argument("--modes", default="normal,hostile", help="runs, in order (default normal,hostile)")
+    parser.add_argument("--operator-source", type=Path, help="run the operator from this checkout instead")
     args = parser.parse_args(argv)
     kubeconfig = DEFAULT_LAYOUT.kubeconfig
     workdir = DEFAULT_LAYOUT.logs / "bench-hostile"
     workdir.mkdir(parents=True, exist_ok=True)
-    results = [await one_run(mode, args.bots, kubeconfig, workdir) for mode in ("normal", "hostile")]
+    results = [
+        await one_run(mode, args.bots, kubeconfig, workdir, args.operator_source) for mode in args.modes.split(",")
+    ]
     print(json.dumps({"machine_cpus": os.cpu_count(), "runs": results}, indent=2))
 
 
