@@ -88,13 +88,13 @@ def parse_report(body: bytes) -> BotReport:
         raise BotUnreachable(f"not a state document: {escaped(problems, limit=300)}") from None
     except JoinAtError as error:
         raise BotUnreachable(escaped(str(error), limit=300)) from None
-    message = escaped(doc.message or "", limit=MAX_REPORTED_MESSAGE)
-    reason = doc.reason
+    reason, note = doc.reason, ""
     if reason is not None and (len(reason) > MAX_REPORTED_REASON or not _REASON.fullmatch(reason)):
         # Not a reason status.reason (or an Event) would take: keep the words, drop the role.
-        said = escaped(reason, limit=200)
-        message = escaped(f"{message} (the bot's reason, not a CamelCase word: {said})".lstrip(), limit=2048)
+        note = f"(the bot's reason, not a CamelCase word: {escaped(reason, limit=200)})"
         reason = None
+    room = MAX_REPORTED_MESSAGE - len(note) - 1 if note else MAX_REPORTED_MESSAGE
+    message = " ".join(part for part in (escaped(doc.message or "", limit=room), note) if part)
     return BotReport(
         version=doc.version,
         state=doc.state,
