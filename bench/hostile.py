@@ -12,7 +12,7 @@ Each bot Pod is `sleep` (the fake kubelet runs it as a local process); this one
 process plays every bot's control API on the Pod's loopback address, as
 bench/stub.py does, binding each address as its Pod gets it. The bots are staged
 at once and join 90 s later, so the operator follows each bot's state
-(long-poll) for that minute, signals the join, and follows again.
+(long-poll) meanwhile, signals the join, and follows again.
 
 Reported per run: the operator's RSS before the bots, its peak while they run
 (sampled every 0.2 s, and the kernel's high-water mark VmHWM), the bots' final
