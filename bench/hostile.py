@@ -103,6 +103,8 @@ class Bot:
             writer.write(response(doc(self.version, self.state, joinedBy="signal")))
             asyncio.get_running_loop().call_later(0.5, self._move, "joined")
             return
+        if path == "/v1/leave":
+            self._move("ended")
         if path == "/v1/state":
             after = int(target.partition("after=")[2].split("&")[0] or 0)
             if self.version <= after:
@@ -239,7 +241,7 @@ async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path, source
                 "-",
                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": bots}),
                 kubeconfig=kubeconfig,
-                timeout=JOIN_IN_SECONDS,
+                timeout=5 * JOIN_IN_SECONDS,
             )
         )
         peak = before
@@ -278,9 +280,12 @@ async def one_run(mode: str, count: int, kubeconfig: Path, workdir: Path, source
             "operator_tracebacks": tracebacks,
         }
     finally:
+        # While the operator runs: bots in a meeting hold a finalizer until they have left.
+        await asyncio.to_thread(
+            kubectl, "delete", "namespace", namespace, "--timeout=90s", kubeconfig=kubeconfig, check=False, timeout=120
+        )
         operator.close()
         await stage.close()
-        kubectl("delete", "namespace", namespace, "--wait=false", kubeconfig=kubeconfig, check=False)
 
 
 async def main(argv: list[str] | None = None) -> None:
