@@ -76,8 +76,10 @@ def test_a_hostile_bot_cannot_fail_passes_forge_log_lines_or_grow_the_operator(
     bots.apply(bots.manifest("hostile", join_at=join_at, lead=24, template=hostile))
     bots.apply(bots.manifest("neighbour", join_at=join_at, lead=24))
     failed = bots.wait_state("hostile", "failed", timeout=60)
-    neighbour = bots.wait_state("neighbour", "joined", timeout=30)
-    assert neighbour["joinedBy"] == "signal"
+    # Its neighbour joined by the operator's signal (not by its own deadline): the hostile bot
+    # held up no one. Waiting on joinedBy, not on a state: joined may pass within a long-poll.
+    neighbour = bots.wait_for("neighbour", ".status.joinedBy", "signal", timeout=30)
+    assert neighbour["state"] in ("joining", "joined", "recording")
     # The reason status would refuse became part of the message; its control characters are escaped.
     assert failed["reason"] == "BotFailed"
     assert "gave up\\u000aFORGED LINE" in failed["message"] and "\n" not in failed["message"]
