@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tools
 CLUSTER     := $(PY) -m localcluster
 
 .PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help \
-        real-deps cluster-real cluster-real-down image test-real
+        real-deps cluster-real cluster-real-down image test-real fmt lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,16 @@ test: venv ## unit tests, then the end-to-end tests on the local control plane
 
 unit: venv ## only the tests that need no cluster
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+fmt: venv ## format the repository and apply ruff's safe fixes (import order among them)
+	$(VENV)/bin/ruff check --fix-only --quiet .
+	$(VENV)/bin/ruff format .
+
+lint: venv ## the quality gates: ruff (lint, format), import-linter contracts, mypy strict; no cluster needed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
 
 demo: cluster ## a sample bot joins a local meeting about a minute from now
 	$(PY) -m localcluster.demo

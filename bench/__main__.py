@@ -12,13 +12,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from bench.kube import Kube
 from bench.processes import ROOT
 
 log = logging.getLogger("bench")
 
-QUICK = {
+
+class Mode(TypedDict):
+    """How much a run measures, and within which time budget (seconds)."""
+
+    sizes: list[int]
+    runs: dict[int, int]
+    scale: int
+    idle: float
+    budget: float
+    scale_reserve: float
+
+
+QUICK: Mode = {
     "sizes": [1, 100, 1000],
     "runs": {1: 3, 100: 3, 1000: 1},
     "scale": 2000,
@@ -26,7 +39,7 @@ QUICK = {
     "budget": 600,
     "scale_reserve": 150,
 }
-FULL = {
+FULL: Mode = {
     "sizes": [1, 100, 1000, 5000],
     "runs": {1: 5, 100: 5, 1000: 3, 5000: 1},
     "scale": 10000,

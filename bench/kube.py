@@ -77,7 +77,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=timeout,
         )
-        data = await response.read()
+        data: bytes = await response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(status=response.status, reason=f"GET {path}: {data[:300]!r}")
         return data.decode()

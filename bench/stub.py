@@ -364,6 +364,7 @@ class Connection:
             body = self.buffer[head_end + 4 : end]
             self.buffer = self.buffer[end:]
             started, started_kernel = self.started, self.started_kernel
+            assert started is not None  # set by the first bytes of this request (above, or as the last one ended)
             self.started, self.started_kernel = (at, kernel) if self.buffer else (None, None)
             method, target = head[0].split(" ")[:2]
             self.stub.handle(self, self.bot, started, started_kernel, method, target, body)

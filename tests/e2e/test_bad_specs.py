@@ -15,9 +15,10 @@ missing class needs the class in the operator's pass, which is not wired yet.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ class Case:
     id: str
     #: The field a refusal must name.
     field: str
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Keys of the valid spec to leave out.
     drop: tuple[str, ...] = ()
     name: str | None = None

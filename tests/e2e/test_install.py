@@ -28,6 +28,7 @@ from localcluster.testing import Cluster
 from localcluster.waiting import until
 from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
+from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
 
 pytestmark = pytest.mark.cluster
 
@@ -144,7 +145,10 @@ def test_every_manifest_passes_the_api_servers_validation(
             "ServiceAccount": 1,
             "ClusterRole": 1,
             "ClusterRoleBinding": 1,
+            "Role": 1,
+            "RoleBinding": 1,
             "Deployment": 1,
+            "PodDisruptionBudget": 1,
             "Service": 2,
             "ServiceMonitor": 1,
             "ScheduledBot": 3,
@@ -202,6 +206,11 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
     objects = render(cluster, tmp_path, namespace, "rbac", "webhook")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
     configuration = find(objects, "ValidatingWebhookConfiguration")
+    # The Lease and webhook CA rules: a Role in the operator's namespace, here the test's;
+    # the CA's Secret is named after this test's configuration.
+    lease_role, lease_binding = find(objects, "Role"), find(objects, "RoleBinding")
+    [ca_rule] = [r for r in lease_role["rules"] if r["resources"] == ["secrets"] and r.get("resourceNames")]
+    ca_rule["resourceNames"] = [ca_secret_name(default_webhook_config([namespace]))]
     own = f"scheduledbot-operator-{namespace}"
     webhook_config = default_webhook_config([namespace])  # the name the e2e operator registers
     manifest_rules = json.loads(json.dumps(role["rules"]))
@@ -221,7 +230,13 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
             "apply",
             "-f",
             "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding, configuration]}),
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": [account, role, binding, lease_role, lease_binding, configuration],
+                }
+            ),
         )
         token = cluster.kubectl(
             "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
@@ -277,7 +292,11 @@ def test_the_operator_runs_a_bot_from_staging_to_the_end_with_only_its_rbac(
     cluster: Cluster, namespace: str, bots: Bots, restricted_operator: OperatorProcess
 ) -> None:
     operator = restricted_operator
+    # As the Deployment runs it: leader of the Lease its Role names (the test's namespace stands
+    # for the operator's). A restart (the next test) would wait out the lease: not here.
+    operator.args = [*operator.args, "--leader-elect", f"--leader-election-namespace={namespace}"]
     operator.start()
+    until(lambda: operator.metrics().get("scheduledbot_leader") == 1, timeout=10, what="leading")
     installed = operator.webhook_configuration()
     assert installed is not None
     assert all(w["clientConfig"].get("caBundle") for w in installed["webhooks"]), "it sets the installed CA"

@@ -151,10 +151,10 @@ def test_unsupported_platform_and_missing_url_are_rejected(operator: OperatorPro
     assert "spec.meetingUrl: Required value" in result.stderr, result.stderr
 
 
-def test_the_seeds_offset_form_is_accepted_and_normalized(operator: OperatorProcess, bots: Bots) -> None:
+def test_an_offset_without_a_colon_is_accepted_and_normalized(operator: OperatorProcess, bots: Bots) -> None:
     moment = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
-    bots.apply(bots.manifest("seed", join_at=moment.strftime("%Y-%m-%dT%H:%M:%S+0000"), lead=60))
-    status = bots.wait_state("seed", "scheduled", timeout=10)
+    bots.apply(bots.manifest("plus-zero", join_at=moment.strftime("%Y-%m-%dT%H:%M:%S+0000"), lead=60))
+    status = bots.wait_state("plus-zero", "scheduled", timeout=10)
     assert status["joinAt"] == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -14,7 +14,10 @@ from scheduledbot.core.notify import Attempt, RetryPolicy, Sink, plan_delivery, 
 
 pytestmark = pytest.mark.cluster
 
-SINK = {"url": "https://hooks.example.com/bots?token=1", "signingKeySecretRef": {"name": "hooks", "key": "key"}}
+SINK: dict[str, Any] = {
+    "url": "https://hooks.example.com/bots?token=1",
+    "signingKeySecretRef": {"name": "hooks", "key": "key"},
+}
 
 
 def bot(namespace: str, name: str, notify: dict[str, Any]) -> str:

@@ -32,11 +32,18 @@ Grant = tuple[str, str, str, str | None]
 _ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
 
-def code_calls(config_name: str) -> set[Grant]:
-    def grant(p: Permission) -> Grant:
-        return (p.group, p.resource, p.verb, config_name if p.named else None)
+def code_calls(config_name: str, *, home: bool = True) -> set[Grant]:
+    """What the code calls; with `home`, also what it calls in its own namespace only (the Lease)."""
+    named = {
+        "validatingwebhookconfigurations": config_name,
+        "leases": "scheduledbot-operator",
+        "secrets": "scheduledbot-operator-webhook-ca",
+    }
 
-    return {grant(p) for p in PERMISSIONS | WATCHES}
+    def grant(p: Permission) -> Grant:
+        return (p.group, p.resource, p.verb, named[p.resource] if p.named else None)
+
+    return {grant(p) for p in PERMISSIONS | WATCHES if home or not p.home}
 
 
 def can_i(cluster: Any, user: str, namespace: str) -> set[Grant]:
@@ -62,9 +69,11 @@ def can_i(cluster: Any, user: str, namespace: str) -> set[Grant]:
 
 @pytest.fixture
 def installed(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """manifests/rbac/ bound to a ServiceAccount of the test's namespace (cluster-wide objects renamed)."""
+    """manifests/rbac/ bound to a ServiceAccount of the test's namespace (cluster-wide objects renamed),
+    which stands for the operator's namespace (the Lease's Role is there)."""
     objects = render(cluster, tmp_path, namespace, "rbac")
     account, role, binding = (find(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
+    lease_role, lease_binding = find(objects, "Role"), find(objects, "RoleBinding")
     own = f"scheduledbot-operator-{namespace}"
     role["metadata"]["name"] = binding["metadata"]["name"] = binding["roleRef"]["name"] = own
     try:
@@ -72,7 +81,9 @@ def installed(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterat
             "apply",
             "-f",
             "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [account, role, binding]}),
+            input=json.dumps(
+                {"apiVersion": "v1", "kind": "List", "items": [account, role, binding, lease_role, lease_binding]}
+            ),
         )
         yield {"user": f"system:serviceaccount:{namespace}:{account['metadata']['name']}", "namespace": namespace}
     finally:
@@ -88,8 +99,9 @@ def test_the_cluster_wide_install_grants_exactly_what_the_code_calls(cluster: An
     namespace = installed["namespace"]
     granted = can_i(cluster, installed["user"], namespace) - baseline(cluster, namespace)
     assert granted == code_calls("scheduledbot-operator")
-    # The same everywhere: a cluster-wide install.
-    assert can_i(cluster, installed["user"], "default") - baseline(cluster, namespace) == granted
+    # The same everywhere (a cluster-wide install), but the Lease: in the operator's namespace only.
+    elsewhere = can_i(cluster, installed["user"], "default") - baseline(cluster, namespace)
+    assert elsewhere == code_calls("scheduledbot-operator", home=False)
 
 
 def test_the_operator_can_create_no_admission_configuration_and_read_no_secret(
@@ -125,8 +137,13 @@ def namespaced(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Itera
         )
         if d
     ]
-    role = find(rendered, "Role")
-    role_binding = find(rendered, "RoleBinding")
+    # The watched namespace's Role, and the Lease's (here the watched namespace is the operator's own).
+    [role, lease_role] = sorted(
+        (o for o in rendered if o["kind"] == "Role"), key=lambda o: "own-namespace" in o["metadata"]["name"]
+    )
+    [role_binding, lease_binding] = sorted(
+        (o for o in rendered if o["kind"] == "RoleBinding"), key=lambda o: "own-namespace" in o["metadata"]["name"]
+    )
     cluster_role = find(rendered, "ClusterRole")
     cluster_binding = find(rendered, "ClusterRoleBinding")
     assert not [o for o in rendered if o["kind"] == "ClusterRole" and o is not cluster_role], "one ClusterRole only"
@@ -137,11 +154,11 @@ def namespaced(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Itera
         "metadata": {"name": "scheduledbot-operator", "namespace": namespace},
     }
     subject = {"kind": "ServiceAccount", "name": "scheduledbot-operator", "namespace": namespace}
-    for obj in (role, role_binding):
+    for obj in (role, role_binding, lease_role, lease_binding):
         obj["metadata"]["namespace"] = namespace
-    role_binding["subjects"] = cluster_binding["subjects"] = [subject]
+    role_binding["subjects"] = lease_binding["subjects"] = cluster_binding["subjects"] = [subject]
     cluster_role["metadata"]["name"] = cluster_binding["metadata"]["name"] = cluster_binding["roleRef"]["name"] = own
-    items = [account, role, role_binding, cluster_role, cluster_binding]
+    items = [account, role, role_binding, lease_role, lease_binding, cluster_role, cluster_binding]
     try:
         cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
         yield {"user": f"system:serviceaccount:{namespace}:scheduledbot-operator", "namespace": namespace}
@@ -179,7 +196,15 @@ def test_the_namespaced_and_network_policy_variants_pass_the_api_servers_validat
         documents += rendered
     # Namespaced objects land in the test's namespace, whatever the files say: the check is the schema.
     for obj in documents:
-        if obj["kind"] in ("Role", "RoleBinding", "ServiceAccount", "Service", "Deployment", "NetworkPolicy"):
+        if obj["kind"] in (
+            "Role",
+            "RoleBinding",
+            "ServiceAccount",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ):
             obj["metadata"]["namespace"] = namespace
     documents = [d for d in documents if d["kind"] != "Namespace"]
     result = cluster.kubectl(

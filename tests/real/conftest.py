@@ -21,13 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from localcluster.bots import iso
 from localcluster.meeting import MeetingServerProcess
 from localcluster.testing import Cluster
 from realnode import configs, images, node
@@ -41,18 +42,6 @@ Obj = dict[str, Any]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The teardown test stops the node: it goes last."""
     items.sort(key=lambda item: item.path.name == "test_teardown.py")
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def soon(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="session")

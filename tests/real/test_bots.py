@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from localcluster.bots import parse_time, soon
 from realnode import configs
 
-from .conftest import Bots, Operator, parse_time, soon
+from .conftest import Bots, Operator
 
 pytestmark = pytest.mark.real_node
 

@@ -9,10 +9,11 @@ import json
 
 import pytest
 
+from localcluster.bots import soon
 from localcluster.testing import Cluster
 from realnode import configs
 
-from .conftest import OPERATOR_NAMESPACE, Bots, Operator, soon
+from .conftest import OPERATOR_NAMESPACE, Bots, Operator
 
 pytestmark = pytest.mark.real_node
 

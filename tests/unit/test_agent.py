@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from looptime import LoopTimeProxy
 
+from agent_states import until
 from scheduledbot.agent import Agent, AgentSettings, Bot, BotFailure, Meeting
-from scheduledbot.agent.protocol import BotState, StateDoc
 from scheduledbot.agent.server import MAX_CONNECTIONS, MIN_IDLE_SECONDS, idle_timeout_for
+from scheduledbot.protocol import JoinedBy
 
 pytestmark = [pytest.mark.looptime(end=3600), pytest.mark.timeout(10)]
 
@@ -107,15 +108,6 @@ async def call(
         return response.status, await response.json()
 
 
-async def until(agent: Agent, state: BotState) -> StateDoc:
-    """The agent's document once it reaches ``state`` (fails if it ends elsewhere)."""
-    doc = agent.state.doc
-    while doc.state != state:
-        assert not doc.terminal, f"ended as {doc.state} ({doc.reason}: {doc.message}), not {state}"
-        doc = await agent.state.wait_after(doc.version, None)
-    return doc
-
-
 JOIN = {"requestId": "req-1", "meetingUrl": MEETING_URL, "botName": "Notetaker", "joinAt": "2025-06-15T15:06:40Z"}
 
 
@@ -145,7 +137,7 @@ async def test_a_join_answers_at_once_with_the_joining_document(
         "protocol": "v1",
         "version": 2,
         "state": "joining",
-        "since": "2025-06-15T15:06:50.000Z",
+        "since": "2025-06-15T15:06:50Z",
         "message": f"joining {MEETING_URL}",
         "reason": None,
         "joinedBy": "signal",
@@ -154,7 +146,7 @@ async def test_a_join_answers_at_once_with_the_joining_document(
     }
     await until(agent, "joined")
     assert bot.joins == [
-        Meeting(url=MEETING_URL, bot_name="Notetaker", join_at=T0, request_id="req-1", joined_by="signal")
+        Meeting(url=MEETING_URL, bot_name="Notetaker", join_at=T0, request_id="req-1", joined_by=JoinedBy.SIGNAL)
     ]
 
 

@@ -10,7 +10,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import sys
 import textwrap
 import time
@@ -21,9 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent_states import until
+from localcluster.net import free_port
 from scheduledbot.agent import Agent, AgentSettings, CommandBot, Meeting, StateReporter
 from scheduledbot.agent.command import command_environment, parse_state_line
-from scheduledbot.agent.protocol import BotState, JoinRequest, StateDoc
+from scheduledbot.protocol import BotState, JoinedBy, JoinRequest, StateDoc
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -101,14 +102,14 @@ def test_the_command_gets_the_meeting_and_how_it_was_joined_in_its_environment()
         join_at=1_750_000_000.0,
         config={"a": 1},
         request_id=None,
-        joined_by="deadline",
+        joined_by=JoinedBy.DEADLINE,
     )
     env = command_environment(meeting, {"PATH": "/bin"})
     assert env == {
         "PATH": "/bin",
         "MEETING_URL": MEETING_URL,
         "BOT_NAME": "Notetaker",
-        "JOIN_AT": "2025-06-15T15:06:40.000Z",
+        "JOIN_AT": "2025-06-15T15:06:40Z",
         "BOT_CONFIG": '{"a": 1}',
         "JOIN_REQUEST_ID": "",
         "JOINED_BY": "deadline",
@@ -162,9 +163,7 @@ async def test_a_command_that_cannot_start_fails() -> None:
     try:
         agent.request_join(_join_request())
         async with asyncio.timeout(5):
-            doc = agent.state.doc
-            while not doc.terminal:
-                doc = await agent.state.wait_after(doc.version, None)
+            doc = await until(agent, "failed")
     finally:
         await agent.stop()
     assert (doc.state, doc.reason) == ("failed", "CommandNotStarted")
@@ -220,12 +219,6 @@ def _agent_env(tmp_path: Path, port: int) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_help() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scheduledbot.agent.cli", "--help",
@@ -247,7 +240,7 @@ SIGTERM_RECORDER = """
 @pytest.fixture
 async def agent_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``scheduledbot-agent`` wrapping a command that records SIGTERM; yields it and its base URL."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scheduledbot.agent.cli", "--grace-period", "5", "--", *python(SIGTERM_RECORDER),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_agent_env(tmp_path, port),

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from looptime import LoopTimeProxy
 
-from scheduledbot.agent import protocol as p
-from scheduledbot.agent.protocol import JoinRequest, StateDoc
+from scheduledbot import protocol as p
 from scheduledbot.agent.runtime import self_join_plan
 from scheduledbot.agent.settings import AgentSettings, SettingsError
 from scheduledbot.agent.state import StateHolder, allowed
+from scheduledbot.protocol import JoinedBy, JoinRequest, StateDoc
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 
@@ -58,11 +58,11 @@ def test_each_change_bumps_the_version_and_stamps_since_from_the_clock() -> None
     clock = FakeClock()
     holder = StateHolder(clock=clock)
     clock.now = T0 + 5
-    assert holder.transition("joining", joined_by="signal", request_id="r1")
+    assert holder.transition("joining", joined_by=JoinedBy.SIGNAL, request_id="r1")
     clock.now = T0 + 6
     assert holder.transition("joined", message="in")
     assert holder.doc == StateDoc(
-        version=3, state="joined", since=T0 + 6, message="in", joined_by="signal", request_id="r1"
+        version=3, state="joined", since=T0 + 6, message="in", joined_by=JoinedBy.SIGNAL, request_id="r1"
     )
 
 

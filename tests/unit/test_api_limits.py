@@ -195,7 +195,7 @@ def test_a_full_class_parses() -> None:
     )
     assert valid.is_default and valid.allow_inline_template
     assert valid.template == template
-    assert valid.allowed_platforms == {Platform.ZOOM, Platform.GOOGLE_MEET}
+    assert valid.allowed_platforms == frozenset({Platform.ZOOM, Platform.GOOGLE_MEET})
     assert (valid.max_bot_config_bytes, valid.max_duration_seconds, valid.max_staging_lead_seconds) == (1024, 3600, 600)
 
 

@@ -25,15 +25,15 @@ from scheduledbot.api.models import (
 )
 from scheduledbot.api.platforms import Platform
 
-SEED = {
+ZOOM = {
     "meetingUrl": "https://zoom.us/j/123456789",
     "botName": "My scheduled bot",
     "joinAt": "2025-06-16T16:24:00+0000",
 }
 
 
-def test_the_seeds_request_parses() -> None:
-    assert parse_spec(SEED, extra_hosts=frozenset()) == ValidSpec(
+def test_a_zoom_request_with_an_offset_without_colon_parses() -> None:
+    assert parse_spec(ZOOM, extra_hosts=frozenset()) == ValidSpec(
         meeting_url="https://zoom.us/j/123456789",
         platform=Platform.ZOOM,
         bot_name="My scheduled bot",
@@ -48,7 +48,7 @@ def test_the_seeds_request_parses() -> None:
 
 def test_a_spec_with_every_field_parses() -> None:
     spec = {
-        **SEED,
+        **ZOOM,
         "stagingLeadSeconds": 300,
         "joinDeadlineSeconds": 60,
         "maxDurationSeconds": 3600,
@@ -62,22 +62,22 @@ def test_a_spec_with_every_field_parses() -> None:
 
 
 def test_the_bot_name_has_a_default() -> None:
-    valid = parse_spec({"meetingUrl": SEED["meetingUrl"], "joinAt": SEED["joinAt"]}, extra_hosts=frozenset())
+    valid = parse_spec({"meetingUrl": ZOOM["meetingUrl"], "joinAt": ZOOM["joinAt"]}, extra_hosts=frozenset())
     assert valid.bot_name == DEFAULT_BOT_NAME == "Meeting Bot"
 
 
 def test_snake_case_keys_are_accepted_too() -> None:
-    valid = parse_spec({"meeting_url": SEED["meetingUrl"], "join_at": SEED["joinAt"]}, extra_hosts=frozenset())
+    valid = parse_spec({"meeting_url": ZOOM["meetingUrl"], "join_at": ZOOM["joinAt"]}, extra_hosts=frozenset())
     assert valid.platform is Platform.ZOOM
 
 
 def test_an_admitted_local_host_parses_as_local() -> None:
-    spec = {**SEED, "meetingUrl": "http://127.0.0.5:8181/m/1"}
+    spec = {**ZOOM, "meetingUrl": "http://127.0.0.5:8181/m/1"}
     assert parse_spec(spec, extra_hosts=frozenset({"127.0.0.5:8181"})).platform is Platform.LOCAL
 
 
 def test_unknown_keys_are_ignored() -> None:
-    assert parse_spec({**SEED, "colour": "blue"}, extra_hosts=frozenset()).bot_name == "My scheduled bot"
+    assert parse_spec({**ZOOM, "colour": "blue"}, extra_hosts=frozenset()).bot_name == "My scheduled bot"
 
 
 def _errors(spec: Any) -> list[str]:
@@ -97,7 +97,7 @@ def _errors(spec: Any) -> list[str]:
             id="an empty spec names both required fields",
         ),
         pytest.param(
-            {**SEED, "joinAt": "2025-06-16T16:24:00"},
+            {**ZOOM, "joinAt": "2025-06-16T16:24:00"},
             [
                 'spec.joinAt: "2025-06-16T16:24:00" has no UTC offset; expected ISO 8601 with an offset, '
                 "e.g. 2025-06-16T16:24:00Z or 2025-06-16T16:24:00+0000"
@@ -105,7 +105,7 @@ def _errors(spec: Any) -> list[str]:
             id="a joinAt without an offset",
         ),
         pytest.param(
-            {**SEED, "meetingUrl": "https://example.com/x"},
+            {**ZOOM, "meetingUrl": "https://example.com/x"},
             [
                 'spec.meetingUrl: "https://example.com/x" is not a supported meeting URL; supported: '
                 "Zoom (https://zoom.us/j/...), Google Meet (https://meet.google.com/...), "
@@ -114,42 +114,42 @@ def _errors(spec: Any) -> list[str]:
             id="an unsupported meeting URL",
         ),
         pytest.param(
-            {**SEED, "stagingLeadSeconds": 86401},
+            {**ZOOM, "stagingLeadSeconds": 86401},
             ["spec.stagingLeadSeconds: 86401 is invalid: input should be less than or equal to 86400"],
             id="a staging lead over a day",
         ),
         pytest.param(
-            {**SEED, "stagingLeadSeconds": -1},
+            {**ZOOM, "stagingLeadSeconds": -1},
             ["spec.stagingLeadSeconds: -1 is invalid: input should be greater than or equal to 0"],
             id="a negative staging lead",
         ),
         pytest.param(
-            {**SEED, "joinDeadlineSeconds": 0},
+            {**ZOOM, "joinDeadlineSeconds": 0},
             ["spec.joinDeadlineSeconds: 0 is invalid: input should be greater than or equal to 1"],
             id="a join deadline of zero",
         ),
         pytest.param(
-            {**SEED, "maxDurationSeconds": 59},
+            {**ZOOM, "maxDurationSeconds": 59},
             ["spec.maxDurationSeconds: 59 is invalid: input should be greater than or equal to 60"],
             id="a max duration under a minute",
         ),
         pytest.param(
-            {**SEED, "stagingLeadSeconds": "300"},
+            {**ZOOM, "stagingLeadSeconds": "300"},
             ['spec.stagingLeadSeconds: "300" is invalid: input should be a valid integer'],
             id="a number written as a string",
         ),
         pytest.param(
-            {**SEED, "stagingLeadSeconds": True},
+            {**ZOOM, "stagingLeadSeconds": True},
             ["spec.stagingLeadSeconds: True is invalid: input should be a valid integer"],
             id="a boolean where a number belongs",
         ),
         pytest.param(
-            {**SEED, "botConfig": "video=on"},
+            {**ZOOM, "botConfig": "video=on"},
             ['spec.botConfig: "video=on" is invalid: input should be a valid dictionary'],
             id="a bot config that is not an object",
         ),
         pytest.param(
-            {**SEED, "joinAt": 1750091040},
+            {**ZOOM, "joinAt": 1750091040},
             ["spec.joinAt: 1750091040 is invalid: input should be a valid string"],
             id="a joinAt given as a Unix time",
         ),
@@ -166,20 +166,20 @@ def test_every_problem_is_reported_at_once_in_field_order() -> None:
 
 
 def test_a_bot_name_over_100_characters_is_refused_and_cut_in_the_message() -> None:
-    [message] = _errors({**SEED, "botName": "b" * 101})
+    [message] = _errors({**ZOOM, "botName": "b" * 101})
     assert message.startswith('spec.botName: "bbbb')
     assert message.endswith("is invalid: string should have at most 100 characters")
     assert len(message) < 200
 
 
 def test_a_meeting_url_over_2048_characters_is_refused_before_detection() -> None:
-    [message] = _errors({**SEED, "meetingUrl": "https://zoom.us/j/" + "1" * 2040})
+    [message] = _errors({**ZOOM, "meetingUrl": "https://zoom.us/j/" + "1" * 2040})
     assert message.endswith("string should have at most 2048 characters")
 
 
 def test_spec_errors_carry_paths_apart_from_the_text() -> None:
     with pytest.raises(SpecError) as caught:
-        parse_spec({**SEED, "joinAt": "soon"}, extra_hosts=frozenset())
+        parse_spec({**ZOOM, "joinAt": "soon"}, extra_hosts=frozenset())
     [error] = caught.value.errors
     assert isinstance(error, FieldError)
     assert error.path == "spec.joinAt"
@@ -192,7 +192,7 @@ def test_a_spec_error_is_a_value_error() -> None:
 
 
 def test_the_wire_model_reads_camel_case_and_is_frozen() -> None:
-    spec = ScheduledBotSpec.model_validate(SEED)
+    spec = ScheduledBotSpec.model_validate(ZOOM)
     assert spec.join_at == "2025-06-16T16:24:00+0000"
     with pytest.raises(pydantic.ValidationError):
         spec.bot_name = "other"
@@ -221,7 +221,7 @@ def test_the_state_groups_cover_every_state_once() -> None:
     assert sorted(state for group in groups for state in group) == sorted(BotState)
 
 
-def test_state_values_are_the_seeds() -> None:
+def test_state_values_are_the_documented_ones() -> None:
     assert [state.value for state in BotState] == [
         "scheduled",
         "staged",

@@ -26,13 +26,13 @@ from scheduledbot.api.notify import (
     signing_key_from_secret,
 )
 
-SEED = {"meetingUrl": "https://zoom.us/j/123456789", "joinAt": "2030-06-16T16:24:00Z"}
+ZOOM = {"meetingUrl": "https://zoom.us/j/123456789", "joinAt": "2030-06-16T16:24:00Z"}
 SINK = {"url": "https://hooks.example.com/bots", "signingKeySecretRef": {"name": "bot-hooks", "key": "signing-key"}}
 KEY_32 = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 
 def parse(notify: Any) -> NotifySpec | None:
-    return parse_spec({**SEED, "notify": notify}, extra_hosts=frozenset()).notify
+    return parse_spec({**ZOOM, "notify": notify}, extra_hosts=frozenset()).notify
 
 
 def test_a_sink_with_its_key_and_a_filter_parses() -> None:
@@ -46,7 +46,7 @@ def test_a_sink_with_its_key_and_a_filter_parses() -> None:
 
 
 def test_without_notify_the_spec_has_none() -> None:
-    assert parse_spec(SEED, extra_hosts=frozenset()).notify is None
+    assert parse_spec(ZOOM, extra_hosts=frozenset()).notify is None
 
 
 @pytest.mark.parametrize(

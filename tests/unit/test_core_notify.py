@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import BotState, JoinedBy, ScheduledBotStatus
 from scheduledbot.api.notify import MAX_NOTICE_MESSAGE, MAX_PENDING, Notice, NotificationsStatus, NotifySpec
 from scheduledbot.core.notify import (
@@ -25,6 +24,7 @@ from scheduledbot.core.notify import (
     resolve_sink,
     retry_delay,
 )
+from scheduledbot.timestamps import format_time
 
 NOW = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 UID = "0b3c-uid"
@@ -196,7 +196,7 @@ def test_when_the_queue_is_full_the_newest_entry_takes_in_the_next_change() -> N
     full = queued(*(notice(n, cycle[n % 2]) for n in range(1, MAX_PENDING + 1)))
     after = status(BotState.RECORDING, notifications=full)
     recorded = record_change(before=status(BotState.JOINED), after=after, sink=SINK, now=later(60)).notifications
-    assert recorded is not None and recorded.pending is not None
+    assert recorded is not None and recorded.pending is not None and full.pending is not None
     assert len(recorded.pending) == MAX_PENDING
     assert recorded.pending[:-1] == full.pending[:-1]  # head (perhaps in flight) and order unchanged
     tail = recorded.pending[-1]

@@ -55,7 +55,7 @@ def bot(
     lead: int | None = None,
     spec: dict[str, Any] | None = None,
 ) -> BotView:
-    raw = {"meetingUrl": "https://zoom.us/j/123456789", "joinAt": iso(join)}
+    raw: dict[str, Any] = {"meetingUrl": "https://zoom.us/j/123456789", "joinAt": iso(join)}
     if lead is not None:
         raw["stagingLeadSeconds"] = lead
     raw |= spec or {}

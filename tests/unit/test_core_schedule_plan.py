@@ -629,7 +629,7 @@ def test_a_deleted_schedule_does_nothing_the_garbage_collector_does_it() -> None
 
 
 def test_a_schedule_is_read_from_its_body_and_a_bad_spec_is_kept_as_its_error() -> None:
-    body = {
+    body: dict[str, Any] = {
         "metadata": {
             "name": "standup",
             "namespace": "team",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,10 +18,12 @@ import aiohttp
 import pytest
 from looptime import LoopTimeProxy
 
+from agent_states import until
 from localcluster.meeting import MeetingServer, MeetingServerProcess
+from localcluster.net import free_port
 from scheduledbot.agent import Agent, AgentSettings
-from scheduledbot.agent.protocol import BotState, JoinRequest, StateDoc
 from scheduledbot.demo_bot import DemoBot
+from scheduledbot.protocol import JoinRequest, StateDoc
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 TOKEN = "s3cret-token"
@@ -62,14 +63,6 @@ async def setup() -> AsyncIterator[Setup]:
     yield make
     for thing in reversed(started):
         await thing.stop()
-
-
-async def until(agent: Agent, state: BotState) -> StateDoc:
-    doc = agent.state.doc
-    while doc.state != state:
-        assert not doc.terminal, f"ended as {doc.state} ({doc.reason}: {doc.message}), not {state}"
-        doc = await agent.state.wait_after(doc.version, None)
-    return doc
 
 
 def join(agent: Agent) -> StateDoc:
@@ -147,9 +140,7 @@ async def test_a_meeting_that_has_ended_refuses_the_join(setup: Setup) -> None:
 async def test_an_unreachable_meeting_server_fails_the_join_after_quick_retries(
     setup: Setup, looptime: LoopTimeProxy
 ) -> None:
-    with socket.socket() as probe:  # a port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        closed_url = f"http://127.0.0.1:{probe.getsockname()[1]}/m/gone"
+    closed_url = f"http://127.0.0.1:{free_port()}/m/gone"  # nothing listens there
     agent, _ = await setup(meeting_url=closed_url)
     join(agent)
     doc = await until(agent, "failed")
@@ -173,9 +164,7 @@ async def test_the_warm_up_delays_readiness(setup: Setup, looptime: LoopTimeProx
 async def test_the_module_runs_as_a_pod_command_and_leaves_on_sigterm(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     with MeetingServerProcess() as meetings:
         env = {
             **os.environ,

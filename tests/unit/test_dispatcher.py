@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -83,7 +83,7 @@ def line(receiver: Receiver, request_id: str, join_at: datetime) -> JoinLine:
     )
 
 
-async def settle(outcomes: list[tuple[object, SignalOutcome]], count: int) -> None:
+async def settle(outcomes: Sequence[tuple[object, SignalOutcome]], count: int) -> None:
     for _ in range(200):
         if len(outcomes) >= count:
             return
@@ -91,8 +91,8 @@ async def settle(outcomes: list[tuple[object, SignalOutcome]], count: int) -> No
 
 
 async def test_all_bots_sharing_an_instant_get_exactly_one_join_each(receivers: list[Receiver]) -> None:
-    outcomes: list[tuple[object, SignalOutcome]] = []
-    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    outcomes: list[tuple[int, SignalOutcome]] = []
+    dispatcher: JoinDispatcher[int] = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
     join_at = datetime.now(UTC) + timedelta(milliseconds=150)
     for i, receiver in enumerate(receivers):
         dispatcher.arm(i, join_at=join_at, not_before=None, line=line(receiver, f"r{i}", join_at), request_id=f"r{i}")
@@ -114,8 +114,8 @@ async def test_all_bots_sharing_an_instant_get_exactly_one_join_each(receivers: 
 
 
 async def test_a_disarmed_join_is_never_sent(receivers: list[Receiver]) -> None:
-    outcomes: list[tuple[object, SignalOutcome]] = []
-    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    outcomes: list[tuple[str, SignalOutcome]] = []
+    dispatcher: JoinDispatcher[str] = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
     join_at = datetime.now(UTC) + timedelta(milliseconds=100)
     dispatcher.arm("a", join_at=join_at, not_before=None, line=line(receivers[0], "a", join_at), request_id="a")
     dispatcher.arm("b", join_at=join_at, not_before=None, line=line(receivers[1], "b", join_at), request_id="b")
@@ -128,8 +128,8 @@ async def test_a_disarmed_join_is_never_sent(receivers: list[Receiver]) -> None:
 
 
 async def test_an_unreachable_bot_is_reported_as_an_error() -> None:
-    outcomes: list[tuple[object, SignalOutcome]] = []
-    dispatcher = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    outcomes: list[tuple[str, SignalOutcome]] = []
+    dispatcher: JoinDispatcher[str] = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
     join_at = datetime.now(UTC) + timedelta(milliseconds=50)
     nowhere = JoinLine(
         address="127.0.0.1:9",

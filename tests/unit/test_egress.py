@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from localcluster import pki
+from localcluster.net import free_port
 from scheduledbot.adapters.egress import (
     EgressClient,
     EgressError,
@@ -329,9 +330,7 @@ async def test_a_server_that_never_answers_times_out(local: Local) -> None:
 
 
 async def test_a_closed_port_is_an_error_that_shows_no_secret() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     policy = EgressPolicy(admitted_hosts=frozenset({f"127.0.0.1:{port}"}))
     async with EgressClient(policy=policy) as client:
         with pytest.raises(EgressError) as failed:

@@ -35,6 +35,7 @@ class FakeKube:
         self.existing_pod = existing_pod
         self.secrets: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
+        self.current: dict[str, Any] = {}
 
     def _written(self, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1

@@ -19,8 +19,8 @@ from aiohttp import web
 from scheduledbot.adapters.bots import MAX_ANSWER_BYTES, BotClient, BotUnreachable, JoinLine, parse_report
 from scheduledbot.api.models import ScheduledBotStatus
 from scheduledbot.api.states import BotState
-from scheduledbot.core.model import BotView, Observed, PodView
-from scheduledbot.core.plan import Defaults, plan
+from scheduledbot.core.model import BotView, Defaults, Observed, PodView
+from scheduledbot.core.plan import plan
 
 HUGE = 400 * 1024 * 1024
 CHUNK = b"x" * (1 << 20)

@@ -8,6 +8,7 @@ control plane.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from scheduledbot.api.crd import KINDS
 from scheduledbot.api.models import parse_spec
 from scheduledbot.api.platforms import Platform
 from scheduledbot.api.schedule import SourceKind, parse_schedule_spec
-from scheduledbot.core.children import CONTROL_PORT_NAME, LABEL
-from scheduledbot.runtime import config
+from scheduledbot.core.children import LABEL
+from scheduledbot.protocol import CONTROL_PORT_NAME
+from scheduledbot.runtime import config, webhook_ca
 from scheduledbot.runtime.handlers import WATCHES
 from scheduledbot.runtime.webhook import build_configuration
 
@@ -82,8 +84,11 @@ def test_the_default_kustomization_installs_the_operator_and_nothing_that_needs_
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Namespace",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
             "ValidatingWebhookConfiguration",
         ]
@@ -109,15 +114,21 @@ def test_crds_holds_exactly_the_generated_kinds() -> None:
 
 Grant = tuple[str, str, str, str | None]
 WEBHOOK_CONFIG = "scheduledbot-operator"
+LEASE = "scheduledbot-operator"
+WEBHOOK_CA = "scheduledbot-operator-webhook-ca"
+#: The object a `named` permission is limited to, by resource: the one its flag names by default.
+NAMED = {"validatingwebhookconfigurations": WEBHOOK_CONFIG, "leases": LEASE, "secrets": WEBHOOK_CA}
 
 
 def calls(permissions: set[Permission] | frozenset[Permission]) -> set[Grant]:
     """(apiGroup, resource, verb, resourceName or None), as RBAC rules read."""
-    return {(p.group, p.resource, p.verb, WEBHOOK_CONFIG if p.named else None) for p in permissions}
+    return {(p.group, p.resource, p.verb, NAMED[p.resource] if p.named else None) for p in permissions}
 
 
-#: Every call of adapters/kube.py and every kopf watch, as the code declares them.
-OPERATOR_CALLS = calls(PERMISSIONS | WATCHES)
+#: Every call of adapters/kube.py and every kopf watch, as the code declares them; the
+#: ClusterRole grants those not limited to the operator's own namespace, a Role there the rest.
+OPERATOR_CALLS = calls({p for p in PERMISSIONS | WATCHES if not p.home})
+HOME_CALLS = calls({p for p in PERMISSIONS if p.home})
 CLUSTER_SCOPED = {"botclasses", "validatingwebhookconfigurations"}
 
 
@@ -145,6 +156,30 @@ def test_the_cluster_role_grants_exactly_what_the_operator_calls() -> None:
     role = one("rbac/role.yaml", "ClusterRole")
     assert granted(role) == OPERATOR_CALLS
     assert not any("*" in rule[key] for rule in role["rules"] for key in ("apiGroups", "resources", "verbs"))
+
+
+def test_the_own_namespace_role_grants_the_lease_and_webhook_ca_calls_there_only() -> None:
+    role = one("rbac/own_namespace_role.yaml", "Role")
+    binding = one("rbac/own_namespace_role.yaml", "RoleBinding")
+    assert {
+        ("coordination.k8s.io", "leases", "get", LEASE),
+        ("coordination.k8s.io", "leases", "update", LEASE),
+        ("coordination.k8s.io", "leases", "create", None),
+        ("", "secrets", "get", WEBHOOK_CA),
+        ("", "secrets", "create", None),
+    } == HOME_CALLS
+    assert granted(role) == HOME_CALLS
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == deployment()["metadata"]["namespace"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one("rbac/service_account.yaml", "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    assert not [r for r in one("rbac/role.yaml", "ClusterRole")["rules"] if "leases" in r["resources"]]
 
 
 def test_no_rule_creates_or_edits_admission_configurations_or_reads_secrets() -> None:
@@ -204,12 +239,35 @@ def container() -> Obj:
     return only
 
 
-def test_one_replica_replaced_by_recreate_and_no_disruption_budget() -> None:
+def test_two_replicas_rolled_one_at_a_time_kept_apart_and_never_both_drained() -> None:
     spec = deployment()["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
-    kinds = {d["kind"] for f in MANIFESTS.rglob("*.yaml") for d in yaml.safe_load_all(f.read_text())}
-    assert "PodDisruptionBudget" not in kinds
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    labels = spec["selector"]["matchLabels"]
+    [term] = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": labels},
+    }
+    budget = one("manager/disruption_budget.yaml", "PodDisruptionBudget")
+    assert budget["metadata"]["namespace"] == deployment()["metadata"]["namespace"]
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
+
+
+def test_the_replicas_elect_a_leader_on_the_lease_their_role_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("SCHEDULEDBOT_LEADER")]:
+        monkeypatch.delenv(name)
+    namespace = deployment()["metadata"]["namespace"]
+    monkeypatch.setenv("POD_NAMESPACE", namespace)
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert pod_name in container()["env"]
+    settings = config.load([a.replace("$(POD_NAMESPACE)", namespace) for a in container()["args"]])
+    assert settings.leader_election
+    assert settings.leader_election_namespace == one("rbac/own_namespace_role.yaml", "Role")["metadata"]["namespace"]
+    assert settings.leader_election_lease_name == LEASE
+    # The replicas share one webhook CA: the Secret the Role names is the one they use.
+    assert settings.webhook_configuration == "patch"
+    assert webhook_ca.secret_name(settings.webhook_config_name) == WEBHOOK_CA
 
 
 def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
@@ -349,7 +407,7 @@ def test_each_schedule_sample_is_a_valid_bot_schedule(sample: str) -> None:
         assert secret["metadata"]["name"] == ref["name"] and ref["key"] in secret["stringData"]
 
 
-def test_the_samples_show_the_seeds_offset_a_custom_template_and_bot_config() -> None:
+def test_the_samples_show_an_offset_without_colon_a_custom_template_and_bot_config() -> None:
     assert one("samples/zoom.yaml", "ScheduledBot")["spec"]["joinAt"].endswith("+0000")
     [bot] = one("samples/google_meet.yaml", "ScheduledBot")["spec"]["template"]["spec"]["containers"]
     assert bot["image"] != config.DEFAULT_IMAGE and bot["resources"]["requests"]

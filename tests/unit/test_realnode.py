@@ -45,7 +45,7 @@ def test_pods_reach_only_this_machine_and_forwarding_stays_off() -> None:
     assert ipaddress.ip_address(configs.NODE_IP) in subnet
     assert pod_range["gateway"] == configs.NODE_IP
     assert all(ipaddress.ip_address(a) in subnet for a in configs.POD_RANGE)
-    assert ipaddress.ip_address(configs.NODE_IP) < ipaddress.ip_address(configs.POD_RANGE[0])
+    assert ipaddress.IPv4Address(configs.NODE_IP) < ipaddress.IPv4Address(configs.POD_RANGE[0])
 
 
 def test_the_kubelet_runs_pods_under_the_nodes_cgroup_with_imported_images_kept() -> None:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -92,7 +93,8 @@ async def test_stopping_releases_a_hanging_answer() -> None:
 
 async def test_a_bad_script_is_refused_by_the_admin_api() -> None:
     async with WebhookReceiver() as receiver, aiohttp.ClientSession() as http:
-        for doc in ({"answers": [{"status": 99}]}, {"answers": [{"retryAfter": 3}]}, {"nope": []}):
+        bad: list[dict[str, Any]] = [{"answers": [{"status": 99}]}, {"answers": [{"retryAfter": 3}]}, {"nope": []}]
+        for doc in bad:
             async with http.post(f"{receiver.base_url}/admin/script", json=doc) as response:
                 assert response.status == 400
         async with http.post(f"{receiver.base_url}/admin/script", json={"answers": [{"status": 410}]}) as response:

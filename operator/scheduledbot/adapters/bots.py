@@ -31,20 +31,26 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from datetime import datetime
+from typing import Any, Final
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from scheduledbot.api.joinat import JoinAtError, parse_join_at
 from scheduledbot.api.limits import escaped
-from scheduledbot.api.models import JoinedBy
 from scheduledbot.core.model import BotReport
+from scheduledbot.protocol import (
+    DEFAULT_LONG_POLL_SECONDS,
+    JOIN_PATH,
+    LEAVE_PATH,
+    SCHEDULE_PATH,
+    STATE_PATH,
+    BotState,
+    JoinedBy,
+)
+from scheduledbot.timestamps import format_time, parse_time
 
-#: The longest a state long-poll waits on the bot before answering unchanged.
-LONG_POLL_SECONDS: Final = 30.0
-_TIMEOUT: Final = aiohttp.ClientTimeout(total=LONG_POLL_SECONDS + 10, connect=5)
+_TIMEOUT: Final = aiohttp.ClientTimeout(total=DEFAULT_LONG_POLL_SECONDS + 10, connect=5)
 _SHORT: Final = aiohttp.ClientTimeout(total=10, connect=5)
 #: A state document is a few hundred bytes; anything beyond this is not one.
 MAX_ANSWER_BYTES: Final = 64 * 1024
@@ -68,11 +74,11 @@ class StateAnswer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     version: StrictInt = Field(default=0, ge=0, le=2**53)
-    state: Literal["ready", "joining", "waiting_room", "joined", "recording", "leaving", "ended", "failed"]
+    state: BotState
     since: StrictStr | None = Field(default=None, max_length=64)
     message: StrictStr | None = None
     reason: StrictStr | None = None
-    joined_by: Literal["signal", "deadline"] | None = Field(default=None, alias="joinedBy")
+    joined_by: JoinedBy | None = Field(default=None, alias="joinedBy")
     exit_code: StrictInt | None = Field(default=None, alias="exitCode", ge=-(2**31), le=2**31)
 
 
@@ -82,12 +88,12 @@ def parse_report(body: bytes) -> BotReport:
         raise BotUnreachable(f"the answer is over {MAX_ANSWER_BYTES} bytes")
     try:
         doc = StateAnswer.model_validate_json(body)
-        since = parse_join_at(doc.since, field="since") if doc.since else None
+        since = parse_time(doc.since) if doc.since else None
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:3])
         raise BotUnreachable(f"not a state document: {escaped(problems, limit=300)}") from None
-    except JoinAtError as error:
-        raise BotUnreachable(escaped(str(error), limit=300)) from None
+    except ValueError as error:
+        raise BotUnreachable(f"since: {escaped(str(error), limit=300)}") from None
     reason, note = doc.reason, ""
     if reason is not None and (len(reason) > MAX_REPORTED_REASON or not _REASON.fullmatch(reason)):
         # Not a reason status.reason (or an Event) would take: keep the words, drop the role.
@@ -101,7 +107,7 @@ def parse_report(body: bytes) -> BotReport:
         since=since,
         message=message,
         reason=reason,
-        joined_by=JoinedBy(doc.joined_by) if doc.joined_by else None,
+        joined_by=doc.joined_by,
         exit_code=doc.exit_code,
     )
 
@@ -120,7 +126,7 @@ class JoinLine:
             separators=(",", ":"),
         ).encode()
         self.request = (
-            f"POST /v1/join HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
+            f"POST {JOIN_PATH} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         self._reader: asyncio.StreamReader | None = None
@@ -204,16 +210,16 @@ class BotClient:
 
     async def state(self, address: str, token: str, *, after: int) -> BotReport:
         """Long-poll: answers when the bot's version passes `after`, or unchanged after a while."""
-        url = f"http://{address}/v1/state"
-        params = {"after": str(after), "timeout": str(int(LONG_POLL_SECONDS))}
+        url = f"http://{address}{STATE_PATH}"
+        params = {"after": str(after), "timeout": str(int(DEFAULT_LONG_POLL_SECONDS))}
         return await self._call("GET", url, token, params=params, timeout=_TIMEOUT)
 
     async def leave(self, address: str, token: str, *, reason: str) -> BotReport:
-        return await self._call("POST", f"http://{address}/v1/leave", token, json={"reason": reason})
+        return await self._call("POST", f"http://{address}{LEAVE_PATH}", token, json={"reason": reason})
 
     async def move_self_join(self, address: str, token: str, *, join_at: datetime) -> BotReport:
-        at = join_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return await self._call("POST", f"http://{address}/v1/schedule", token, json={"joinAt": at})
+        at = format_time(join_at)
+        return await self._call("POST", f"http://{address}{SCHEDULE_PATH}", token, json={"joinAt": at})
 
     async def _call(
         self, method: str, url: str, token: str, *, timeout: aiohttp.ClientTimeout = _SHORT, **kwargs: Any

@@ -4,7 +4,8 @@ Why its own client beside kopf's
 ================================
 kopf watches and serves the webhook; these writes (children, status, finalizers,
 events, the webhook configuration) go through one `kubernetes_asyncio` client built
-at start-up and passed in (never at import time, STYLE.md lesson 2).
+at start-up and passed in (never at import time: importing a module must not need a
+cluster or credentials).
 
 Responses are read as raw JSON (`_preload_content=False`): the runtime needs the
 written object back as a dict to refresh its cache, and turning it into generated
@@ -34,8 +35,8 @@ from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import client, config
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.resource import API_VERSION, BOT_CLASS, GROUP, KIND, PLURAL, VERSION
+from scheduledbot.timestamps import format_time
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,17 @@ _STRATEGIC: Final = "application/strategic-merge-patch+json"
 
 @dataclass(frozen=True, slots=True, order=True)
 class Permission:
-    """One RBAC permission: `verb` on `group`/`resource`; `named`: only on the configured object's name."""
+    """One RBAC permission: `verb` on `group`/`resource`.
+
+    `named`: only on the one object the operator is configured to use (its flag names it).
+    `home`: only in the operator's own namespace (granted by a Role there, not cluster-wide).
+    """
 
     group: str
     resource: str
     verb: str
     named: bool = False
+    home: bool = False
 
 
 #: Every permission a method of `Kube` needs; see the module's docstring.
@@ -82,6 +88,14 @@ def _ours(resource: str, verb: str) -> Permission:
     return Permission(GROUP, resource, verb)
 
 
+def _own_secret(verb: str, *, named: bool = True) -> Permission:
+    return Permission("", "secrets", verb, named=named, home=True)
+
+
+def _lease(verb: str, *, named: bool = True) -> Permission:
+    return Permission("coordination.k8s.io", "leases", verb, named=named, home=True)
+
+
 _WEBHOOKS: Final = ("admissionregistration.k8s.io", "validatingwebhookconfigurations")
 
 
@@ -103,6 +117,7 @@ class Kube:
         self._custom = client.CustomObjectsApi(api)
         self._admission = client.AdmissionregistrationV1Api(api)
         self._authorization = client.AuthorizationV1Api(api)
+        self._coordination = client.CoordinationV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -228,6 +243,40 @@ class Kube:
         except ApiError as error:
             # An event is a courtesy: losing one must not fail the pass that emitted it.
             log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error)
+
+    # The leader election's Lease (runtime/leader.py). Every write is a replace guarded by
+    # the resourceVersion of the object read: None means someone else wrote first.
+    @needs(_lease("get"))
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _send(
+            self._coordination.read_namespaced_lease(name, namespace, _preload_content=False), missing=(404,)
+        )
+
+    # create cannot be limited to a name in RBAC (the object has none before it exists).
+    @needs(_lease("create", named=False))
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The Lease as created; None when it already exists (another candidate was first)."""
+        return await _send(
+            self._coordination.create_namespaced_lease(namespace, body, _preload_content=False), missing=(409,)
+        )
+
+    @needs(_lease("update"))
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The Lease as written; None on a conflict (changed since read) or when it is gone."""
+        return await _send(
+            self._coordination.replace_namespaced_lease(name, namespace, body, _preload_content=False),
+            missing=(404, 409),
+        )
+
+    # The webhook CA that replicas share (runtime/webhook_ca.py), in the operator's namespace.
+    @needs(_own_secret("get"))
+    async def read_webhook_ca(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
+
+    @needs(_own_secret("create", named=False))
+    async def create_webhook_ca(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False when another replica was first."""
+        return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
 
     # Development only (--webhook-configuration=write, with an administrator's credentials):
     # the installed operator's RBAC grants none of these, and no code path of an

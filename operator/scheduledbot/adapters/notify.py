@@ -34,9 +34,9 @@ from standardwebhooks import Webhook
 
 from scheduledbot.adapters.egress import EgressClient, EgressError, EgressRefused
 from scheduledbot.api import resource
-from scheduledbot.api.joinat import parse_join_at
 from scheduledbot.api.notify import SigningKey
 from scheduledbot.core.notify import Attempt, Deliver, Failure
+from scheduledbot.timestamps import parse_time
 
 EVENT_TYPE: Final = "dev.meetingbots.scheduledbot.state_changed"
 CONTENT_TYPE: Final = "application/cloudevents+json"
@@ -77,7 +77,7 @@ def build_event(*, delivery: Deliver, name: str, namespace: str, uid: str, meeti
         "source": event_source(namespace=namespace, name=name),
         "type": EVENT_TYPE,
         "subject": notice.state.value,
-        "time": parse_join_at(notice.at),
+        "time": parse_time(notice.at),
         "datacontenttype": DATA_CONTENT_TYPE,
     }
     return CloudEvent(attributes, data)

@@ -16,17 +16,18 @@ A Python bot subclasses :class:`Bot` and is run with :func:`run_bot`::
 Any other program is wrapped by the ``scheduledbot-agent`` command
 (:mod:`scheduledbot.agent.cli`, built on :class:`CommandBot`).
 
-Modules: ``protocol`` (wire names and documents), ``state`` (the state holder),
+Modules: ``state`` (the state holder),
 ``settings`` (the Pod environment), ``server`` (the HTTP control API), ``bot``
 (the bot API), ``runtime`` (the agent: safety net, max duration, SIGTERM),
-``command`` and ``cli`` (command mode).
+``command`` and ``cli`` (command mode). The wire names and documents are
+:mod:`scheduledbot.protocol`, which the operator imports too.
 """
 
 from scheduledbot.agent.bot import Bot, BotFailure, Meeting, StateReporter
 from scheduledbot.agent.command import CommandBot
-from scheduledbot.agent.protocol import BotState, StateDoc
 from scheduledbot.agent.runtime import Agent, run_bot
 from scheduledbot.agent.settings import AgentSettings, SettingsError
+from scheduledbot.protocol import BotState, StateDoc
 
 __all__ = [
     "Agent",

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduledbot.agent.protocol import REPORTABLE_STATES, BotState, JoinedBy
 from scheduledbot.agent.state import StateHolder
+from scheduledbot.protocol import REPORTABLE_STATES, BotState, JoinedBy
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Meeting:
     join_at: float | None = None  # epoch seconds, the scheduled join instant
     config: Mapping[str, Any] = field(default_factory=dict)  # BOT_CONFIG
     request_id: str | None = None  # the operator's join request id; None when joined by deadline
-    joined_by: JoinedBy = "signal"
+    joined_by: JoinedBy = JoinedBy.SIGNAL
 
 
 class BotFailure(Exception):

@@ -17,7 +17,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from scheduledbot.agent import protocol as p
+from scheduledbot import protocol as p
 from scheduledbot.agent.command import DEFAULT_GRACE_PERIOD_SECONDS, CommandBot
 from scheduledbot.agent.runtime import run_bot
 from scheduledbot.agent.settings import DEFAULT_LINGER_SECONDS, AgentSettings, SettingsError

@@ -37,8 +37,9 @@ import sys
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from scheduledbot.agent import protocol as p
+from scheduledbot import protocol as p
 from scheduledbot.agent.bot import Bot, BotFailure, Meeting
+from scheduledbot.timestamps import format_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def command_environment(meeting: Meeting, base: dict[str, str]) -> dict[str, str
     if meeting.bot_name is not None:
         env[p.ENV_BOT_NAME] = meeting.bot_name
     if meeting.join_at is not None:
-        env[p.ENV_JOIN_AT] = p.format_timestamp(meeting.join_at)
+        env[p.ENV_JOIN_AT] = format_epoch(meeting.join_at)
     env[p.ENV_BOT_CONFIG] = json.dumps(dict(meeting.config))
     env[p.ENV_JOIN_REQUEST_ID] = meeting.request_id or ""
     env[p.ENV_JOINED_BY] = meeting.joined_by

@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from scheduledbot.agent import protocol as p
+from scheduledbot import protocol as p
 from scheduledbot.agent.bot import Bot, BotFailure, Meeting, StateReporter
-from scheduledbot.agent.protocol import JoinRequest, StateDoc
 from scheduledbot.agent.server import ControlServer, idle_timeout_for
 from scheduledbot.agent.settings import AgentSettings, SettingsError
 from scheduledbot.agent.state import StateHolder
+from scheduledbot.protocol import JoinRequest, StateDoc
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Agent:
                     join_at=request.join_at if request.join_at is not None else self._settings.join_at,
                     config=self._settings.bot_config,
                     request_id=request.request_id,
-                    joined_by="signal",
+                    joined_by=p.JoinedBy.SIGNAL,
                 )
             )
         return self._state.doc
@@ -141,7 +141,7 @@ class Agent:
             self._cancel_timers()
             self._state.transition("ended", reason=reason, message="left before joining")
             self._start_finish()
-        elif self._state.in_meeting:
+        elif self._state.may_leave:
             self._state.transition("leaving", reason=reason, message=f"leaving: {reason}")
             self._leave_task = asyncio.create_task(self._leave(reason), name="leave")
         return self._state.doc
@@ -197,7 +197,7 @@ class Agent:
         self._terminating = True
         self._may_exit.set()
         doc = self._state.doc
-        if self._state.in_meeting:
+        if self._state.may_leave:
             self.request_leave(p.REASON_TERMINATED)
         elif doc.state != "leaving" and self._finish_task is None:
             self._stop.set()  # nothing to leave and nothing to wait for
@@ -256,7 +256,7 @@ class Agent:
                     join_at=self._join_at,
                     config=settings.bot_config,
                     request_id=None,
-                    joined_by="deadline",
+                    joined_by=p.JoinedBy.DEADLINE,
                 )
             )
 

@@ -34,10 +34,10 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from scheduledbot.agent import protocol as p
-from scheduledbot.agent.protocol import JoinRequest, StateDoc
+from scheduledbot import protocol as p
 from scheduledbot.agent.state import StateHolder
-from scheduledbot.api.joinat import parse_join_at
+from scheduledbot.protocol import JoinRequest, StateDoc
+from scheduledbot.timestamps import JoinAtSyntaxError, parse_join_at
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,10 @@ class ControlServer:
             body = await _json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("joinAt"), str):
                 raise ValueError("the body must be a JSON object with joinAt (RFC 3339 with an offset)")
-            join_at = parse_join_at(body["joinAt"], field="joinAt").timestamp()
+            # The operator's own language: a time it would not send is refused, in its words.
+            join_at = parse_join_at(body["joinAt"]).timestamp()
+        except JoinAtSyntaxError as exc:
+            return _bad_request(f"joinAt: {exc}")
         except ValueError as exc:
             return _bad_request(str(exc))
         return self._answer(self._controls.request_schedule(join_at))

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from scheduledbot.agent import protocol as p
+from scheduledbot import protocol as p
+from scheduledbot.timestamps import parse_epoch
 
 #: How long the agent keeps serving after the bot ended or failed, waiting for
 #: the operator to read the final document (it exits as soon as it has).
@@ -67,7 +68,7 @@ class AgentSettings:
 
         join_at_text = environ.get(p.ENV_JOIN_AT)
         try:
-            join_at = p.parse_timestamp(join_at_text) if join_at_text else None
+            join_at = parse_epoch(join_at_text) if join_at_text else None
         except ValueError as exc:
             raise SettingsError(f"{p.ENV_JOIN_AT}: {exc}") from None
 

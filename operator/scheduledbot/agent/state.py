@@ -27,11 +27,9 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from scheduledbot.agent.protocol import TERMINAL_STATES, BotState, JoinedBy, StateDoc
+from scheduledbot.protocol import IN_MEETING_STATES, TERMINAL_STATES, BotState, JoinedBy, StateDoc
 
 logger = logging.getLogger(__name__)
-
-_IN_MEETING: frozenset[str] = frozenset({"joining", "waiting_room", "joined", "recording"})
 
 
 def allowed(current: BotState, new: BotState) -> bool:
@@ -104,9 +102,9 @@ class StateHolder:
         return True
 
     @property
-    def in_meeting(self) -> bool:
-        """Joining or in the meeting: a leave has something to do."""
-        return self._doc.state in _IN_MEETING
+    def may_leave(self) -> bool:
+        """Joining or in the meeting and not leaving yet: a leave has something to do."""
+        return self._doc.state in IN_MEETING_STATES and self._doc.state != "leaving"
 
     @property
     def closed(self) -> bool:

@@ -66,7 +66,7 @@ from scheduledbot.api.states import TERMINAL_STATES as TERMINAL_STATES
 from scheduledbot.api.states import BotState as BotState
 from scheduledbot.api.states import JoinedBy as JoinedBy
 
-#: The seed's own default would be anonymous; a name makes the bot recognisable in the meeting.
+#: Without a name the bot would join as anonymous; a name makes it recognisable in the meeting.
 DEFAULT_BOT_NAME: Final = "Meeting Bot"
 
 #: Long enough for any real join link (Teams links with context run to ~600 characters).
@@ -368,14 +368,6 @@ def _shown(value: object) -> str:
     if isinstance(value, list):
         return f"a list of {len(value)} items"
     return quote_value(repr(value))[1:-1]
-
-
-class ConditionType(enum.StrEnum):
-    """The condition types the operator writes, the ones kstatus (Flux, Argo CD, kubectl wait) reads."""
-
-    READY = "Ready"
-    RECONCILING = "Reconciling"
-    STALLED = "Stalled"
 
 
 class ConditionStatus(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""The lifecycle vocabulary: a bot's states and what started its join.
+"""The lifecycle vocabulary: a bot's states and what started its join (`JoinedBy`, from the protocol).
 
 A module of its own so that every API module (the ScheduledBot's spec and
 status, its notifications) can speak of states without importing one another;
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 from typing import Final
+
+from scheduledbot import protocol
+from scheduledbot.protocol import JoinedBy
 
 
 class BotState(enum.StrEnum):
@@ -42,17 +45,9 @@ class BotState(enum.StrEnum):
         return self in RESCHEDULABLE_STATES
 
 
-TERMINAL_STATES: Final = frozenset({BotState.ENDED, BotState.FAILED})
-IN_MEETING_STATES: Final = frozenset(
-    {BotState.JOINING, BotState.WAITING_ROOM, BotState.JOINED, BotState.RECORDING, BotState.LEAVING}
-)
+# The groups the bot reports in are the protocol's; a ScheduledBot adds only its own first two states.
+TERMINAL_STATES: Final = frozenset(map(BotState, protocol.TERMINAL_STATES))
+IN_MEETING_STATES: Final = frozenset(map(BotState, protocol.IN_MEETING_STATES))
 RESCHEDULABLE_STATES: Final = frozenset({BotState.SCHEDULED, BotState.STAGED})
 
-
-class JoinedBy(enum.StrEnum):
-    """What started the join."""
-
-    #: The operator's join call at joinAt.
-    SIGNAL = "signal"
-    #: The bot Pod's own timer, when no signal had come shortly after joinAt.
-    DEADLINE = "deadline"
+__all__ = ["IN_MEETING_STATES", "RESCHEDULABLE_STATES", "TERMINAL_STATES", "BotState", "JoinedBy"]

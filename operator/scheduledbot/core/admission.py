@@ -42,12 +42,12 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from scheduledbot.api.errors import SpecError, quote_value
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec, parse_spec
 from scheduledbot.core.botpod import Refusal, bot_pod
 from scheduledbot.core.children import secret_name
 from scheduledbot.core.model import Defaults
 from scheduledbot.core.templates import ClassCatalog, EffectiveTemplate, ReferenceKind, TemplateSource, references
+from scheduledbot.timestamps import format_time
 
 #: The furthest ahead a bot may be scheduled.
 MAX_AHEAD: Final = timedelta(days=3 * 365)

@@ -30,14 +30,30 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import ValidSpec
 from scheduledbot.api.resource import API_VERSION, KIND
+from scheduledbot.protocol import (
+    CONTROL_PORT_NAME,
+    DEFAULT_CONTROL_PORT,
+    ENV_BOT_CONFIG,
+    ENV_BOT_CONTROL_PORT,
+    ENV_BOT_NAME,
+    ENV_BOT_SELF_JOIN_DELAY_SECONDS,
+    ENV_BOT_TOKEN_FILE,
+    ENV_JOIN_AT,
+    ENV_JOIN_DEADLINE_SECONDS,
+    ENV_MAX_DURATION_SECONDS,
+    ENV_MEETING_URL,
+    ENV_POD_IP,
+    ENV_POD_NAME,
+    ENV_SCHEDULEDBOT_NAME,
+    ENV_SCHEDULEDBOT_NAMESPACE,
+    READY_PATH,
+)
+from scheduledbot.timestamps import format_time
 
 LABEL: Final = "meetingbots.dev/scheduledbot"
 JOIN_AT_ANNOTATION: Final = "meetingbots.dev/join-at"
-CONTROL_PORT_NAME: Final = "control"
-DEFAULT_CONTROL_PORT: Final = 8181
 TOKEN_MOUNT: Final = "/var/run/secrets/meetingbots.dev/token"
 TOKEN_KEY: Final = "token"
 
@@ -130,7 +146,7 @@ def build_pod(
     bot.setdefault(
         "readinessProbe",
         {
-            "httpGet": {"path": "/v1/ready", "port": CONTROL_PORT_NAME},
+            "httpGet": {"path": READY_PATH, "port": CONTROL_PORT_NAME},
             "periodSeconds": 1,
             "failureThreshold": 1,
         },
@@ -195,19 +211,19 @@ def _env(
         return {"fieldRef": {"fieldPath": path}}
 
     return [
-        {"name": "MEETING_URL", "value": spec.meeting_url},
-        {"name": "BOT_NAME", "value": spec.bot_name},
-        {"name": "JOIN_AT", "value": format_time(join_at)},
-        {"name": "BOT_CONFIG", "value": json.dumps(spec.bot_config or {}, sort_keys=True, separators=(",", ":"))},
-        {"name": "SCHEDULEDBOT_NAME", "value": name},
-        {"name": "SCHEDULEDBOT_NAMESPACE", "value": namespace},
-        {"name": "POD_NAME", "valueFrom": field("metadata.name")},
-        {"name": "POD_IP", "valueFrom": field("status.podIP")},
-        {"name": "BOT_CONTROL_PORT", "value": str(port)},
-        {"name": "BOT_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/{TOKEN_KEY}"},
-        {"name": "BOT_SELF_JOIN_DELAY_SECONDS", "value": _num(self_join_delay_seconds)},
-        {"name": "JOIN_DEADLINE_SECONDS", "value": str(join_deadline_seconds)},
-        {"name": "MAX_DURATION_SECONDS", "value": str(max_duration_seconds)},
+        {"name": ENV_MEETING_URL, "value": spec.meeting_url},
+        {"name": ENV_BOT_NAME, "value": spec.bot_name},
+        {"name": ENV_JOIN_AT, "value": format_time(join_at)},
+        {"name": ENV_BOT_CONFIG, "value": json.dumps(spec.bot_config or {}, sort_keys=True, separators=(",", ":"))},
+        {"name": ENV_SCHEDULEDBOT_NAME, "value": name},
+        {"name": ENV_SCHEDULEDBOT_NAMESPACE, "value": namespace},
+        {"name": ENV_POD_NAME, "valueFrom": field("metadata.name")},
+        {"name": ENV_POD_IP, "valueFrom": field("status.podIP")},
+        {"name": ENV_BOT_CONTROL_PORT, "value": str(port)},
+        {"name": ENV_BOT_TOKEN_FILE, "value": f"{TOKEN_MOUNT}/{TOKEN_KEY}"},
+        {"name": ENV_BOT_SELF_JOIN_DELAY_SECONDS, "value": _num(self_join_delay_seconds)},
+        {"name": ENV_JOIN_DEADLINE_SECONDS, "value": str(join_deadline_seconds)},
+        {"name": ENV_MAX_DURATION_SECONDS, "value": str(max_duration_seconds)},
     ]
 
 

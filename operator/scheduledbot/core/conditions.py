@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.models import BotState, Condition, ConditionStatus
+from scheduledbot.timestamps import format_time
 
 
 def build_conditions(

@@ -16,15 +16,13 @@ from datetime import datetime
 from typing import Final
 
 from scheduledbot.api.models import (
-    IN_MEETING_STATES,
-    RESCHEDULABLE_STATES,
-    TERMINAL_STATES,
     JoinedBy,
     ScheduledBotStatus,
     ValidSpec,
 )
+from scheduledbot.protocol import DEFAULT_CONTROL_PORT
 
-#: The seed's "minimum lead time": a shorter lead is accepted, staged at once, and flagged.
+#: The recommended minimum lead time: a shorter lead is accepted, staged at once, and flagged.
 MIN_RECOMMENDED_LEAD_SECONDS: Final = 120
 
 #: How long a deleted ScheduledBot that is in a meeting waits for its bot to leave.
@@ -75,8 +73,8 @@ class PodView:
     ready: bool
     ip: str | None
     deleting: bool
-    #: The container port named `control` (bot protocol), 8181 unless the template says otherwise.
-    control_port: int = 8181
+    #: The container port named `control` (bot protocol), the default unless the template says otherwise.
+    control_port: int = DEFAULT_CONTROL_PORT
     waiting_reason: str | None = None
     waiting_message: str | None = None
     exit_code: int | None = None
@@ -227,15 +225,8 @@ class Plan:
     follow: str | None = None
 
 
-IN_MEETING: Final = IN_MEETING_STATES
-TERMINAL: Final = TERMINAL_STATES
-PRE_JOIN: Final = RESCHEDULABLE_STATES
-
 __all__ = [
     "FINALIZER",
-    "IN_MEETING",
-    "PRE_JOIN",
-    "TERMINAL",
     "Action",
     "AddFinalizer",
     "ArmJoin",

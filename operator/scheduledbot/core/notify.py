@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus
 from scheduledbot.api.notify import (
     MAX_ERROR_LENGTH,
@@ -61,6 +60,7 @@ from scheduledbot.api.notify import (
     SecretKeyRef,
 )
 from scheduledbot.api.states import BotState
+from scheduledbot.timestamps import format_time, parse_time
 
 #: `2 ** n` past this is far beyond any cap, and would only risk an overflow.
 _MAX_EXPONENT: Final = 30
@@ -265,7 +265,7 @@ def plan_delivery(
         if sink is None:
             wake_at = _deadline(head, policy) + timedelta(microseconds=1)
         else:
-            due = parse_join_at(notes.next_attempt_at) if notes.next_attempt_at else None
+            due = parse_time(notes.next_attempt_at) if notes.next_attempt_at else None
             deliver = Deliver(
                 id=notification_id(uid=uid, sequence=head.sequence),
                 notice=head,
@@ -401,7 +401,7 @@ def _failed(notice: Notice, *, uid: str, reason: str, message: str, now: datetim
 
 
 def _deadline(notice: Notice, policy: RetryPolicy) -> datetime:
-    return parse_join_at(notice.at) + timedelta(seconds=policy.max_retry_seconds)
+    return parse_time(notice.at) + timedelta(seconds=policy.max_retry_seconds)
 
 
 def _cut(text: str, limit: int) -> str:

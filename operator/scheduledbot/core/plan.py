@@ -27,18 +27,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from scheduledbot.api.joinat import format_time, parse_join_at
-from scheduledbot.api.models import BotState, JoinedBy, ScheduledBotStatus, ValidSpec
+from scheduledbot.api.models import (
+    IN_MEETING_STATES,
+    RESCHEDULABLE_STATES,
+    TERMINAL_STATES,
+    BotState,
+    JoinedBy,
+    ScheduledBotStatus,
+    ValidSpec,
+)
 from scheduledbot.core.children import pod_name
 from scheduledbot.core.conditions import build_conditions
 from scheduledbot.core.model import (
     FINALIZER,
-    IN_MEETING,
     LEAVE_TIMEOUT_SECONDS,
     MIN_RECOMMENDED_LEAD_SECONDS,
-    PRE_JOIN,
     SIGNAL_RETRY_SECONDS,
-    TERMINAL,
     Action,
     AddFinalizer,
     ArmJoin,
@@ -58,6 +62,7 @@ from scheduledbot.core.model import (
     PodView,
     RemoveFinalizer,
 )
+from scheduledbot.timestamps import format_time, parse_time
 
 __all__ = ["FINALIZER", "plan", "request_id"]
 
@@ -74,17 +79,17 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
     state = bot.status.state
     if bot.deleted_at is not None:
         return _deleting(bot, observed, now)
-    if state in TERMINAL:
+    if state in TERMINAL_STATES:
         return Plan(status=_observe(bot, bot.status), actions=_release_finalizer(bot))
     if bot.spec is None:
-        if state in IN_MEETING:  # CEL keeps the meeting fields fixed; a bad edit elsewhere waits
+        if state in IN_MEETING_STATES:  # CEL keeps the meeting fields fixed; a bad edit elsewhere waits
             return _in_meeting(bot, _observe(bot, bot.status), observed, defaults, now)
         return _fail(bot, now, "InvalidSpec", bot.spec_error or "invalid spec", _drop_pod(observed))
     spec = bot.spec
     timing = _Timing(spec, defaults)
     if state is None:
         return _first_sight(bot, spec, timing, now)
-    if state in PRE_JOIN:
+    if state in RESCHEDULABLE_STATES:
         moved = _reschedule_note(bot, spec, timing)
         base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
         if observed.rejection is not None:
@@ -360,7 +365,7 @@ def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defa
         if new is BotState.JOINED and base.joined_at is None:
             fields["joined_at"] = format_time(report.since or now)
             actions.append(Emit(type=EventType.NORMAL, reason="Joined", message="the bot is in the meeting"))
-        if new in TERMINAL:
+        if new in TERMINAL_STATES:
             fields["ended_at"] = format_time(report.since or now)
         if new is BotState.FAILED:
             why = report.reason or "BotFailed"
@@ -421,7 +426,7 @@ def _deleting(bot: BotView, observed: Observed, now: datetime) -> Plan:
         # Still shown while it leaves: `kubectl get sbot -w` sees leaving, then ended.
         new = BotState(report.state)
         status = _with_state(bot, status, new, now, _camel(new), report.message or f"the bot is {new.value}")
-    if bot.status.state in IN_MEETING and not gone and now < give_up and pod is not None and pod.ip:
+    if bot.status.state in IN_MEETING_STATES and not gone and now < give_up and pod is not None and pod.ip:
         address = _address(pod)
         return Plan(
             status=status,
@@ -528,4 +533,4 @@ def _ms(delta: timedelta) -> int:
 
 
 def _parse(text: str) -> datetime:
-    return parse_join_at(text)
+    return parse_time(text)

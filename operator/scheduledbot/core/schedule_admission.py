@@ -22,9 +22,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.joinat import format_time
 from scheduledbot.api.schedule import ValidRRule, ValidSchedule, parse_schedule_spec
 from scheduledbot.core.occurrences import build_rrule
+from scheduledbot.timestamps import format_time
 
 MAX_FEED_URL_LENGTH: Final = 4096
 _FEED_FORM: Final = "expected an https URL such as https://calendar.example.com/private-.../basic.ics"

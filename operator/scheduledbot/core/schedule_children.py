@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import Any, Final
 
 from scheduledbot.api import resource
-from scheduledbot.api.joinat import JoinAtError, format_time, parse_join_at
 from scheduledbot.api.models import BotState
 from scheduledbot.api.schedule import MAX_NAME_LENGTH, SourceKind, ValidSchedule
 from scheduledbot.core.children import label_value
 from scheduledbot.core.occurrences import Occurrence
+from scheduledbot.timestamps import format_time, parse_time
 
 #: On every child: the BotSchedule's name (list a schedule's children with `-l`).
 SCHEDULE_LABEL: Final = "meetingbots.dev/botschedule"
@@ -161,6 +161,6 @@ def _time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return parse_join_at(text)
-    except JoinAtError:
+        return parse_time(text)
+    except ValueError:
         return None

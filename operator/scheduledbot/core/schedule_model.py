@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.joinat import JoinAtError, parse_join_at
 from scheduledbot.api.schedule import BotScheduleStatus, ValidSchedule, parse_schedule_spec
 from scheduledbot.core.model import Emit, EventType
 from scheduledbot.core.occurrences import Feed
+from scheduledbot.timestamps import parse_time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,10 +73,7 @@ def observe_schedule(body: Mapping[str, Any], *, extra_hosts: frozenset[str]) ->
 def _time(text: object) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"not a timestamp: {text!r}")
-    try:
-        return parse_join_at(text, field="metadata")
-    except JoinAtError as error:
-        raise ValueError(str(error)) from None
+    return parse_time(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

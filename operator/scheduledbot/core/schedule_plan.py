@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from scheduledbot.api.joinat import JoinAtError, format_time, parse_join_at
 from scheduledbot.api.models import IN_MEETING_STATES, TERMINAL_STATES, BotState, ConditionStatus
 from scheduledbot.api.platforms import MeetingUrlError, normalize_meeting_url
 from scheduledbot.api.schedule import (
@@ -82,6 +81,7 @@ from scheduledbot.core.schedule_model import (
     SchedulePlan,
     ScheduleView,
 )
+from scheduledbot.timestamps import format_time, parse_time
 
 #: A child created for an occurrence that has begun joins this long after the pass (the webhook refuses a past joinAt).
 LATE_JOIN_MARGIN: Final = timedelta(seconds=5)
@@ -652,8 +652,8 @@ def _parse(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        return parse_join_at(text, field="status")
-    except JoinAtError:
+        return parse_time(text)
+    except ValueError:
         return None
 
 

@@ -17,6 +17,12 @@ from typing import Any
 import yaml
 
 from scheduledbot.core.children import default_template
+from scheduledbot.core.election import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+    Timing,
+)
 from scheduledbot.core.model import Defaults
 from scheduledbot.core.tokens import MIN_KEY_BYTES
 
@@ -52,6 +58,11 @@ class Settings:
     token_key_file: Path | None = None
     health_listen: str = "127.0.0.1"
     metrics_listen: str = "127.0.0.1"
+    #: Off: this process is the only one and always writes. On: runtime/leader.py.
+    leader_election: bool = False
+    leader_election_namespace: str = "default"
+    leader_election_lease_name: str = "scheduledbot-operator"
+    leader_election_timing: Timing = field(default_factory=Timing)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -223,11 +234,62 @@ def parser() -> argparse.ArgumentParser:
         help="accepted common name of that client certificate, repeatable; default: any the CA signed "
         "[SCHEDULEDBOT_WEBHOOK_CLIENT_NAMES, comma-separated]",
     )
+    add(
+        "--leader-elect",
+        action="store_true",
+        default=_env("LEADER_ELECT", "off") == "on",
+        help="run as one of several replicas: only the holder of a Lease writes, the others stand by with the "
+        "same picture and the same armed joins [SCHEDULEDBOT_LEADER_ELECT=on]",
+    )
+    add(
+        "--leader-election-namespace",
+        default=_env("LEADER_ELECTION_NAMESPACE"),
+        metavar="NS",
+        help="namespace of the Lease; default: the Pod's own (POD_NAMESPACE), else default "
+        "[SCHEDULEDBOT_LEADER_ELECTION_NAMESPACE]",
+    )
+    add(
+        "--leader-election-lease-name",
+        default=_env("LEADER_ELECTION_LEASE_NAME", "scheduledbot-operator"),
+        metavar="NAME",
+        help="name of the Lease; replicas of one installation share it [SCHEDULEDBOT_LEADER_ELECTION_LEASE_NAME]",
+    )
+    add(
+        "--leader-election-lease-duration",
+        type=float,
+        default=float(_env("LEADER_ELECTION_LEASE_DURATION", str(DEFAULT_LEASE_DURATION)) or DEFAULT_LEASE_DURATION),
+        metavar="SECONDS",
+        help="how long a standby waits, after it last saw the Lease renewed, before it takes over (whole seconds) "
+        "[SCHEDULEDBOT_LEADER_ELECTION_LEASE_DURATION]",
+    )
+    add(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=float(_env("LEADER_ELECTION_RENEW_DEADLINE", str(DEFAULT_RENEW_DEADLINE)) or DEFAULT_RENEW_DEADLINE),
+        metavar="SECONDS",
+        help="how long the leader keeps writing without a successful renewal; shorter than the lease duration "
+        "[SCHEDULEDBOT_LEADER_ELECTION_RENEW_DEADLINE]",
+    )
+    add(
+        "--leader-election-retry-period",
+        type=float,
+        default=float(_env("LEADER_ELECTION_RETRY_PERIOD", str(DEFAULT_RETRY_PERIOD)) or DEFAULT_RETRY_PERIOD),
+        metavar="SECONDS",
+        help="how often the leader renews and a standby looks at the Lease [SCHEDULEDBOT_LEADER_ELECTION_RETRY_PERIOD]",
+    )
     return p
 
 
 def load(argv: list[str] | None = None) -> Settings:
-    args = parser().parse_args(argv)
+    flags = parser()
+    args = flags.parse_args(argv)
+    timing = Timing(
+        lease_duration=args.leader_election_lease_duration,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    )
+    if problems := timing.problems():
+        flags.error("--leader-election-lease-duration/-renew-deadline/-retry-period: " + "; ".join(problems))
     namespaces = tuple(args.namespaces or ()) or _csv(_env("NAMESPACES"))
     if args.default_template_file:
         template = yaml.safe_load(Path(args.default_template_file).read_text())
@@ -260,6 +322,10 @@ def load(argv: list[str] | None = None) -> Settings:
         webhook_configuration=_configuration_mode(args.webhook_configuration, service=args.webhook_service),
         webhook_client_ca_file=Path(args.webhook_client_ca_file) if args.webhook_client_ca_file else None,
         webhook_client_names=frozenset(args.webhook_client_names or _csv(_env("WEBHOOK_CLIENT_NAMES"))),
+        leader_election=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
+        leader_election_lease_name=args.leader_election_lease_name,
+        leader_election_timing=timing,
     )
 
 

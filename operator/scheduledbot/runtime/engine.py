@@ -23,15 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.joinat import format_time, parse_join_at
 from scheduledbot.api.models import ScheduledBotStatus, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core import children, tokens
@@ -61,6 +60,7 @@ from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ _RETRY_CAP_SECONDS = 60.0
 _REFUSALS = frozenset({400, 403, 422})
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
+#: What only the leader does (runtime/leader.py): every write to the API server. Joins,
+#: the state long-poll and the bot's leave and move calls are idempotent at the bot: a
+#: standby makes them too, so that it is ready the instant it leads.
+_WRITES = (Emit, CreateSecret, CreatePod, DeletePod, AddFinalizer, RemoveFinalizer)
 
 
 @dataclass(slots=True)
@@ -102,10 +106,19 @@ class _Entry:
 
 class Engine:
     def __init__(
-        self, *, settings: Settings, kube: Kube, bots: BotClient, metrics: Metrics, classes: ClassCatalog | None = None
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        bots: BotClient,
+        metrics: Metrics,
+        classes: ClassCatalog | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._settings = settings
         self._classes = classes if classes is not None else ClassCatalog()
+        #: Whether this replica may write now; always, without leader election.
+        self._leading = leading
         self._kube = kube
         self._bots = bots
         self._metrics = metrics
@@ -154,6 +167,11 @@ class Engine:
 
     # Passes -------------------------------------------------------------------------------
 
+    def wake_all(self) -> None:
+        """A pass of every bot now: this replica has just become the one that writes."""
+        for key in list(self._entries):
+            self.poke(key)
+
     def poke(self, key: Key) -> None:
         entry = self._entries.get(key)
         if entry is None:
@@ -194,11 +212,18 @@ class Engine:
         )
         decision = plan(bot=bot, observed=observed, defaults=self._defaults(bot), now=now)
         for action in decision.actions:
+            if isinstance(action, _WRITES) and not self._leading():
+                continue
             if not await self._act(entry, bot, action, now):
                 # Refused: this plan is void; the next pass decides with the refusal observed.
                 entry.dirty = True
                 return
-        await self._publish(entry, decision.status)
+        if self._leading():
+            await self._publish(entry, decision.status)
+        elif decision.wake_at is not None and decision.wake_at <= now:
+            # "Now" asks for the step after a write a standby did not make: the leader's
+            # write (its watch event) or this replica's taking the lead brings the next pass.
+            decision = replace(decision, wake_at=None)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
 
@@ -441,8 +466,8 @@ class Engine:
             namespace=meta["namespace"],
             uid=meta["uid"],
             generation=int(meta.get("generation") or 1),
-            created_at=parse_join_at(meta["creationTimestamp"]),
-            deleted_at=parse_join_at(deleted) if deleted else None,
+            created_at=parse_time(meta["creationTimestamp"]),
+            deleted_at=parse_time(deleted) if deleted else None,
             has_finalizer=FINALIZER in (meta.get("finalizers") or []),
             spec=spec,
             spec_error=error,
@@ -463,7 +488,7 @@ class Engine:
             None,
         )
         if created and ready_at:
-            self._metrics.staging_time.observe((parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
+            self._metrics.staging_time.observe((parse_time(ready_at) - parse_time(created)).total_seconds())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -24,6 +24,7 @@ from scheduledbot.runtime.admission import AdmissionServer, Reviewer
 from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
+from scheduledbot.runtime.leader import LeaderElector, identity
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.webhook import (
     WEBHOOK_NAMES,
@@ -32,6 +33,8 @@ from scheduledbot.runtime.webhook import (
     server_context,
     service_names,
 )
+from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
+from scheduledbot.runtime.webhook_ca import shared_authority
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,26 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # class would skip its rules. kopf's watch keeps the catalog current from here on.
     memo.classes = ClassCatalog()
     memo.classes.replace(await kube.list_bot_classes())
-    memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, classes=memo.classes)
+    memo.elector = None
+    if config.leader_election:
+        memo.elector = LeaderElector(
+            kube=kube,
+            namespace=config.leader_election_namespace,
+            name=config.leader_election_lease_name,
+            identity=identity(),
+            timing=config.leader_election_timing,
+            metrics=metrics,
+        )
+        memo.engine = Engine(
+            settings=config,
+            kube=kube,
+            bots=memo.bots,
+            metrics=metrics,
+            classes=memo.classes,
+            leading=memo.elector.leading,
+        )
+    else:
+        memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, classes=memo.classes)
     if config.token_key_file is None:
         log.warning(
             "no --token-key-file: bot tokens are derived from a key made for this start only; bots staged "
@@ -77,6 +99,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             memo.engine.pod_event(None, pod)
     if config.webhook:
         await _serve_webhook(memo, config, kube)
+    if memo.elector is not None:
+        # Last: the picture is complete when this replica first leads and passes every bot.
+        memo.elector.start(on_leading=memo.engine.wake_all)
 
 
 async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
@@ -86,7 +111,17 @@ async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
         cert, key = directory / "tls.crt", directory / "tls.key"
     else:
         names = service_names(config.webhook_service) if config.webhook_service else [config.webhook_host]
-        cert, key, ca = make_certificates(directory, names=names, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        authority = None
+        if config.leader_election and config.webhook_configuration == "patch":
+            # Replicas behind one Service must all be trusted by the one caBundle.
+            authority = await shared_authority(
+                kube,
+                namespace=config.leader_election_namespace,
+                name=ca_secret_name(config.webhook_config_name),
+                now=now,
+            )
+        cert, key, ca = make_certificates(directory, names=names, now=now, authority=authority)
     reviewer = Reviewer(settings=config, kube=kube, classes=memo.classes)
     server = AdmissionServer(
         review=lambda request, authenticated: reviewer.review(request, authenticated=authenticated),
@@ -120,6 +155,9 @@ async def _serve_webhook(memo: kopf.Memo, config: Settings, kube: Kube) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.settings
+    if getattr(memo, "elector", None) is not None:
+        # First: no write after this, and the standby takes over at its next round.
+        await memo.elector.stop()
     if getattr(memo, "webhook_server", None):
         await memo.webhook_server.stop()
     await memo.engine.close()

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from scheduledbot.runtime import handlers  # noqa: F401, PLC0415
 
     kopf.run(
-        standalone=True,  # one replica (Deployment strategy Recreate); no peering objects
+        standalone=True,  # no kopf peering: replicas coordinate through a Lease (runtime/leader.py)
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=f"http://{_host(settings.health_listen)}:{settings.health_port}/healthz",

@@ -30,6 +30,20 @@ class _States(Collector):
         yield family
 
 
+class _Leader(Collector):
+    """1 while this replica may write (read at scrape time: a lapsed lease shows 0 at once)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], bool] = lambda: True
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "scheduledbot_leader",
+            "1 if this replica holds the leader Lease (or runs alone), else 0",
+            value=int(self.source()),
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -57,11 +71,22 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.leadership_transitions = Counter(
+            "scheduledbot_leadership_transitions",
+            "Times this replica became leader (acquired) or stopped being it (lost, released)",
+            ["change"],
+            registry=self.registry,
+        )
         self._states = _States()
         self.registry.register(self._states)
+        self._leader = _Leader()
+        self.registry.register(self._leader)
 
     def bind_states(self, source: Callable[[], dict[str, int]]) -> None:
         self._states.source = source
+
+    def bind_leader(self, source: Callable[[], bool]) -> None:
+        self._leader.source = source
 
     def serve(self, port: int, *, address: str) -> None:
         if port:

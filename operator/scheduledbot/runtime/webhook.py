@@ -82,9 +82,12 @@ _HAS_TEMPLATE: Final = "has(object.spec.template)"
 TIMEOUT_SECONDS: Final = 10
 
 
-def make_certificates(directory: Path, *, names: list[str], now: dt.datetime) -> tuple[Path, Path, bytes]:
-    """Write a serving certificate and key for `names`; returns (cert, key, CA PEM)."""
-    directory.mkdir(parents=True, exist_ok=True)
+#: A CA and its key: made at each start, or shared by replicas (runtime/webhook_ca.py).
+Authority = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def make_authority(*, now: dt.datetime, days: int = 365) -> Authority:
+    """A CA for the webhook's serving certificates, valid `days`."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scheduledbot-operator webhook CA")])
     ca = (
@@ -94,10 +97,21 @@ def make_certificates(directory: Path, *, names: list[str], now: dt.datetime) ->
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca, ca_key
+
+
+def make_certificates(
+    directory: Path, *, names: list[str], now: dt.datetime, authority: Authority | None = None
+) -> tuple[Path, Path, bytes]:
+    """Write a serving certificate and key for `names`, signed by `authority` (default: a new CA);
+    returns (cert, key, CA PEM)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = authority or make_authority(now=now)
+    ca_name = ca.subject
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
     for name in names:
@@ -112,7 +126,7 @@ def make_certificates(directory: Path, *, names: list[str], now: dt.datetime) ->
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_after(min(now + dt.timedelta(days=365), ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

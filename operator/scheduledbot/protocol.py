@@ -1,23 +1,24 @@
-"""The wire format of bot protocol v1: names, the state document, the join request.
+"""Bot protocol v1 (docs/bot-protocol.md): the contract between the operator and a bot Pod.
 
-Why a module of its own
-=======================
-
-The operator's adapter and the in-pod agent are written separately against
-docs/bot-protocol.md. Keeping every name that crosses the
-wire here (paths, environment variables, states, JSON keys) makes the agent's
-side reviewable against the contract in one screen, and lets a test import the
-same constants instead of repeating string literals.
+Why a module of its own, at the bottom
+======================================
+The operator builds the Pod (`core.children`) and talks to it (`adapters.bots`);
+the in-pod agent (`agent`) answers. Both sides import every name that crosses
+the wire from here (paths, the port and its name, environment variables, states
+and their groups, `joinedBy`, the documents), so the contract is one screen that
+neither side can drift from, and `agent` needs nothing of the operator to speak it.
 
 Nothing here does I/O or reads a clock: timestamps are passed in.
 """
 
 from __future__ import annotations
 
-import datetime
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
+
+from scheduledbot.timestamps import format_epoch, parse_epoch
 
 PROTOCOL_VERSION: Final = "v1"
 
@@ -52,10 +53,22 @@ ENV_JOIN_REQUEST_ID: Final = "JOIN_REQUEST_ID"
 ENV_JOINED_BY: Final = "JOINED_BY"
 
 BotState: TypeAlias = Literal["ready", "joining", "waiting_room", "joined", "recording", "leaving", "ended", "failed"]
-JoinedBy: TypeAlias = Literal["signal", "deadline"]
+
+
+class JoinedBy(enum.StrEnum):
+    """What started the join (`joinedBy`)."""
+
+    #: The operator's join call at joinAt.
+    SIGNAL = "signal"
+    #: The bot Pod's own timer, when no signal had come shortly after joinAt.
+    DEADLINE = "deadline"
+
 
 ALL_STATES: Final[frozenset[str]] = frozenset(get_args(BotState))
+#: Nothing follows: the bot is done and its Pod exits.
 TERMINAL_STATES: Final[frozenset[str]] = frozenset({"ended", "failed"})
+#: Joining, in, or leaving the meeting: a ScheduledBot deleted now makes its bot leave first.
+IN_MEETING_STATES: Final[frozenset[str]] = frozenset({"joining", "waiting_room", "joined", "recording", "leaving"})
 #: States a bot reports itself; `ready` and `joining` belong to the agent.
 REPORTABLE_STATES: Final[frozenset[str]] = frozenset(
     {"waiting_room", "joined", "recording", "leaving", "ended", "failed"}
@@ -69,28 +82,6 @@ REASON_PREPARE_FAILED: Final = "PrepareFailed"
 REASON_MAX_DURATION: Final = "MaxDuration"
 REASON_TERMINATED: Final = "Terminated"
 REASON_LEAVE_REQUESTED: Final = "LeaveRequested"
-
-
-def format_timestamp(epoch_seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. ``2025-06-16T16:55:00.123Z``.
-
-    Milliseconds because join lateness is published in milliseconds; a coarser
-    ``since`` would make the agent's own record useless for checking it.
-    """
-    moment = datetime.datetime.fromtimestamp(epoch_seconds, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_timestamp(text: str) -> float:
-    """Parse an RFC 3339 / ISO 8601 timestamp with an explicit offset to epoch seconds.
-
-    A naive timestamp is refused: a join time without an offset is ambiguous,
-    and guessing the Pod's local zone would silently shift the join.
-    """
-    moment = datetime.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a UTC offset: {text!r}")
-    return moment.timestamp()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +111,7 @@ class StateDoc:
             "protocol": PROTOCOL_VERSION,
             "version": self.version,
             "state": self.state,
-            "since": format_timestamp(self.since),
+            "since": format_epoch(self.since),
             "message": self.message,
             "reason": self.reason,
             "joinedBy": self.joined_by,
@@ -154,7 +145,7 @@ class JoinRequest:
         bot_name = _optional_str(body, "botName")
         join_at_text = _optional_str(body, "joinAt")
         try:
-            join_at = parse_timestamp(join_at_text) if join_at_text else None
+            join_at = parse_epoch(join_at_text) if join_at_text else None
         except ValueError as exc:
             raise ValueError(f"joinAt: {exc}") from None
         return cls(request_id=request_id, meeting_url=meeting_url, bot_name=bot_name, join_at=join_at)
