@@ -112,8 +112,12 @@ def test_the_operator_can_create_no_admission_configuration_and_read_no_secret(
     assert admission == {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "scheduledbot-operator")
     }
-    # Create only: bot tokens are derived from the operator's key, never read back.
-    assert {verb for group, resource, verb, _ in granted if resource == "secrets"} == {"create"}
+    # Create only: bot tokens are derived from the operator's key, never read back. The one
+    # Secret read is the replicas' shared webhook CA, by name, in the operator's own namespace.
+    secrets = {(verb, name) for group, resource, verb, name in granted if resource == "secrets"}
+    assert secrets == {("create", None), ("get", "scheduledbot-operator-webhook-ca")}
+    elsewhere = can_i(cluster, installed["user"], "default")
+    assert {(verb, name) for group, resource, verb, name in elsewhere if resource == "secrets"} == {("create", None)}
     for verb in ("create", "update", "delete"):
         for resource in (
             "validatingwebhookconfigurations",
