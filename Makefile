@@ -64,8 +64,13 @@ install: ## apply the CRD to the current kubeconfig's cluster
 	kubectl apply --server-side -f crds/
 
 MANIFESTS   ?= manifests/
+OPERATOR_NAMESPACE ?= scheduledbot-system
 deploy: ## apply all manifests (server-side: the CRD is too large for client-side apply; MANIFESTS=overlay)
 	kubectl apply --server-side -k $(MANIFESTS)
+	@# The key bot tokens are derived from: made once, never replaced (that would orphan staged bots).
+	kubectl -n $(OPERATOR_NAMESPACE) get secret scheduledbot-token-key >/dev/null 2>&1 || \
+	  kubectl -n $(OPERATOR_NAMESPACE) create secret generic scheduledbot-token-key \
+	    --from-literal=key="$$(head -c 32 /dev/urandom | base64)"
 
 bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
 	$(PY) -m bench $(if $(FULL),--full,)

@@ -104,7 +104,7 @@ def test_the_cluster_wide_install_grants_exactly_what_the_code_calls(cluster: An
     assert elsewhere == code_calls("scheduledbot-operator", home=False)
 
 
-def test_the_operator_can_create_no_admission_configuration_and_list_no_secret(
+def test_the_operator_can_create_no_admission_configuration_and_reads_secrets_only_by_get(
     cluster: Any, installed: dict[str, str]
 ) -> None:
     granted = can_i(cluster, installed["user"], installed["namespace"])
@@ -112,7 +112,16 @@ def test_the_operator_can_create_no_admission_configuration_and_list_no_secret(
     assert admission == {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "scheduledbot-operator")
     }
-    assert {verb for group, resource, verb, _ in granted if resource == "secrets"} == {"get", "create"}
+    # Bot tokens are derived from the operator's key, never read back. `get` serves the Secrets
+    # a tenant's spec names for an opt-in feature (used only when they carry its label), and
+    # the replicas' shared webhook CA, by name, in the operator's own namespace.
+    secrets = {(verb, name) for group, resource, verb, name in granted if resource == "secrets"}
+    assert secrets == {("create", None), ("get", None), ("get", "scheduledbot-operator-webhook-ca")}
+    elsewhere = can_i(cluster, installed["user"], "default")
+    assert {(verb, name) for group, resource, verb, name in elsewhere if resource == "secrets"} == {
+        ("create", None),
+        ("get", None),
+    }
     for verb in ("create", "update", "delete"):
         for resource in (
             "validatingwebhookconfigurations",
@@ -121,7 +130,7 @@ def test_the_operator_can_create_no_admission_configuration_and_list_no_secret(
         ):
             answer = cluster.kubectl("auth", "can-i", verb, resource, f"--as={installed['user']}", check=False)
             assert answer.stdout.strip() == "no", (verb, resource)
-    for verb in ("list", "watch"):
+    for verb in ("get", "list", "watch"):
         answer = cluster.kubectl("auth", "can-i", verb, "secrets", "-A", f"--as={installed['user']}", check=False)
         assert answer.stdout.strip() == "no", verb
 

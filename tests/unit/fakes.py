@@ -13,9 +13,9 @@ Nothing here sleeps on the wall clock: the scenarios advance looptime's clock.
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -137,7 +137,7 @@ class FakeBot:
             self.set("joining", joinedBy=by, requestId=request_id, joinStartedAt=self._stamp())
 
     def report(self) -> BotReport:
-        return parse_report(self.doc)
+        return parse_report(json.dumps(self.doc).encode())
 
 
 class FakeLine:
@@ -356,13 +356,6 @@ class FakeCluster:
         self.secrets[name] = copy.deepcopy(body)
         return True
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        secret = self.secrets.get(name)
-        if secret is None:
-            return None
-        token = base64.b64decode(secret["data"][children.TOKEN_KEY])
-        return {"data": {children.TOKEN_KEY: base64.b64encode(token).decode()}}
-
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         self._fail("patch_status")
         body = copy.deepcopy(self.bot(name))
@@ -395,7 +388,10 @@ class FakeCluster:
             for pod in [o for (kind, _), o in self.objects.items() if kind == "pods"]:
                 if children.pod_name(name) == pod["metadata"]["name"]:
                     self.finish_deletion(pod["metadata"]["name"])
-            self.secrets.pop(children.secret_name(name), None)
+            # The garbage collector's part: the token Secret goes with its owner.
+            owned = [k for k, v in self.secrets.items() if _owner_uid(v) == meta.get("uid")]
+            for key in owned:
+                del self.secrets[key]
             return body
         self.objects[("bots", name)] = self._stamped(body)
         self._deliver("bot", "MODIFIED", body)
@@ -495,3 +491,9 @@ class World:
 
     def spins(self) -> float:
         return self.metrics.registry.get_sample_value("scheduledbot_pass_spins_total") or 0.0
+
+
+def _owner_uid(body: dict[str, Any]) -> str | None:
+    owners = body["metadata"].get("ownerReferences") or [{}]
+    uid = owners[0].get("uid")
+    return str(uid) if uid else None

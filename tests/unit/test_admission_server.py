@@ -21,7 +21,8 @@ from scheduledbot.adapters.kube import ApiError
 from scheduledbot.api.review import AdmissionRequest, review_uid
 from scheduledbot.core.children import default_template
 from scheduledbot.core.model import Defaults
-from scheduledbot.runtime.admission import MAX_REVIEW_BYTES, AdmissionServer, ClassCatalog, Decision, Reviewer
+from scheduledbot.runtime.admission import MAX_REVIEW_BYTES, AdmissionServer, Decision, Reviewer
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"

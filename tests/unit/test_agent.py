@@ -16,6 +16,7 @@ from looptime import LoopTimeProxy
 
 from agent_states import until
 from scheduledbot.agent import Agent, AgentSettings, Bot, BotFailure, Meeting
+from scheduledbot.agent.server import MAX_CONNECTIONS, MIN_IDLE_SECONDS, idle_timeout_for
 from scheduledbot.protocol import JoinedBy
 
 pytestmark = [pytest.mark.looptime(end=3600), pytest.mark.timeout(10)]
@@ -182,7 +183,8 @@ async def test_a_connection_opened_while_staged_still_carries_the_join_two_hours
     tracing = aiohttp.TraceConfig()
     tracing.on_connection_create_end.append(lambda *_: _record(connections, "new"))
     tracing.on_connection_reuseconn.append(lambda *_: _record(connections, "reused"))
-    agent = await make_agent()
+    # Idle connections are kept through the join deadline: the operator's waits for joinAt.
+    agent = await make_agent(join_at=T0 + 7300, join_deadline=120.0)
     connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=10_000)
     async with aiohttp.ClientSession(connector=connector, trace_configs=[tracing]) as staged:
         assert (await call(staged, agent, "GET", "/v1/ready", token=None))[0] == 200
@@ -507,3 +509,62 @@ async def test_a_bot_that_reports_ended_but_never_returns_does_not_hold_the_pod(
     await call(http, agent, "POST", "/v1/join", json=JOIN)
     assert await agent.wait() == 0
     assert looptime == 15
+
+
+@pytest.mark.parametrize(
+    "join_at",
+    ["2025-06-15 15:09:40+00:00", "2025-06-15T15:09+00:00", "2025-06-15T15:09:40.1234567891+00:00", "2025-06-15"],
+    ids=["space", "no-seconds", "ten-fraction-digits", "date-only"],
+)
+async def test_a_schedule_takes_only_the_times_the_operator_itself_accepts(
+    make_agent: MakeAgent, http: aiohttp.ClientSession, join_at: str
+) -> None:
+    agent = await make_agent(FakeBot(), join_at=T0 + 100, join_deadline=300.0)
+    status, answer = await call(http, agent, "POST", "/v1/schedule", json={"joinAt": join_at})
+    assert status == 400
+    assert answer["error"].startswith("joinAt: ") and "expected ISO 8601 with an offset" in answer["error"]
+
+
+async def test_connections_over_the_cap_are_closed_as_they_are_accepted(
+    make_agent: MakeAgent, http: aiohttp.ClientSession
+) -> None:
+    agent = await make_agent()
+    opened = [await asyncio.open_connection("127.0.0.1", agent.port) for _ in range(MAX_CONNECTIONS + 8)]
+    await asyncio.sleep(0.1)
+    closed = [reader for reader, _ in opened if reader.at_eof()]
+    assert len(closed) == 8
+    for _, writer in opened:
+        writer.close()
+    await asyncio.sleep(0.1)
+    assert (await call(http, agent, "GET", "/v1/ready", token=None))[0] == 200  # room again
+
+
+async def test_a_request_with_too_many_headers_is_refused(make_agent: MakeAgent, http: aiohttp.ClientSession) -> None:
+    agent = await make_agent()
+    flood = {f"X-Flood-{i}": "y" for i in range(100)}
+    async with http.get(f"http://127.0.0.1:{agent.port}/v1/ready", headers=flood) as response:
+        assert response.status == 400
+
+
+async def test_a_join_body_over_64_kib_is_refused_unread(make_agent: MakeAgent, http: aiohttp.ClientSession) -> None:
+    agent = await make_agent()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {**JOIN, "botName": "n" * 200_000}
+    async with http.post(f"http://127.0.0.1:{agent.port}/v1/join", json=body, headers=headers) as response:
+        assert response.status == 413
+    assert agent.state.doc.state == "ready"
+
+
+@pytest.mark.parametrize(
+    ("join_at", "deadline", "now", "kept"),
+    [
+        (None, None, T0, MIN_IDLE_SECONDS),
+        (T0 + 3600, 120.0, T0, 3600 + 120 + MIN_IDLE_SECONDS),
+        (T0 - 7200, 120.0, T0, MIN_IDLE_SECONDS),
+    ],
+    ids=["no-join-time", "before-the-deadline", "long-after-it"],
+)
+def test_idle_connections_are_kept_through_the_join_deadline_then_briefly(
+    join_at: float | None, deadline: float | None, now: float, kept: float
+) -> None:
+    assert idle_timeout_for(join_at=join_at, join_deadline=deadline, now=now) == kept

@@ -26,15 +26,19 @@ from scheduledbot import protocol
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.agent import Agent, AgentSettings, Bot, Meeting
 from scheduledbot.api.models import BotState, parse_spec
-from scheduledbot.core.children import build_pod, build_secret, control_port_of
+from scheduledbot.core import tokens
+from scheduledbot.core.children import build_pod, build_secret, control_port_of, secret_name
 from scheduledbot.core.model import BotReport
 from scheduledbot.protocol import JoinedBy
 from scheduledbot.timestamps import format_time
 
 pytestmark = pytest.mark.timeout(10)
 
-TOKEN = "contract-token"
 NAME, NAMESPACE, UID = "standup", "team", "uid-1"
+#: The operator's key, and what it derives from it: the bot's token and its Secret's name.
+KEY = b"k" * tokens.MIN_KEY_BYTES
+TOKEN = tokens.bot_token(KEY, namespace=NAMESPACE, name=NAME, uid=UID)
+SECRET = secret_name(NAME, tokens.secret_tag(KEY, uid=UID))
 
 
 class RecordingBot(Bot):
@@ -122,8 +126,9 @@ async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
             join_deadline_seconds=120,
             max_duration_seconds=3600,
             self_join_delay_seconds=self_join_delay,
+            token_secret=SECRET,
         )
-        secret = build_secret(name=NAME, namespace=NAMESPACE, uid=UID, token=TOKEN)
+        secret = build_secret(name=NAME, namespace=NAMESPACE, uid=UID, token=TOKEN, secret=SECRET)
         settings = AgentSettings.from_env(kubelet_environment(pod, secret, tmp_path))
         bot = RecordingBot()
         agent = Agent(bot, settings)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from scheduledbot.core import children, tokens
 from scheduledbot.core.model import Defaults
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine, _Entry
@@ -53,7 +54,7 @@ def bot_due_for_staging() -> dict[str, Any]:
         "metadata": {
             "name": "standup",
             "namespace": "team",
-            "uid": "uid-1",
+            "uid": UID,
             "generation": 1,
             "resourceVersion": "100",
             "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -64,6 +65,10 @@ def bot_due_for_staging() -> dict[str, Any]:
             "stagingLeadSeconds": 900,
         },
     }
+
+
+KEY = b"k" * tokens.MIN_KEY_BYTES
+UID = "uid-1"
 
 
 def settings() -> Settings:
@@ -84,6 +89,7 @@ def settings() -> Settings:
         webhook_service=None,
         webhook_config_name="",
         webhook_cert_dir=None,
+        token_key=KEY,
     )
 
 
@@ -131,7 +137,7 @@ async def test_a_standby_that_takes_the_lead_passes_every_bot_and_writes_what_wa
     assert kube.writes == [
         ("event", "Scheduled"),
         ("status", "scheduled"),
-        ("secret", "standup-bot-token"),
+        ("secret", children.secret_name("standup", tokens.secret_tag(KEY, uid=UID))),
         ("pod", "standup-bot"),
         ("event", "Staged"),
         ("status", "staged"),

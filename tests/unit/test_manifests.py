@@ -183,11 +183,15 @@ def test_the_own_namespace_role_grants_the_lease_and_webhook_ca_calls_there_only
     assert not [r for r in one("rbac/role.yaml", "ClusterRole")["rules"] if "leases" in r["resources"]]
 
 
-def test_no_rule_creates_or_edits_admission_configurations_or_lists_secrets() -> None:
+def test_no_rule_creates_or_edits_admission_configurations_and_one_call_reads_secrets() -> None:
     grants = granted(one("rbac/role.yaml", "ClusterRole"))
     admission = {(v, n) for g, _, v, n in grants if g == "admissionregistration.k8s.io"}
     assert admission == {("patch", WEBHOOK_CONFIG)}
-    assert {v for _, r, v, _ in grants if r == "secrets"} <= {"get", "create"}
+    assert {v for _, r, v, _ in grants if r == "secrets"} == {"create", "get"}
+    # `get` serves one adapter call, whose callers use a Secret only when it carries their
+    # feature's opt-in label (notify signing keys, calendar feeds); tokens are never read back.
+    readers = {name for name, needed in NEEDED_BY.items() if Permission("", "secrets", "get") in needed}
+    assert readers == {"read_opted_in_secret"}
 
 
 def test_the_webhook_rule_names_the_configuration_the_operator_manages_by_default() -> None:
@@ -284,8 +288,11 @@ def test_the_pod_meets_the_restricted_pod_security_standard() -> None:
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    assert [v for v in pod["volumes"] if "emptyDir" not in v] == []
-    assert {m["mountPath"] for m in container()["volumeMounts"]} == {"/tmp"}
+    # Beside emptyDirs, only the token key's Secret (the restricted standard allows Secret volumes).
+    assert [v for v in pod["volumes"] if "emptyDir" not in v] == [
+        {"name": "token-key", "secret": {"secretName": "scheduledbot-token-key", "defaultMode": 0o444}}
+    ]
+    assert {m["mountPath"] for m in container()["volumeMounts"]} == {"/tmp", "/etc/scheduledbot/token-key"}
 
 
 def test_service_links_cannot_shadow_the_operators_settings() -> None:
@@ -333,6 +340,14 @@ def test_the_arguments_are_valid_operator_flags_for_the_in_cluster_webhook(monke
     assert ports == {"metrics": settings.metrics_port, "health": settings.health_port, "webhook": settings.webhook_port}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container()[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_the_token_key_comes_from_a_mounted_secret_and_probes_reach_health_on_the_pods_address() -> None:
+    settings = config.load(container()["args"])
+    assert settings.token_key_file is not None
+    mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
+    assert settings.token_key_file.parent == Path(mounts["token-key"])
+    assert (settings.health_listen, settings.metrics_listen) == ("0.0.0.0", "0.0.0.0")
 
 
 def test_bots_without_a_template_run_the_operators_own_image() -> None:

@@ -68,7 +68,7 @@ class FakeKube:
     async def create_pod(self, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> bool:
         return True
 
-    async def read_signing_key_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def read_opted_in_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         encoded = base64.b64encode(KEY.encode()).decode()
         labels = {SIGNING_KEY_LABEL: "true"}
         return {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "data": {"k": encoded}}

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scheduledbot.timestamps import format_epoch, format_time, parse_epoch, parse_time
+from scheduledbot.timestamps import (
+    EXPECTED_FORM,
+    JoinAtSyntaxError,
+    format_epoch,
+    format_time,
+    parse_epoch,
+    parse_join_at,
+    parse_time,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,3 +92,19 @@ def test_the_epoch_forms_round_trip_to_the_millisecond() -> None:
     assert format_epoch(1_750_000_000.1234) == "2025-06-15T15:06:40.123Z"
     assert parse_epoch("2025-06-15T15:06:40.123Z") == pytest.approx(1_750_000_000.123)
     assert parse_time(format_time(datetime(2025, 6, 16, 16, 24, 0, 250_000, tzinfo=UTC))).microsecond == 250_000
+
+
+def test_the_join_at_parser_names_the_wrong_part_and_the_expected_form_without_a_field() -> None:
+    # The agent's words (`joinAt: ` + this); api.joinat words the same problem for users.
+    with pytest.raises(JoinAtSyntaxError) as caught:
+        parse_join_at("2025-06-16T16:24:00")
+    assert caught.value.problem == "has no UTC offset"
+    assert str(caught.value) == f"'2025-06-16T16:24:00' has no UTC offset; {EXPECTED_FORM}"
+
+
+def test_the_join_at_parser_is_stricter_than_parse_time() -> None:
+    # parse_time reads what machines wrote; a joinAt keeps to the pinned language.
+    assert parse_time("2025-06-16 16:24:00+00:00") == datetime(2025, 6, 16, 16, 24, tzinfo=UTC)
+    with pytest.raises(JoinAtSyntaxError, match="is not an ISO 8601 date-time"):
+        parse_join_at("2025-06-16 16:24:00+00:00")
+    assert parse_join_at("2025-06-16T16:24:00+0000") == datetime(2025, 6, 16, 16, 24, tzinfo=UTC)

@@ -14,6 +14,7 @@ left behind.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -139,8 +140,22 @@ class OperatorProcess:
             ),
             "--log-level",
             self.log_level,
+            "--token-key-file",
+            str(self.token_key_file()),
             *self.args,
         ]
+
+    def token_key_file(self) -> Path:
+        """The key bot tokens are derived from, one per cluster: instances and restarts share it,
+        as the replicas of a Deployment share the mounted Secret."""
+        path = self.kubeconfig.parent / "operator-token-key"
+        try:
+            with path.open("x") as file:
+                path.chmod(0o600)
+                file.write(base64.b64encode(os.urandom(32)).decode())
+        except FileExistsError:
+            pass
+        return path
 
     def start(self, *, wait: bool = True, timeout: float = 30) -> None:
         """Spawn the operator on fresh ports; with `wait`, return once it is ready (see `wait_ready`)."""

@@ -13,17 +13,31 @@ Two kinds of connection
   long-poll on the bot's state, `leave`, and moving the self-join time.
 
 The token is sent, never logged.
+
+Bots are not trusted
+====================
+A bot Pod runs code someone else chose, so its answers are read as hostile input:
+at most `MAX_ANSWER_BYTES` (the length is checked before reading, and the read
+stops there), headers bounded in size and number, a time limit on every call,
+the document validated (`StateAnswer`) and its free text escaped and cut
+(`api.limits.escaped`) before anything reaches status, Events or a log line. A
+reason that is not a CamelCase word (status.reason's own pattern) is not used as
+one: the bot's words go into the message instead. An answer that breaks any of
+this is `BotUnreachable`, like a bot that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from scheduledbot.api.limits import escaped
 from scheduledbot.core.model import BotReport
 from scheduledbot.protocol import (
     DEFAULT_LONG_POLL_SECONDS,
@@ -31,31 +45,73 @@ from scheduledbot.protocol import (
     LEAVE_PATH,
     SCHEDULE_PATH,
     STATE_PATH,
+    BotState,
     JoinedBy,
 )
 from scheduledbot.timestamps import format_time, parse_time
 
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=DEFAULT_LONG_POLL_SECONDS + 10, connect=5)
 _SHORT: Final = aiohttp.ClientTimeout(total=10, connect=5)
+#: A state document is a few hundred bytes; anything beyond this is not one.
+MAX_ANSWER_BYTES: Final = 64 * 1024
+#: Header limits of an answer: a line, and how many (aiohttp's own defaults allow 32,768).
+MAX_HEADER_LINE: Final = 8190
+MAX_HEADERS: Final = 64
+#: The bot's message as status, Events and logs show it (status allows 32 KiB; a bot needs a sentence).
+MAX_REPORTED_MESSAGE: Final = 1024
+#: A bot's reason used as status.reason: a CamelCase word (the CRD's pattern), short.
+MAX_REPORTED_REASON: Final = 64
+_REASON: Final = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
 
 
 class BotUnreachable(Exception):
-    """The bot did not answer as the protocol says (connection, status or body)."""
+    """The bot did not answer as the protocol says (connection, status, size or body)."""
 
 
-def parse_report(doc: dict[str, Any]) -> BotReport:
-    since = doc.get("since")
-    joined_by = doc.get("joinedBy")
-    started = doc.get("joinStartedAt")
+class StateAnswer(BaseModel):
+    """The state document (bot protocol v1) as a bot sends it; unknown fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: StrictInt = Field(default=0, ge=0, le=2**53)
+    state: BotState
+    since: StrictStr | None = Field(default=None, max_length=64)
+    message: StrictStr | None = None
+    reason: StrictStr | None = None
+    joined_by: JoinedBy | None = Field(default=None, alias="joinedBy")
+    exit_code: StrictInt | None = Field(default=None, alias="exitCode", ge=-(2**31), le=2**31)
+    join_started_at: StrictStr | None = Field(default=None, alias="joinStartedAt", max_length=64)
+
+
+def parse_report(body: bytes) -> BotReport:
+    """A bot's answer as a `BotReport`, its text made safe; `BotUnreachable` when it is not a state document."""
+    if len(body) > MAX_ANSWER_BYTES:
+        raise BotUnreachable(f"the answer is over {MAX_ANSWER_BYTES} bytes")
+    try:
+        doc = StateAnswer.model_validate_json(body)
+        since = parse_time(doc.since) if doc.since else None
+        started = parse_time(doc.join_started_at) if doc.join_started_at else None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:3])
+        raise BotUnreachable(f"not a state document: {escaped(problems, limit=300)}") from None
+    except ValueError as error:
+        raise BotUnreachable(f"since: {escaped(str(error), limit=300)}") from None
+    reason, note = doc.reason, ""
+    if reason is not None and (len(reason) > MAX_REPORTED_REASON or not _REASON.fullmatch(reason)):
+        # Not a reason status.reason (or an Event) would take: keep the words, drop the role.
+        note = f"(the bot's reason, not a CamelCase word: {escaped(reason, limit=200)})"
+        reason = None
+    room = MAX_REPORTED_MESSAGE - len(note) - 1 if note else MAX_REPORTED_MESSAGE
+    message = " ".join(part for part in (escaped(doc.message or "", limit=room), note) if part)
     return BotReport(
-        version=int(doc.get("version", 0)),
-        state=str(doc.get("state", "")),
-        since=parse_time(since) if since else None,
-        message=str(doc.get("message") or ""),
-        reason=doc.get("reason"),
-        joined_by=JoinedBy(joined_by) if joined_by in tuple(JoinedBy) else None,
-        exit_code=doc.get("exitCode"),
-        join_started_at=parse_time(started) if isinstance(started, str) else None,
+        version=doc.version,
+        state=doc.state,
+        since=since,
+        message=message,
+        reason=reason,
+        joined_by=doc.joined_by,
+        exit_code=doc.exit_code,
+        join_started_at=started,
     )
 
 
@@ -106,6 +162,7 @@ class JoinLine:
         reader = self._reader
         assert reader is not None and self._writer is not None
         try:
+            # The reader's buffer limit (64 KiB) bounds the head: a longer one is LimitOverrunError.
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             status_line, *lines = head.decode("latin-1").split("\r\n")
             code = int(status_line.split(" ", 2)[1])
@@ -114,14 +171,23 @@ class JoinLine:
                 key, _, value = line.partition(":")
                 if key.strip().lower() == "content-length":
                     length = int(value.strip())
+            if not 0 <= length <= MAX_ANSWER_BYTES:
+                raise ValueError(f"an answer of {length} bytes (at most {MAX_ANSWER_BYTES})")
             body = await asyncio.wait_for(reader.readexactly(length), timeout=10)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
-            raise BotUnreachable(f"no answer to join from {self.address}: {error!r}") from error
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            IndexError,
+        ) as error:
+            raise BotUnreachable(f"no answer to join from {self.address}: {escaped(repr(error), limit=300)}") from None
         finally:
             self.close()
         if code != 200:
             raise BotUnreachable(f"join answered {code} by {self.address}: {body[:200]!r}")
-        return parse_report(json.loads(body))
+        return parse_report(body)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -135,7 +201,12 @@ class BotClient:
     def __init__(self) -> None:
         # No per-host or total limit: each bot is its own host and the long-polls
         # of hundreds of bots are all open at once by design.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
+            max_headers=MAX_HEADERS,
+        )
 
     async def close(self) -> None:
         await self._session.close()
@@ -161,6 +232,23 @@ class BotClient:
             async with self._session.request(method, url, headers=headers, timeout=timeout, **kwargs) as response:
                 if response.status != 200:
                     raise BotUnreachable(f"{method} {url} answered {response.status}")
-                return parse_report(await response.json())
+                body = await _bounded(response)
         except (TimeoutError, aiohttp.ClientError, ValueError) as error:
-            raise BotUnreachable(f"{method} {url}: {error!r}") from error
+            raise BotUnreachable(f"{method} {url}: {escaped(repr(error), limit=300)}") from None
+        return parse_report(body)
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The body, read no further than `MAX_ANSWER_BYTES` (a longer one closes the connection unread)."""
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        response.close()
+        raise BotUnreachable(f"an answer of {response.content_length} bytes (at most {MAX_ANSWER_BYTES})")
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(MAX_ANSWER_BYTES + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            response.close()
+            raise BotUnreachable(f"an answer over {MAX_ANSWER_BYTES} bytes")
+    return b"".join(parts)

@@ -141,13 +141,19 @@ class Kube:
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
         return await _create(self._core.create_namespaced_secret(namespace, body, _preload_content=False))
 
-    @needs(_core("secrets", "get"))
-    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
+    @needs(_core("pods", "list"))
+    async def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Pod `name`, if it exists: a list by name, since the operator may list Pods but not get them."""
+        listed = await _send(
+            self._core.list_namespaced_pod(namespace, field_selector=f"metadata.name={name}", _preload_content=False)
+        )
+        items = (listed or {}).get("items") or []
+        return dict(items[0]) if items else None
 
     @needs(_core("secrets", "get"))
-    async def read_signing_key_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Secret a spec.notify names for its signing key; the caller uses it only if it opted in by label."""
+    async def read_opted_in_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret a tenant's spec names for an opt-in feature (a spec.notify signing key, a calendar
+        feed URL): the caller uses its value only if the Secret carries that feature's label."""
         return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
 
     @needs(_core("pods", "list"))

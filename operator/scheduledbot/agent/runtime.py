@@ -37,7 +37,7 @@ from typing import Final, Literal
 
 from scheduledbot import protocol as p
 from scheduledbot.agent.bot import Bot, BotFailure, Meeting, StateReporter
-from scheduledbot.agent.server import ControlServer
+from scheduledbot.agent.server import ControlServer, idle_timeout_for
 from scheduledbot.agent.settings import AgentSettings, SettingsError
 from scheduledbot.agent.state import StateHolder
 from scheduledbot.protocol import JoinRequest, StateDoc
@@ -74,7 +74,10 @@ class Agent:
         self._settings = settings
         self._clock = clock
         self._state = StateHolder(clock=clock)
-        self._server = ControlServer(self, token=settings.token, host=settings.host, port=settings.port)
+        idle = idle_timeout_for(join_at=settings.join_at, join_deadline=settings.join_deadline, now=clock())
+        self._server = ControlServer(
+            self, token=settings.token, host=settings.host, port=settings.port, idle_timeout=idle
+        )
         self._ready = False
         self._prepare_task: asyncio.Task[None] | None = None
         self._session_task: asyncio.Task[None] | None = None

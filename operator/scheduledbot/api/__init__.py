@@ -1,6 +1,6 @@
 """The ScheduledBot API: what users write and what the operator reports.
 
-Modules: `joinat` (the joinAt language), `platforms` (meeting URL -> platform),
+Modules: `joinat` (the joinAt language's user-facing errors), `platforms` (meeting URL -> platform),
 `models` (spec and status models, states, `parse_spec`), `resource` (group,
 version, names), `crd` (the CRD generated from the models; `make crds`),
 `errors` (field errors that name their path).

@@ -59,6 +59,16 @@ def unsafe_character(text: str) -> str | None:
     return f"U+{ord(found.group()):04X}" if found else None
 
 
+def escaped(text: str, *, limit: int) -> str:
+    """`text` safe for status, Events and one log line: unsafe characters as `\\uXXXX`, cut to `limit`.
+
+    For text from outside the operator's control (a bot's own report): it is shown,
+    never refused, so the bot's words stay readable without the control they tried.
+    """
+    safe = UNSAFE_CHARACTERS.sub(lambda found: f"\\u{ord(found.group()):04x}", text[: limit * 6])
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
 def json_size_errors(value: Any, *, path: str, max_bytes: int, max_depth: int) -> list[FieldError]:
     """Problems with `value`'s nesting depth or compact JSON size; empty when it fits.
 

@@ -36,33 +36,25 @@ value back through the bot's status, so it asks for the right to read it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from scheduledbot.api.botclass import ValidBotClass
-from scheduledbot.api.errors import FieldError, SpecError, quote_value
+from scheduledbot.api.errors import SpecError, quote_value
 from scheduledbot.api.models import ValidSpec, parse_spec
-from scheduledbot.core.children import build_pod
+from scheduledbot.core.botpod import Refusal, bot_pod
+from scheduledbot.core.children import secret_name
 from scheduledbot.core.model import Defaults
-from scheduledbot.core.podsecurity import baseline_violations
-from scheduledbot.core.templates import (
-    ClassCatalog,
-    EffectiveTemplate,
-    ReferenceKind,
-    TemplateSource,
-    bot_class_for,
-    effective_template,
-    references,
-)
+from scheduledbot.core.templates import ClassCatalog, EffectiveTemplate, ReferenceKind, TemplateSource, references
 from scheduledbot.timestamps import format_time
 
 #: The furthest ahead a bot may be scheduled.
 MAX_AHEAD: Final = timedelta(days=3 * 365)
 #: The owner uid of the Pod built for a review: a ScheduledBot under admission has none yet.
 REVIEW_UID: Final = "00000000-0000-0000-0000-000000000000"
+#: The token Secret's tag in that Pod: the real one needs the uid.
+REVIEW_TAG: Final = "0" * 10
 
 _RESOURCES: Final = {
     ReferenceKind.SECRET: "secrets",
@@ -150,67 +142,24 @@ def assess(
     if refusals:
         return Assessment(refusals=tuple(refusals))
     valid = parse_spec(spec, extra_hosts=extra_hosts)
-    chosen = bot_class_for(valid.bot_class_name, classes)
-    if isinstance(chosen, FieldError):
-        return Assessment(refusals=(str(chosen),))
-    errors = class_rules(valid, chosen) if chosen is not None else []
-    effective = effective_template(inline=valid.template, bot_class=chosen, default=default_template)
-    if isinstance(effective, FieldError):
-        return Assessment(refusals=(*map(str, errors), str(effective)))
-    try:
-        pod = build_pod(
-            name=name,
-            namespace=namespace,
-            uid=REVIEW_UID,
-            spec=valid,
-            template=effective.template,
-            join_at=valid.join_at,
-            join_deadline_seconds=valid.join_deadline_seconds or defaults.join_deadline_seconds,
-            max_duration_seconds=_max_duration(valid, chosen, defaults),
-            self_join_delay_seconds=self_join_delay_seconds,
-        )
-    except ValueError as error:
-        # The builder's own words name the field.
-        return Assessment(refusals=(*map(str, errors), f"{effective.prefix}: {error}"))
-    except (TypeError, AttributeError, KeyError):
-        # A field the shape checks do not type has the wrong type (`ports: "x"`); the
-        # API server's Pod validation names it, at the dry run or at staging.
-        return Assessment(
-            refusals=(
-                *map(str, errors),
-                f"{effective.prefix}: the bot Pod cannot be built from this template: a field has the wrong type",
-            )
-        )
-    errors += baseline_violations(pod, prefix=effective.prefix)
-    if errors:
-        return Assessment(refusals=tuple(map(str, errors)))
+    built = bot_pod(
+        name=name,
+        namespace=namespace,
+        uid=REVIEW_UID,
+        spec=valid,
+        classes=classes,
+        default_template=default_template,
+        defaults=defaults,
+        self_join_delay_seconds=self_join_delay_seconds,
+        join_at=valid.join_at,
+        token_secret=secret_name(name, REVIEW_TAG),
+    )
+    if isinstance(built, Refusal):
+        return Assessment(refusals=built.problems)
+    effective = built.template
+    pod = built.pod
     needs = access_needs(effective, namespace=namespace) if effective.source is TemplateSource.INLINE else ()
     return Assessment(pod=pod, template_prefix=effective.prefix, needs=tuple(needs))
-
-
-def class_rules(spec: ValidSpec, bot_class: ValidBotClass) -> list[FieldError]:
-    """What `bot_class` refuses in `spec`: platforms, botConfig size, duration and lead."""
-    out = []
-    named = f'BotClass "{bot_class.name}"'
-    if bot_class.allowed_platforms is not None and spec.platform not in bot_class.allowed_platforms:
-        allowed = ", ".join(sorted(bot_class.allowed_platforms))
-        out.append(FieldError("spec.meetingUrl", f"{spec.platform} meetings are not allowed by {named} ({allowed})"))
-    if spec.bot_config is not None:
-        size = len(json.dumps(spec.bot_config, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > bot_class.max_bot_config_bytes:
-            out.append(
-                FieldError(
-                    "spec.botConfig",
-                    f"is {size} bytes as JSON; {named} allows at most {bot_class.max_bot_config_bytes} bytes",
-                )
-            )
-    for path, value, limit in (
-        ("spec.maxDurationSeconds", spec.max_duration_seconds, bot_class.max_duration_seconds),
-        ("spec.stagingLeadSeconds", spec.staging_lead_seconds, bot_class.max_staging_lead_seconds),
-    ):
-        if value is not None and limit is not None and value > limit:
-            out.append(FieldError(path, f"{value} is more than {named} allows ({limit})"))
-    return out
 
 
 def access_needs(effective: EffectiveTemplate, *, namespace: str) -> list[AccessNeed]:
@@ -266,14 +215,6 @@ def verdict(
     if not refusals and dry_run_refusal:
         refusals.append(f"{assessment.template_prefix}: the bot Pod would be refused: {dry_run_refusal}")
     return refusals
-
-
-def _max_duration(spec: ValidSpec, bot_class: ValidBotClass | None, defaults: Defaults) -> int:
-    """The bot's stay: its own, else the operator's default cut to its class's limit."""
-    if spec.max_duration_seconds is not None:
-        return spec.max_duration_seconds
-    limit = bot_class.max_duration_seconds if bot_class is not None else None
-    return min(defaults.max_duration_seconds, limit) if limit is not None else defaults.max_duration_seconds
 
 
 def _join_at_changed(valid: ValidSpec, old_spec: dict[str, Any] | None, extra_hosts: frozenset[str]) -> bool:

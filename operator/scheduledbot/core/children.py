@@ -8,9 +8,16 @@ so a table test can check every field and the adapters send them as they are.
 
 Why the names are fixed
 =======================
-The Pod is `<name>-bot` and the Secret `<name>-bot-token` (the CronJob controller
-names Jobs by their schedule for the same reason): a restart, or two passes racing,
-can only ever create *the* Pod, and AlreadyExists means the work is done.
+The Pod is `<name>-bot` (the CronJob controller names Jobs by their schedule for
+the same reason): a restart, or two passes racing, can only ever create *the* Pod.
+AlreadyExists is the work done only if the Pod found is owned by this very bot (its
+uid): anyone who may create Pods in the namespace can take the name first, and such
+a Pod is never adopted (the bot fails `NameConflict`).
+
+The token Secret is `<name>-bot-token-<tag>`, the tag an HMAC of the bot's uid under
+the operator's key (`core.tokens`): nobody without the key can create a Secret of
+that name before the operator, so AlreadyExists on it is the operator's own Secret
+from an earlier pass, and the operator needs no right to read Secrets to know it.
 """
 
 from __future__ import annotations
@@ -57,8 +64,9 @@ def pod_name(name: str) -> str:
     return _child_name(name, "-bot")
 
 
-def secret_name(name: str) -> str:
-    return _child_name(name, "-bot-token")
+def secret_name(name: str, tag: str) -> str:
+    """The token Secret's name; `tag` comes from `core.tokens.secret_tag`."""
+    return _child_name(name, f"-bot-token-{tag}")
 
 
 def _child_name(name: str, suffix: str) -> str:
@@ -85,12 +93,12 @@ def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def build_secret(*, name: str, namespace: str, uid: str, token: str) -> dict[str, Any]:
+def build_secret(*, name: str, namespace: str, uid: str, token: str, secret: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": secret_name(name),
+            "name": secret,
             "namespace": namespace,
             "labels": {LABEL: label_value(name)},
             "ownerReferences": [owner_reference(name=name, uid=uid)],
@@ -111,8 +119,9 @@ def build_pod(
     join_deadline_seconds: int,
     max_duration_seconds: int,
     self_join_delay_seconds: float,
+    token_secret: str,
 ) -> dict[str, Any]:
-    """The bot Pod: the template, plus the bot protocol's environment, port, probe and token."""
+    """The bot Pod: the template, plus the bot protocol's environment, port, probe and token Secret."""
     tpl = copy.deepcopy(template)
     meta = tpl.get("metadata") or {}
     pod_spec: dict[str, Any] = tpl.get("spec") or {}
@@ -146,7 +155,7 @@ def build_pod(
         {"name": "meetingbots-token", "mountPath": TOKEN_MOUNT, "readOnly": True}
     ]
     pod_spec["volumes"] = [v for v in pod_spec.get("volumes") or [] if v.get("name") != "meetingbots-token"] + [
-        {"name": "meetingbots-token", "secret": {"secretName": secret_name(name), "defaultMode": 0o444}}
+        {"name": "meetingbots-token", "secret": {"secretName": token_secret, "defaultMode": 0o444}}
     ]
     # A bot that crashed must not come back and join a second time.
     pod_spec["restartPolicy"] = "Never"

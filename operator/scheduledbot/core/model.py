@@ -136,6 +136,9 @@ class Observed:
     rejection: str | None = None
     #: Why the bot's state could not be read, when its last read failed.
     state_error: str | None = None
+    #: Set when the operator itself refused to build or adopt the Pod (`core.botpod`'s reasons,
+    #: `NameConflict`): the status reason, with `rejection` the whole message.
+    rejection_reason: str | None = None
 
 
 class EventType(enum.StrEnum):

@@ -99,6 +99,8 @@ def plan(*, bot: BotView, observed: Observed, defaults: Defaults, now: datetime)
         moved = _reschedule_note(bot, spec, timing)
         base = bot.status.model_copy(update=timing.status_fields(spec, bot.generation))
         if observed.rejection is not None:
+            if observed.rejection_reason is not None:
+                return _fail(bot, now, observed.rejection_reason, observed.rejection, _drop_pod(observed), base=base)
             return _fail(
                 bot, now, "PodRejected", f"the API server refused the bot Pod: {observed.rejection}", (), base=base
             )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -36,10 +36,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from scheduledbot.adapters.kube import ApiError, Kube
-from scheduledbot.api.botclass import BrokenClass, ValidBotClass, load_bot_class
 from scheduledbot.api.resource import BOT_SCHEDULE, GROUP, KIND
 from scheduledbot.api.review import AdmissionRequest, Operation, ReviewError, answer, parse_review, review_uid
 from scheduledbot.core.admission import AccessCheck, assess, ratchets, verdict
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.notify import egress_policy
 from scheduledbot.runtime.notify_admission import sink_refusals
@@ -61,31 +61,6 @@ MAX_MESSAGE: Final = 16 * 1024
 _REFUSALS: Final = frozenset({400, 403, 422})
 
 
-class ClassCatalog:
-    """The BotClasses, by name, as the last list or watch event showed them."""
-
-    def __init__(self) -> None:
-        self._classes: dict[str, ValidBotClass | BrokenClass] = {}
-
-    def replace(self, bodies: list[dict[str, Any]]) -> None:
-        self._classes = {c.name: c for c in map(load_bot_class, bodies) if c.name}
-
-    def event(self, kind: str | None, body: Mapping[str, Any]) -> None:
-        name = (body.get("metadata") or {}).get("name")
-        if not name:
-            return
-        if kind == "DELETED":
-            self._classes.pop(name, None)
-        else:
-            self._classes[name] = load_bot_class(body)
-
-    def snapshot(self) -> Mapping[str, ValidBotClass | BrokenClass]:
-        return dict(self._classes)
-
-    def knows(self, name: str) -> bool:
-        return name in self._classes
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
@@ -104,7 +79,7 @@ class Reviewer:
         if (request.kind.group, request.kind.kind) == (GROUP, BOT_SCHEDULE.kind):
             refusals = await review_schedule(
                 request,
-                read_secret=self._kube.read_secret,
+                read_secret=self._kube.read_opted_in_secret,
                 extra_meeting_hosts=self._settings.extra_meeting_hosts,
                 extra_feed_hosts=self._settings.extra_feed_hosts,
                 now=datetime.now(UTC),
@@ -158,15 +133,8 @@ class Reviewer:
     async def _learn_class(self, spec: Any) -> None:
         """Read a named class the watch has not brought yet (created a moment ago, with its bots)."""
         name = spec.get("botClassName") if isinstance(spec, dict) else None
-        if not isinstance(name, str) or not name or self._classes.knows(name):
-            return
-        try:
-            found = await self._kube.read_bot_class(name)
-        except ApiError as error:
-            log.warning("could not read BotClass %r: %s", name, error)
-            return
-        if found is not None:
-            self._classes.event("ADDED", found)
+        if isinstance(name, str) and name:
+            await self._classes.learn(name, self._kube)
 
     async def _may(self, request: AdmissionRequest, check: AccessCheck) -> bool:
         user = request.user_info

@@ -7,8 +7,10 @@ is the reference table; `scheduledbot-operator --help` prints the same.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from scheduledbot.core.election import (
     Timing,
 )
 from scheduledbot.core.model import Defaults
+from scheduledbot.core.tokens import MIN_KEY_BYTES
 
 DEFAULT_IMAGE = "ghcr.io/meetingbots/scheduledbot-operator:0.1.0"
 
@@ -51,6 +54,13 @@ class Settings:
     webhook_client_names: frozenset[str] = frozenset()
     #: Calendar feed hosts admitted over http and on any address (loopback, cluster): tests, demos.
     extra_feed_hosts: frozenset[str] = frozenset()
+    #: The key bot tokens are derived from (core/tokens.py): read from `token_key_file` by
+    #: `with_token_key` at start, else a fresh one.
+    token_key: bytes = field(default_factory=lambda: secrets.token_bytes(MIN_KEY_BYTES), repr=False)
+    #: Where the key came from, for the start-up log: a path, or None for a fresh key.
+    token_key_file: Path | None = None
+    health_listen: str = "127.0.0.1"
+    metrics_listen: str = "127.0.0.1"
     #: Off: this process is the only one and always writes. On: runtime/leader.py.
     leader_election: bool = False
     leader_election_namespace: str = "default"
@@ -146,6 +156,25 @@ def parser() -> argparse.ArgumentParser:
         default=_env("LOG_FORMAT", "text"),
         choices=["text", "json"],
         help="text or json [SCHEDULEDBOT_LOG_FORMAT]",
+    )
+    add(
+        "--health-listen",
+        default=_env("HEALTH_LISTEN", "127.0.0.1"),
+        help="address /healthz binds; in a Pod, 0.0.0.0 so that the kubelet's probes reach it "
+        "[SCHEDULEDBOT_HEALTH_LISTEN]",
+    )
+    add(
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN", "127.0.0.1"),
+        help="address /metrics binds; in a Pod, 0.0.0.0 so that Prometheus reaches it [SCHEDULEDBOT_METRICS_LISTEN]",
+    )
+    add(
+        "--token-key-file",
+        default=_env("TOKEN_KEY_FILE"),
+        metavar="PATH",
+        help=f"the key bot tokens are derived from (at least {MIN_KEY_BYTES} bytes; a Secret mounted as a file); "
+        "without it, a fresh key per start, and bots staged before a restart no longer accept this operator's "
+        "calls [SCHEDULEDBOT_TOKEN_KEY_FILE]",
     )
     add(
         "--health-port",
@@ -335,6 +364,9 @@ def load(argv: list[str] | None = None) -> Settings:
     else:
         template = default_template(image=args.default_image)
     return Settings(
+        token_key_file=Path(args.token_key_file) if args.token_key_file else None,
+        health_listen=args.health_listen,
+        metrics_listen=args.metrics_listen,
         namespaces=namespaces,
         defaults=Defaults(
             staging_lead_seconds=args.default_staging_lead_seconds,
@@ -379,3 +411,20 @@ def _configuration_mode(mode: str, *, service: str | None) -> str:
     if mode == "auto":
         return "patch" if service else "write"
     return mode
+
+
+def with_token_key(settings: Settings) -> Settings:
+    """The settings with the key read from `--token-key-file`, if one is named; exits naming the problem."""
+    path = settings.token_key_file
+    if path is None:
+        return settings
+    try:
+        key = path.read_bytes().strip()
+    except OSError as error:
+        parser().error(f"--token-key-file: cannot read {path}: {error.strerror}")
+    if len(key) < MIN_KEY_BYTES:
+        parser().error(
+            f"--token-key-file: {path} holds {len(key)} bytes; at least {MIN_KEY_BYTES} are required "
+            "(e.g. `head -c 32 /dev/urandom | base64`)"
+        )
+    return dataclasses.replace(settings, token_key=key)

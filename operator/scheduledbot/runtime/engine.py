@@ -21,10 +21,8 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -33,9 +31,10 @@ from typing import Any
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
+from scheduledbot.api.models import ScheduledBotStatus, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
-from scheduledbot.core import children
+from scheduledbot.core import children, tokens
+from scheduledbot.core.botpod import Refusal, bot_pod, chosen_class, class_defaults
 from scheduledbot.core.merge_patch import merge_patch
 from scheduledbot.core.model import (
     FINALIZER,
@@ -46,6 +45,7 @@ from scheduledbot.core.model import (
     BotView,
     CreatePod,
     CreateSecret,
+    Defaults,
     DeletePod,
     DisarmJoin,
     Emit,
@@ -58,6 +58,7 @@ from scheduledbot.core.model import (
 )
 from scheduledbot.core.plan import plan
 from scheduledbot.protocol import ENV_MEETING_URL
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.clock import Clock, SystemClock
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatcher import JoinDispatcher
@@ -79,8 +80,6 @@ _RETRY_FIRST_SECONDS = 0.5
 _RETRY_CAP_SECONDS = 60.0
 #: API answers to a Pod creation that no retry can change.
 _REFUSALS = frozenset({400, 403, 422})
-#: The owner uid a dry-run Pod carries: a ScheduledBot under admission has none yet.
-_DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 #: A pass that asks to run again at once without having changed anything runs again this
 #: much later instead (`Engine._spun`): a planning mistake costs a little delay, not a spin.
 _SPIN_DEFER_SECONDS = 1.0
@@ -97,7 +96,8 @@ class _Entry:
     key: Key
     body: dict[str, Any] | None = None
     pod: dict[str, Any] | None = None
-    token: str | None = None
+    #: The token Secret exists (created by this process, or found under its keyed name).
+    secret: bool = False
     report: BotReport | None = None
     signal: SignalOutcome | None = None
     timer: asyncio.TimerHandle | None = None
@@ -114,6 +114,7 @@ class _Entry:
     rejection: str | None = None
     #: Why the last read of the bot's state failed (None once one succeeds).
     state_error: str | None = None
+    rejection_reason: str | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
     failures: int = 0
     #: A pass of this bot asked to run again without any change (logged once).
@@ -137,6 +138,7 @@ class Engine:
         kube: Kube,
         bots: BotClient,
         metrics: Metrics,
+        classes: ClassCatalog | None = None,
         leading: Callable[[], bool] = lambda: True,
         notifications: Notifications | None = None,
         clock: Clock | None = None,
@@ -144,6 +146,7 @@ class Engine:
         dispatcher: DispatcherFactory = in_loop_dispatcher,
     ) -> None:
         self._settings = settings
+        self._classes = classes if classes is not None else ClassCatalog()
         #: Whether this replica may write now; always, without leader election.
         self._leading = leading
         self._kube = kube
@@ -240,7 +243,7 @@ class Engine:
         now = self._clock.now()
         bot = self._bot_view(entry.body)
         observed = self._observed(entry, bot)
-        decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
+        decision = plan(bot=bot, observed=observed, defaults=self._defaults(bot), now=now)
         for action in decision.actions:
             if isinstance(action, _WRITES) and not self._leading():
                 continue
@@ -268,10 +271,11 @@ class Engine:
     def _observed(self, entry: _Entry, bot: BotView) -> Observed:
         return Observed(
             pod=_pod_view(entry.pod, bot.uid),
-            secret=entry.token is not None,
+            secret=entry.secret,
             report=entry.report,
             signal=entry.signal,
             rejection=entry.rejection,
+            rejection_reason=entry.rejection_reason,
             state_error=entry.state_error,
         )
 
@@ -337,12 +341,12 @@ class Engine:
                 assert entry.body is not None
                 await self._kube.post_event(entry.body, type_=type_.value, reason=reason, message=message, now=now)
             case CreateSecret():
-                fresh = secrets.token_urlsafe(32)
-                body = children.build_secret(name=name, namespace=namespace, uid=bot.uid, token=fresh)
-                if await self._kube.create_secret(namespace, body):
-                    entry.token = fresh
-                else:
-                    await self._load_token(entry)
+                body = children.build_secret(
+                    name=name, namespace=namespace, uid=bot.uid, token=self._token(bot), secret=self._secret_name(bot)
+                )
+                # AlreadyExists: an earlier pass's (nobody without the key can take this name).
+                await self._kube.create_secret(namespace, body)
+                entry.secret = True
             case CreatePod(join_at=join_at):
                 return await self._create_pod(entry, bot, join_at)
             case DeletePod(uid=uid):
@@ -351,12 +355,11 @@ class Engine:
                     # Until the watch shows it, remember that this Pod is on its way out.
                     entry.pod["metadata"].setdefault("deletionTimestamp", format_time(now))
             case ArmJoin(join_at=join_at, address=address, request_id=request_id, not_before=not_before):
-                token = await self._load_token(entry)
-                if token is None or bot.spec is None:
+                if bot.spec is None:
                     return True
                 line = self._join_line(
                     address=address,
-                    token=token,
+                    token=self._token(bot),
                     request_id=request_id,
                     meeting_url=bot.spec.meeting_url,
                     bot_name=bot.spec.bot_name,
@@ -366,15 +369,13 @@ class Engine:
             case DisarmJoin():
                 self.dispatcher.disarm(entry.key)
             case MoveSelfJoin(join_at=join_at, address=address):
-                token = await self._load_token(entry)
-                if token is not None:
-                    self._spawn(self._bot_call(self._bots.move_self_join(address, token, join_at=join_at)))
+                call = self._bots.move_self_join(address, self._token(bot), join_at=join_at)
+                self._spawn(self._bot_call(call))
             case Leave(address=address, reason=reason):
-                token = await self._load_token(entry)
-                if token is not None and address not in entry.left:
+                if address not in entry.left:
                     # In flight or done; a failure takes it back (`_leave`), so it is asked again.
                     entry.left.add(address)
-                    self._spawn(self._leave(entry, address, token, reason))
+                    self._spawn(self._leave(entry, address, self._token(bot), reason))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(
@@ -384,64 +385,80 @@ class Engine:
                     entry.body = _kept(written)
         return True
 
-    def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
-        defaults = self._settings.defaults
-        return children.build_pod(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            spec=spec,
-            template=spec.template or self._settings.template,
-            join_at=join_at,
-            join_deadline_seconds=spec.join_deadline_seconds or defaults.join_deadline_seconds,
-            max_duration_seconds=spec.max_duration_seconds or defaults.max_duration_seconds,
-            self_join_delay_seconds=self._settings.self_join_delay_seconds,
-        )
+    def _defaults(self, bot: BotView) -> Defaults:
+        """The operator's defaults, cut to the limits of the bot's class."""
+        chosen = chosen_class(bot.spec, self._classes.snapshot()) if bot.spec is not None else None
+        return class_defaults(self._settings.defaults, chosen if not isinstance(chosen, Refusal) else None)
 
-    async def pod_refusal(self, *, namespace: str, name: str, spec: ValidSpec) -> str | None:
-        """Why the API server would refuse this bot's Pod (a server-side dry run), if it would.
+    def _token(self, bot: BotView) -> str:
+        return self._token_of(bot.namespace, bot.name, bot.uid)
 
-        The admission webhook asks, so that a bad template (or one the namespace's Pod
-        Security level forbids) is refused when the ScheduledBot is applied, not at stageAt.
-        """
-        try:
-            body = self._pod_body(name=name, namespace=namespace, uid=_DRY_RUN_UID, spec=spec, join_at=spec.join_at)
-            await self._kube.create_pod(namespace, body, dry_run=True)
-        except ValueError as error:
-            return str(error)
-        except ApiError as error:
-            if error.status in _REFUSALS:
-                return error.message
-            log.warning("dry run of the bot Pod for %s/%s failed: %s", namespace, name, error)
-        return None
+    def _token_of(self, namespace: str, name: str, uid: str) -> str:
+        """The bot's bearer token, computed (never stored or read back: `core.tokens`)."""
+        return tokens.bot_token(self._settings.token_key, namespace=namespace, name=name, uid=uid)
+
+    def _secret_name(self, bot: BotView) -> str:
+        return children.secret_name(bot.name, tokens.secret_tag(self._settings.token_key, uid=bot.uid))
 
     async def _create_pod(self, entry: _Entry, bot: BotView, join_at: datetime) -> bool:
+        """Create the bot's Pod; False when it cannot be (the next pass fails the bot with the reason)."""
         namespace, name = entry.key
         assert bot.spec is not None
+        if bot.spec.bot_class_name is not None:
+            await self._classes.learn(bot.spec.bot_class_name, self._kube)
+        settings = self._settings
+        built = bot_pod(
+            name=name,
+            namespace=namespace,
+            uid=bot.uid,
+            spec=bot.spec,
+            classes=self._classes.snapshot(),
+            default_template=settings.template,
+            defaults=settings.defaults,
+            self_join_delay_seconds=settings.self_join_delay_seconds,
+            join_at=join_at,
+            token_secret=self._secret_name(bot),
+        )
+        if isinstance(built, Refusal):
+            entry.rejection, entry.rejection_reason = built.message, built.reason
+            return False
+        body = built.pod
         try:
-            body = self._pod_body(name=name, namespace=namespace, uid=bot.uid, spec=bot.spec, join_at=join_at)
             created = await self._kube.create_pod(namespace, body)
-        except (ApiError, ValueError) as error:
-            if isinstance(error, ApiError) and error.status not in _REFUSALS:
+        except ApiError as error:
+            if error.status not in _REFUSALS:
                 raise
             # Retrying cannot help: the next pass fails the bot with the server's reason.
-            entry.rejection = error.message if isinstance(error, ApiError) else str(error)
+            entry.rejection = error.message
             return False
-        if created:
-            # Seen as Pending until the watch brings the real one.
-            body["metadata"]["uid"] = ""
-            body["status"] = {"phase": "Pending"}
-            if entry.pod is None:
-                entry.pod = body
+        if not created:
+            conflict = await self._foreign_pod(namespace, name)
+            if conflict is not None:
+                entry.rejection, entry.rejection_reason = conflict, "NameConflict"
+                return False
+            return True
+        # Seen as Pending until the watch brings the real one.
+        body["metadata"]["uid"] = ""
+        body["status"] = {"phase": "Pending"}
+        if entry.pod is None:
+            entry.pod = body
         return True
 
-    async def _load_token(self, entry: _Entry) -> str | None:
-        if entry.token is None:
-            namespace, name = entry.key
-            secret = await self._kube.read_secret(namespace, children.secret_name(name))
-            if secret is not None:
-                entry.token = base64.b64decode(secret["data"][children.TOKEN_KEY]).decode()
-        return entry.token
+    async def _foreign_pod(self, namespace: str, name: str) -> str | None:
+        """Why the Pod found under bot `name`'s Pod name is not its to use; None when it is (an earlier pass's)."""
+        pod = children.pod_name(name)
+        found = await self._kube.find_pod(namespace, pod)
+        if found is None:
+            # Gone since the AlreadyExists: the next pass creates it.
+            return None
+        if _controller(found) == name:
+            # This bot's, or a predecessor's of the same name (deleted and created again): the
+            # garbage collector removes a Pod whose owner is gone, and its deletion starts a new pass.
+            return None
+        return (
+            f"Pod {pod!r} already exists and was not created by the operator for this ScheduledBot; "
+            "it is left alone: delete or rename it, then apply the ScheduledBot again"
+        )
 
     async def _leave(self, entry: _Entry, address: str, token: str, reason: str) -> None:
         try:
@@ -498,9 +515,10 @@ class Engine:
         """Long-poll the bot's state: one request open per bot, answered on change."""
         failures = 0
         while True:
-            token = await self._load_token(entry)
-            if token is None:
+            if entry.body is None:
                 return
+            meta = entry.body["metadata"]
+            token = self._token_of(meta["namespace"], meta["name"], meta["uid"])
             after = entry.report.version if entry.report is not None else 0
             try:
                 report = await self._bots.state(address, token, after=after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,8 @@ from scheduledbot.adapters.bots import BotClient
 from scheduledbot.adapters.kube import Kube, Permission
 from scheduledbot.api.resource import BOT_CLASS, GROUP, PLURAL, VERSION
 from scheduledbot.core.children import LABEL
-from scheduledbot.runtime.admission import AdmissionServer, ClassCatalog, Reviewer
+from scheduledbot.runtime.admission import AdmissionServer, Reviewer
+from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
 from scheduledbot.runtime.health import HealthServer, LoopHealth
@@ -37,6 +39,8 @@ from scheduledbot.runtime.webhook import (
 )
 from scheduledbot.runtime.webhook_ca import secret_name as ca_secret_name
 from scheduledbot.runtime.webhook_ca import shared_authority
+
+log = logging.getLogger(__name__)
 
 #: What kopf's watches need, beside the adapters' calls (`scheduledbot.adapters.kube.PERMISSIONS`).
 WATCHES: Final = (
@@ -62,10 +66,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True
     kube = await Kube.connect()
     metrics = Metrics()
-    metrics.serve(config.metrics_port)
+    metrics.serve(config.metrics_port, address=config.metrics_listen)
     memo.kube = kube
     memo.metrics = metrics
     memo.bots = BotClient()
+    # Every class known before the first review or pass: one answered without the default
+    # class would skip its rules. kopf's watch keeps the catalog current from here on.
+    memo.classes = ClassCatalog()
+    memo.classes.replace(await kube.list_bot_classes())
     notifications = Notifications(settings=config, kube=kube, registry=metrics.registry)
     memo.elector = None
     if config.leader_election:
@@ -82,15 +90,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             kube=kube,
             bots=memo.bots,
             metrics=metrics,
+            classes=memo.classes,
             leading=memo.elector.leading,
             notifications=notifications,
         )
     else:
-        memo.engine = Engine(settings=config, kube=kube, bots=memo.bots, metrics=metrics, notifications=notifications)
-    # Every class known before the first review: a review answered without the default
-    # class would skip its rules. kopf's watch keeps the catalog current from here on.
-    memo.classes = ClassCatalog()
-    memo.classes.replace(await kube.list_bot_classes())
+        memo.engine = Engine(
+            settings=config,
+            kube=kube,
+            bots=memo.bots,
+            metrics=metrics,
+            classes=memo.classes,
+            notifications=notifications,
+        )
+    if config.token_key_file is None:
+        log.warning(
+            "no --token-key-file: bot tokens are derived from a key made for this start only; bots staged "
+            "before a restart will refuse this operator's calls (they still join on their own)"
+        )
     # Know the bot Pods before the first pass: kopf's Pod watch may deliver them after
     # their ScheduledBots, and a staged bot must not look as if its Pod were gone.
     for namespace in config.namespaces or (None,):
@@ -102,7 +119,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         # After the picture is complete: this replica passes every bot and schedule when it first leads.
         memo.elector.start(on_leading=lambda: _on_leading(memo))
     # Last: /healthz answers once the operator is ready, and from then on whatever its loop does.
-    memo.health = HealthServer(LoopHealth(asyncio.get_running_loop()), host="0.0.0.0", port=config.health_port)
+    memo.health = HealthServer(
+        LoopHealth(asyncio.get_running_loop()), host=config.health_listen, port=config.health_port
+    )
     memo.health.start()
 
 

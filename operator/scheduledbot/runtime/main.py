@@ -40,7 +40,7 @@ def _logging(level: str, form: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = config_module.load(argv)
+    settings = config_module.with_token_key(config_module.load(argv))
     _logging(settings.log_level, settings.log_format)
     # Imported here, after the settings parsed: importing registers the kopf handlers
     # (the engine's first: the schedules' start-up handler uses the metrics registry it builds).

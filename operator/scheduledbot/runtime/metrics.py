@@ -94,6 +94,6 @@ class Metrics:
     def bind_leader(self, source: Callable[[], bool]) -> None:
         self._leader.source = source
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, *, address: str) -> None:
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=address, registry=self.registry)

@@ -330,7 +330,7 @@ class Notifications:
             return self._default_key
         where = f"Secret {target.namespace}/{ref.name}"
         try:
-            secret = await self._kube.read_signing_key_secret(target.namespace, ref.name)
+            secret = await self._kube.read_opted_in_secret(target.namespace, ref.name)
         except ApiError as error:
             return Attempt(id=deliver.id, failure=Failure.KEY, detail=f"{where}: cannot be read: HTTP {error.status}")
         if secret is None:

@@ -58,7 +58,7 @@ async def start_schedules(memo: kopf.Memo, **_: Any) -> None:
     egress = EgressClient(policy=EgressPolicy(admitted_hosts=config.extra_feed_hosts), user_agent="scheduledbot-feeds")
     controller = ScheduleController(
         kube=kube,
-        feeds=FeedReader(client=egress, read_secret=kube.read_secret),
+        feeds=FeedReader(client=egress, read_secret=kube.read_opted_in_secret),
         extra_meeting_hosts=config.extra_meeting_hosts,
         leading=memo.elector.leading if getattr(memo, "elector", None) is not None else lambda: True,
     )
