@@ -61,7 +61,7 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         raise SystemExit(f"--scenarios: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
     seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     selected = [KILL_STORM, *SCENARIOS] if not wanted else [known[name] for name in wanted]
-    result = []
+    result: list[Job] = []
     for chosen in selected:
         scenario = dataclasses.replace(chosen, replicas=args.replicas) if chosen.replicas > 1 else chosen
         bots = args.bots or scenario.bots

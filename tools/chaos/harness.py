@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,7 +257,7 @@ class Run:
         with self._changed:
             return self._seen[name].first_ready is not None
 
-    def wait(self, what: str, predicate: Any, timeout: float) -> None:
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> None:
         """Until `predicate()` holds after a watched change; TimeoutError naming `what` otherwise."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -348,7 +348,8 @@ class Run:
                         states=tuple(seen.states),
                     )
                 )
-        total, exceptions = 0, ()
+        total = 0
+        exceptions: tuple[str, ...] = ()
         for operator in self.operators:
             count, found = count_tracebacks(operator.log(None))
             total, exceptions = total + count, exceptions + found

@@ -74,7 +74,8 @@ def table(summaries: Sequence[Summary]) -> str:
         elif summary.problems:
             shown = "; ".join(summary.problems[:4])
             more = f" (+{len(summary.problems) - 4} more)" if len(summary.problems) > 4 else ""
-            notes.append(f"- {summary.name}: {shown}{more}")
+            cause = f" [known cause: {summary.hint}]" if summary.hint else ""
+            notes.append(f"- {summary.name}: {shown}{more}{cause}")
     return "\n".join([*lines, *(["", *notes] if notes else [])])
 
 

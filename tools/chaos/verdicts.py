@@ -224,6 +224,7 @@ class Summary:
     tracebacks: int
     passed: bool | None
     problems: tuple[str, ...]
+    hint: str = ""
 
 
 def summarize(result: ScenarioResult) -> Summary:
@@ -257,6 +258,7 @@ def summarize(result: ScenarioResult) -> Summary:
         tracebacks=result.tracebacks,
         passed=(not problems) if result.ran else None,
         problems=tuple(problems),
+        hint=result.hint,
     )
 
 
@@ -270,5 +272,5 @@ def _problems(found: Findings) -> list[str]:
     if found.off_time:
         problems.append(found.off_time)
     if found.extra_pods:
-        problems.append("more Pods than allowed")
+        problems.append("more Pods than the scenario allows")
     return problems
