@@ -177,7 +177,7 @@ def test_a_scenario_passes_only_without_findings_tracebacks_or_stalls() -> None:
 
     missed = summarize(ScenarioResult(name="s", bots=(bot(name="m", arrivals=(), joined_at=None),)))
     assert (missed.passed, missed.missed_joins) == (False, 1)
-    assert missed.problems == ("m: never joined, though it could have",)
+    assert missed.problems == ("m: never joined by the end of the run, though it could have",)
 
 
 def test_a_scenario_that_did_not_run_has_no_verdict() -> None:

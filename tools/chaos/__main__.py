@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="gauge that reads 1 on the leader (default: %(default)s)",
     )
     p.add_argument("--operator-arg", action="append", default=[], metavar="ARG", help="extra operator flag, repeatable")
-    p.add_argument("--health-limit", type=float, default=1.0, help="/healthz latency counted as a stall, seconds")
+    p.add_argument("--health-limit", type=float, default=2.0, help="/healthz latency counted as a stall, seconds")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     p.add_argument("--out", default=str(cluster.REPO_ROOT / "chaos-out"), help="operator logs (git-ignored)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")

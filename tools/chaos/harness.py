@@ -49,7 +49,7 @@ class Settings:
     replica_args: str = "--leader-elect --leader-election-namespace {namespace}"
     #: The gauge that is 1 on the replica holding the lease.
     leader_metric: str = "scheduledbot_leader"
-    health_limit: float = 1.0
+    health_limit: float = 2.0
 
 
 @dataclass
@@ -297,7 +297,7 @@ class Run:
 
     # --- the end ------------------------------------------------------------------------------
 
-    def finish(self, *, settle: float = 5.0, timeout: float = 40.0) -> ScenarioResult:
+    def finish(self, *, settle: float = 5.0, timeout: float = 25.0) -> ScenarioResult:
         """Wait for the joins, end the meetings, wait for the bots to settle; the run's records."""
         sleep_until(max((plan.join_at for plan in self.plans.values()), default=0) + settle)
         live = [name for name, plan in self.plans.items() if not plan.deleted]

@@ -191,7 +191,7 @@ class ScenarioResult:
     #: within its timeout counts as the timeout.
     health: tuple[float, ...] = ()
     #: The /healthz latency above which the operator counts as stalled.
-    health_limit: float = 1.0
+    health_limit: float = 2.0
     #: What the scenario exercises when it fails: the known cause, in words.
     hint: str = ""
     seconds: float = 0.0
@@ -267,7 +267,7 @@ def _problems(found: Findings) -> list[str]:
     if found.double_join:
         problems.append("joined more than once")
     if found.missed_join:
-        problems.append("never joined, though it could have")
+        problems.append("never joined by the end of the run, though it could have")
     problems.extend(found.contradictions)
     if found.off_time:
         problems.append(found.off_time)
