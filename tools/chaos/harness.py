@@ -11,6 +11,7 @@ meeting server's arrivals, the Pods and states watched, the operator logs, /heal
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.kube import Kube, Obj, Watcher, bots_path, pods_path
+from chaos.kube import ApiError, Kube, Obj, Watcher, bots_path, pods_path
 from chaos.probe import HealthProbe
 from chaos.verdicts import TERMINAL, BotRecord, ScenarioResult, count_tracebacks
 from localcluster import faults
@@ -92,7 +93,8 @@ class Run:
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings = settings
         self.name = name
-        self.namespace = f"chaos-{name}"[:50].rstrip("-") + "-" + secrets.token_hex(3)
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower())
+        self.namespace = f"chaos-{slug}"[:50].rstrip("-") + "-" + secrets.token_hex(3)
         self.kube = Kube(settings.cluster.kubeconfig)
         self.plans: dict[str, Plan] = {}
         self.operators: list[OperatorProcess] = []
@@ -129,12 +131,15 @@ class Run:
             self.start(operator, not_applicable_on_exit=bool(extra))
 
     def close(self) -> None:
+        """Stop what `open` started, as far as it got; the namespace (and its Pods) goes last."""
         self.probe.stop()
-        for operator in self.operators:
-            operator.close()
-        for watcher in self._watchers:
-            watcher.stop()
-        self.settings.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        try:
+            for operator in self.operators:
+                operator.close()
+        finally:
+            for watcher in self._watchers:
+                watcher.stop()
+            self.settings.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
 
     # --- the operator -----------------------------------------------------------------------
 
@@ -212,10 +217,21 @@ class Run:
     def meeting_id(self, name: str) -> str:
         return f"{self.namespace}-{name}"
 
-    def reschedule(self, name: str, join_at: float) -> None:
-        """Patch spec.joinAt (a user's client, not kubectl: storms need many a second)."""
-        self.kube.patch(bots_path(self.namespace, name), {"spec": {"joinAt": iso(join_at)}})
+    def reschedule(self, name: str, join_at: float) -> bool:
+        """Patch spec.joinAt (a user's client, not kubectl: storms need many a second).
+
+        False, with a note, when the API server refuses because the bot has started joining
+        (a storm slower than the bot's joinAt on a loaded machine): its last joinAt stands.
+        """
+        try:
+            self.kube.patch(bots_path(self.namespace, name), {"spec": {"joinAt": iso(join_at)}})
+        except ApiError as error:
+            if error.status != 422 or "started joining" not in str(error):
+                raise
+            self.notes.append(f"{name}: reschedule refused, it had started joining at its joinAt")
+            return False
         self.plans[name].join_at = join_at
+        return True
 
     def delete_at(self, names: Sequence[str], instant: float) -> None:
         """DELETE each bot at `instant`, on connections opened beforehand, so the requests leave on time."""

@@ -32,7 +32,8 @@ class HealthProbe:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=TIMEOUT + 1)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=TIMEOUT + 1)
 
     def up(self, operator: OperatorProcess) -> None:
         with self._lock:

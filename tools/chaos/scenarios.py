@@ -181,25 +181,24 @@ def reschedule_within_lead(run: Run, rng: random.Random, count: int) -> None:
     plans = _plans("w", count, time.time() + 22, lead=20, late_limit=SIGNAL_LIMIT)
     run.create(plans)
     _wait_staged(run, [p.name for p in plans])
+    storming = list(plans)
     for _ in range(5):
         # Counted from now, not from the start: every new joinAt is still ahead when set,
         # and within the lead, however long the staging took.
-        for plan in plans:
-            run.reschedule(plan.name, time.time() + rng.uniform(8, 14))
+        storming = [p for p in storming if run.reschedule(p.name, time.time() + rng.uniform(8, 14))]
         time.sleep(0.5)
 
 
 def reschedule_across_lead(run: Run, rng: random.Random, count: int) -> None:
     """Reschedules out of the lead (the Pod released) and back within it (staged again), the last one within it."""
-    plans = _plans("r", count, time.time() + 14, lead=10, max_pods=None)
+    plans = _plans("r", count, time.time() + 20, lead=18, max_pods=None)
     run.create(plans)
     _wait_staged(run, [p.name for p in plans])
+    storming = list(plans)
     for _ in range(3):
-        for plan in plans:
-            run.reschedule(plan.name, time.time() + 40)
+        storming = [p for p in storming if run.reschedule(p.name, time.time() + 40)]
         time.sleep(rng.uniform(0.5, 1.5))
-        for plan in plans:
-            run.reschedule(plan.name, time.time() + rng.uniform(6, 9))
+        storming = [p for p in storming if run.reschedule(p.name, time.time() + rng.uniform(12, 17))]
         time.sleep(rng.uniform(0.5, 1.5))
 
 
