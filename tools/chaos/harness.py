@@ -25,7 +25,7 @@ from typing import Any
 
 from chaos.kube import ApiError, Kube, Obj, Watcher, bots_path, pods_path
 from chaos.probe import HealthProbe
-from chaos.verdicts import TERMINAL, BotRecord, ScenarioResult, count_tracebacks
+from chaos.verdicts import IN_MEETING, TERMINAL, BotRecord, ScenarioResult, count_tracebacks
 from localcluster import faults
 from localcluster.meeting import MeetingServerProcess
 from localcluster.operator import OperatorProcess
@@ -60,7 +60,7 @@ class Plan:
     name: str
     join_at: float
     lead: int
-    deadline: int = 60
+    deadline: int = 20
     expect_join: bool | None = True
     late_limit: float | None = 3.0
     max_pods: int | None = 1
@@ -131,15 +131,27 @@ class Run:
             self.start(operator, not_applicable_on_exit=bool(extra))
 
     def close(self) -> None:
-        """Stop what `open` started, as far as it got; the namespace (and its Pods) goes last."""
+        """Stop what `open` started, as far as it got, and leave nothing behind.
+
+        The bots go first, while an operator still runs to release them (their finalizer);
+        what is left once the operators are stopped is released by hand, or the namespace
+        would stay Terminating.
+        """
         self.probe.stop()
+        kubectl = self.settings.cluster.kubectl
         try:
+            if any(operator.alive() for operator in self.operators):
+                kubectl("delete", "scheduledbots", "--all", "-n", self.namespace, "--timeout=20s", check=False)
             for operator in self.operators:
                 operator.close()
         finally:
             for watcher in self._watchers:
                 watcher.stop()
-            self.settings.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+            left = kubectl("get", "scheduledbots", "-n", self.namespace, "-o", "name", check=False).stdout.split()
+            for name in left:
+                patch = '{"metadata":{"finalizers":null}}'
+                kubectl("patch", name, "-n", self.namespace, "--type=merge", "-p", patch, check=False)
+            kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
 
     # --- the operator -----------------------------------------------------------------------
 
@@ -211,8 +223,31 @@ class Run:
                     "spec": body,
                 }
             )
-        manifest = {"apiVersion": "v1", "kind": "List", "items": items}
-        self.settings.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        # A few kubectl processes side by side: each create passes the admission webhook, and
+        # thirty in a row take long enough on a loaded machine to eat into the first lead.
+        chunks = [items[index : index + 8] for index in range(0, len(items), 8)]
+        failures: list[BaseException] = []
+
+        def apply(chunk: list[Obj]) -> None:
+            try:
+                self.settings.cluster.kubectl(
+                    "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk})
+                )
+            except Exception as error:
+                failures.append(error)
+
+        began = time.time()
+        threads = [threading.Thread(target=apply, args=(chunk,)) for chunk in chunks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        took = time.time() - began
+        first_stage = min(plan.join_at - plan.lead for plan in self.plans.values())
+        if time.time() > first_stage:
+            self.notes.append(f"creating the bots took {took:.1f} s, past the first stageAt")
 
     def meeting_id(self, name: str) -> str:
         return f"{self.namespace}-{name}"
@@ -314,11 +349,31 @@ class Run:
     # --- the end ------------------------------------------------------------------------------
 
     def finish(self, *, settle: float = 5.0, timeout: float = 25.0) -> ScenarioResult:
-        """Wait for the joins, end the meetings, wait for the bots to settle; the run's records."""
+        """Wait for every join that can still come, end the meetings, wait for the bots to settle.
+
+        A bot's join can come until its join deadline: the meetings are ended once every bot
+        not deleted is in the meeting or done by its status, or its deadline has passed, and
+        at least `settle` seconds after the last joinAt; then the run's records.
+        """
         sleep_until(max((plan.join_at for plan in self.plans.values()), default=0) + settle)
         live = [name for name, plan in self.plans.items() if not plan.deleted]
+
+        def joined_or_due() -> bool:
+            now = time.time()
+            return all(
+                self._seen[n].status.get("state") in IN_MEETING | TERMINAL
+                or now > self.plans[n].join_at + self.plans[n].deadline + 1
+                for n in live
+            )
+
+        last_deadline = max((self.plans[n].join_at + self.plans[n].deadline + 1 for n in live), default=0)
+        try:
+            self.wait("joined or past its deadline, every bot", joined_or_due, max(0, last_deadline - time.time()))
+        except TimeoutError:
+            pass  # the deadlines passed: what has not joined by now has missed
+        time.sleep(1)  # the recording delay: a bot just joined reaches the meeting's end in a state of its own
         for name in live:
-            self._admin(self.meeting_id(name), "")  # so that a late arrival is refused, not recorded
+            self._admin(self.meeting_id(name), "")  # so that a later arrival is refused, not recorded
             self._admin(self.meeting_id(name), "/end")
 
         def settled() -> bool:

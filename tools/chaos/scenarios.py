@@ -44,7 +44,7 @@ def _plans(
     lead: int,
     *,
     spread: float = 0.0,
-    deadline: int = 60,
+    deadline: int = 20,
     late_limit: float | None = 3.0,
     max_pods: int | None = 1,
 ) -> list[Plan]:
@@ -69,17 +69,32 @@ def _wait_staged(run: Run, names: list[str], timeout: float = 30) -> None:
 
 
 def kill_storm(run: Run, rng: random.Random, count: int) -> None:
-    """kill -9 at random instants among bots staged and joining one after another, back after 1-5 s."""
+    """kill -9 at random instants among bots staged and joining one after another, back after 1-5 s.
+
+    joinAt spread over 15 s from start + 20 s (lead 10 s); four kills drawn between the end of
+    the creation and 2 s after the last joinAt, each no sooner than 1 s after the operator was
+    ready again (on a loaded machine a restart takes seconds: back-to-back kills would merge
+    into one long outage). Join deadline 60 s: time enough for the restarted operator to stage
+    and join what it missed while down, so that every bot can join.
+    """
     start = time.time()
-    run.create(_plans("k", count, start + 15, lead=10, spread=15 / max(count, 1)))
+    plans = _plans("k", count, start + 20, lead=10, spread=15 / max(count, 1), deadline=60)
+    run.create(plans)
+    created = time.time()
     operator = run.operators[0]
-    kills = sorted(rng.uniform(start + 3, start + 29) for _ in range(4))
-    for instant in kills:
-        sleep_until(instant)
+    kills = sorted(rng.uniform(created + 1, start + 37) for _ in range(4))
+    outages = [rng.uniform(1, 5) for _ in kills]
+    done: list[tuple[float, float]] = []
+    ready = created
+    for instant, outage in zip(kills, outages, strict=True):
+        sleep_until(max(instant, ready + 1))
+        down = time.time()
         run.kill(operator)
-        time.sleep(rng.uniform(1, 5))
+        time.sleep(outage)
         run.start(operator)
-    run.notes.append("kills at T+" + ", ".join(f"{k - start:.1f}" for k in kills) + " s")
+        ready = time.time()
+        done.append((down - start, ready - down))
+    run.notes.append("killed at T+" + ", ".join(f"{at:.1f} s (down {took:.1f} s until ready)" for at, took in done))
 
 
 def down_across_join(run: Run, rng: random.Random, count: int) -> None:
@@ -317,7 +332,7 @@ KILL_STORM: Final = Scenario(
     "a kill between a Pod's creation and the staged status write leaves a bot spinning, with two Pods or no join",
     kill_storm,
     bots=30,
-    estimate=110,
+    estimate=120,
 )
 
 
