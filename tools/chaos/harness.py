@@ -65,7 +65,6 @@ class Plan:
     late_limit: float | None = 3.0
     max_pods: int | None = 1
     deleted: bool = False
-    cancelled_before_join: bool = False
 
 
 @dataclass
@@ -288,9 +287,7 @@ class Run:
         for thread in threads:
             thread.join()
         for name in names:
-            plan = self.plans[name]
-            plan.deleted = True
-            plan.cancelled_before_join = instant < plan.join_at
+            self.plans[name].deleted = True
         if errors:
             raise RuntimeError(f"deleting at the instant failed: {errors[0]}")
 
@@ -411,7 +408,6 @@ class Run:
                         pods=len(seen.pod_uids),
                         ready_before_join=seen.first_ready is not None and seen.first_ready < plan.join_at,
                         deleted=plan.deleted,
-                        cancelled_before_join=plan.cancelled_before_join,
                         state=status.get("state"),
                         reason=status.get("reason"),
                         joined_at=status.get("joinedAt"),

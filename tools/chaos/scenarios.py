@@ -176,14 +176,18 @@ def staged_process_killed(run: Run, rng: random.Random, count: int) -> None:
 
 
 def deletions_at_join(run: Run, rng: random.Random, count: int) -> None:
-    """Half the bots deleted 50 ms before joinAt (either outcome is right), half 50 ms after (joined, then left)."""
+    """Bots deleted 3 s before joinAt (no join), 50 ms before (either is right), 50 ms after (joined, then left)."""
     join_at = time.time() + 14
     plans = _plans("z", count, join_at, lead=10)
     run.create(plans)
     _wait_staged(run, [p.name for p in plans])
-    before, after = plans[: count // 2], plans[count // 2 :]
+    third = max(1, count // 3)
+    early, before, after = plans[:third], plans[third : 2 * third], plans[2 * third :]
+    for plan in early:
+        plan.expect_join = False
     for plan in before:
         plan.expect_join = None
+    run.delete_at([p.name for p in early], join_at - 3)
     run.delete_at([p.name for p in before], join_at - 0.05)
     run.delete_at([p.name for p in after], join_at + 0.05)
 

@@ -62,8 +62,6 @@ class BotRecord:
     ready_before_join: bool = False
     #: The ScheduledBot was deleted during the run (by the scenario).
     deleted: bool = False
-    #: The deletion was asked before joinAt (the bot is cancelled, not left).
-    cancelled_before_join: bool = False
     #: The final status (None: the object is gone).
     state: str | None = None
     reason: str | None = None
