@@ -18,6 +18,7 @@ from chaos.verdicts import (
     Findings,
     ScenarioResult,
     contradictions,
+    could_join,
     count_tracebacks,
     judge,
     off_time,
@@ -127,6 +128,27 @@ def test_off_time(record: BotRecord, expected: str | None) -> None:
 def test_judge(record: BotRecord, expected: Findings) -> None:
     assert judge(record) == expected
     assert judge(record).ok is (expected == Findings())
+
+
+@pytest.mark.parametrize(
+    ("ready", "outages", "expected"),
+    [
+        (False, [], True),  # the operator up all along
+        (True, [(0, 100)], True),  # a Ready Pod joins on its own, whatever the operator does
+        (False, [(5, 95)], False),  # up 5 s, then 5 s: never 15 s on end
+        (False, [(5, 40), (50, 95)], False),  # 10 s between the outages is not enough
+        (False, [(5, 40), (60, 95)], True),  # 20 s between them is
+        (False, [(-10, 20)], True),  # back at 20: 80 s before the deadline
+        (False, [(-10, 90)], False),  # back 10 s before the deadline
+        (False, [(20, 30), (25, 40)], True),  # overlapping outages merge
+    ],
+)
+def test_could_join(ready: bool, outages: list[tuple[float, float]], expected: bool) -> None:
+    stage_at, deadline_at = 0.0, 100.0
+    assert (
+        could_join(stage_at=stage_at, deadline_at=deadline_at, ready_before_join=ready, outages=outages, allowance=15.0)
+        is expected
+    )
 
 
 def test_percentile_interpolates_as_numpy_does() -> None:

@@ -25,13 +25,17 @@ from typing import Any
 
 from chaos.kube import ApiError, Kube, Obj, Watcher, bots_path, pods_path
 from chaos.probe import HealthProbe
-from chaos.verdicts import IN_MEETING, TERMINAL, BotRecord, ScenarioResult, count_tracebacks
+from chaos.verdicts import IN_MEETING, TERMINAL, BotRecord, ScenarioResult, could_join, count_tracebacks
 from localcluster import faults
 from localcluster.meeting import MeetingServerProcess
 from localcluster.operator import OperatorProcess
 from localcluster.testing import Cluster
 
 POD_LABEL = "meetingbots.dev/scheduledbot"
+#: Seconds of operator uptime a bot without a Ready Pod needs to be given one and join (a Pod
+#: process starts in seconds, more on a loaded machine): less than this between its stageAt and
+#: its join deadline, and a missed join is the outage's, not the operator's.
+POD_START_ALLOWANCE = 15.0
 
 
 class NotApplicable(Exception):
@@ -103,6 +107,9 @@ class Run:
         self._changed = threading.Condition()
         self._watchers: list[Watcher] = []
         self._began = time.monotonic()
+        #: The operator's outages (killed or frozen, until ready again), single-replica runs.
+        self.outages: list[tuple[float, float]] = []
+        self._down_since: dict[int, float] = {}
 
     # --- set-up and tear-down -------------------------------------------------------------
 
@@ -163,18 +170,28 @@ class Run:
                     f"the operator does not accept the replica arguments {self.settings.replica_args!r}"
                 ) from None
             raise
-        self.probe.up(operator)
+        self._up(operator)
 
     def kill(self, operator: OperatorProcess) -> None:
-        self.probe.down(operator)
+        self._down(operator)
         operator.kill()
 
     def pause_operator(self, operator: OperatorProcess) -> None:
-        self.probe.down(operator)
+        self._down(operator)
         operator.pause()
 
     def resume_operator(self, operator: OperatorProcess) -> None:
         operator.resume()
+        self._up(operator)
+
+    def _down(self, operator: OperatorProcess) -> None:
+        self.probe.down(operator)
+        self._down_since[id(operator)] = time.time()
+
+    def _up(self, operator: OperatorProcess) -> None:
+        down = self._down_since.pop(id(operator), None)
+        if down is not None and len(self.operators) == 1:
+            self.outages.append((down, time.time()))
         self.probe.up(operator)
 
     def leader(self, timeout: float = 30) -> OperatorProcess:
@@ -391,13 +408,24 @@ class Run:
         with self._changed:
             for name, plan in self.plans.items():
                 seen = self._seen[name]
+                ready_before_join = seen.first_ready is not None and seen.first_ready < plan.join_at
+                expect_join = plan.expect_join
+                if expect_join and not could_join(
+                    stage_at=plan.join_at - plan.lead,
+                    deadline_at=plan.join_at + plan.deadline,
+                    ready_before_join=ready_before_join,
+                    outages=self.outages,
+                    allowance=POD_START_ALLOWANCE,
+                ):
+                    expect_join = None  # the operator was never up long enough to give it a Pod
+                    self.notes.append(f"{name}: no chance to join (operator down through its window)")
                 meeting = self._meeting(self.meeting_id(name))
                 status = {} if seen.gone else seen.status
                 records.append(
                     BotRecord(
                         name=name,
                         join_at=plan.join_at,
-                        expect_join=plan.expect_join,
+                        expect_join=expect_join,
                         late_limit=plan.late_limit,
                         max_pods=plan.max_pods,
                         arrivals=tuple(a["timestamp"] for a in meeting.get("arrivals", [])),
@@ -406,7 +434,7 @@ class Run:
                         ),
                         meeting_ended=not plan.deleted,
                         pods=len(seen.pod_uids),
-                        ready_before_join=seen.first_ready is not None and seen.first_ready < plan.join_at,
+                        ready_before_join=ready_before_join,
                         deleted=plan.deleted,
                         state=status.get("state"),
                         reason=status.get("reason"),

@@ -142,6 +142,28 @@ def judge(bot: BotRecord) -> Findings:
     )
 
 
+def could_join(
+    *,
+    stage_at: float,
+    deadline_at: float,
+    ready_before_join: bool,
+    outages: Sequence[tuple[float, float]],
+    allowance: float,
+) -> bool:
+    """Whether a bot had its chance: a Pod Ready by joinAt (it joins on its own, operator or not), or
+    an operator up for `allowance` seconds on end (to create and start a Pod) between stageAt and the
+    join deadline. `outages` are the (down, ready again) intervals of the operator.
+    """
+    if ready_before_join:
+        return True
+    moment = stage_at
+    for down, up in sorted(outages):
+        if down > moment and min(down, deadline_at) - moment >= allowance:
+            return True
+        moment = max(moment, up)
+    return deadline_at - moment >= allowance
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default), q in 0..100; NaN when empty."""
     if not values:
