@@ -167,6 +167,7 @@ def test_tracebacks_are_counted_with_their_exception_line() -> None:
             '  File "x.py", line 1, in f',
             "    raise AttributeError",
             "AttributeError: 'NoneType' object has no attribute 'readexactly'",
+            "future: <Task finished name='Task-3' coro=<JoinDispatcher._answer() done, defined at d.py:1>>",
             "Traceback (most recent call last):",
             '  File "y.py", line 2, in g',
             "AssertionError",
@@ -174,7 +175,10 @@ def test_tracebacks_are_counted_with_their_exception_line() -> None:
     )
     assert count_tracebacks(log) == (
         2,
-        ("AttributeError: 'NoneType' object has no attribute 'readexactly'", "AssertionError"),
+        (
+            "AttributeError: 'NoneType' object has no attribute 'readexactly'",
+            "AssertionError (task JoinDispatcher._answer)",
+        ),
     )
     assert count_tracebacks("no trouble\n") == (0, ())
 

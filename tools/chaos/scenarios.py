@@ -333,7 +333,8 @@ SCENARIOS: Final = (
 
 KILL_STORM: Final = Scenario(
     "kill-storm",
-    "a kill between a Pod's creation and the staged status write leaves a bot spinning, with two Pods or no join",
+    "a kill between a Pod's creation and the staged status write leaves a bot spinning, with two Pods (two joins)"
+    " or none; bots that joined on their own while the operator was down are failed/Missed once it is back",
     kill_storm,
     bots=30,
     estimate=120,

@@ -192,7 +192,9 @@ def count_tracebacks(log: str) -> tuple[int, tuple[str, ...]]:
             (later for later in lines[index + 1 :] if later and not later.startswith((" ", "\t"))),
             "(no exception line)",
         )
-        exceptions.append(tail.strip()[:200])
+        # asyncio logs an unretrieved task's coroutine just before: name it, the exception alone rarely does.
+        task = lines[index - 1].split("coro=<", 1)[1].split("(", 1)[0] if index and "coro=<" in lines[index - 1] else ""
+        exceptions.append((tail.strip() + (f" (task {task})" if task else ""))[:200])
     return len(exceptions), tuple(exceptions)
 
 
