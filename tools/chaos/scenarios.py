@@ -249,7 +249,7 @@ def _leader_killed(offset: float) -> Callable[[Run, random.Random, int], None]:
         leader = run.leader()
         sleep_until(join_at + offset)
         run.kill(leader)
-        run.notes.append(f"killed the leader (pid file {leader.log_path.name}) at joinAt {offset:+g} s")
+        run.notes.append(f"killed the leader (replica {leader.log_path.stem}) at joinAt {offset:+g} s")
         time.sleep(5)
         run.start(leader)  # back as a standby, as its Deployment would have it
 
