@@ -81,6 +81,12 @@ def test_state_regressions(states: tuple[str, ...], expected: list[tuple[str, st
             ("status says joined at 2026-01-01T00:00:00Z; the meeting server never saw it",),
         ),
         (bot(state="recording"), ("status says recording; the meeting has ended",)),
+        (bot(lateness_ms=20), ()),
+        (bot(lateness_ms=400), ()),  # within the tolerance
+        (
+            bot(arrivals=(JOIN_AT + 2.04,), lateness_ms=3040),
+            ("status says the join was 3040 ms late; the meeting saw 2040 ms",),
+        ),
         (bot(state="recording", meeting_ended=False), ()),
         (
             bot(states=("staged", "joining", "joined", "joining", "joined")),

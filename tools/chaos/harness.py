@@ -440,6 +440,7 @@ class Run:
                         reason=status.get("reason"),
                         joined_at=status.get("joinedAt"),
                         joined_by=status.get("joinedBy"),
+                        lateness_ms=status.get("joinLatenessMs"),
                         states=tuple(seen.states),
                     )
                 )

@@ -6,11 +6,13 @@ rules are unit-tested without a cluster.
 
 The rules, per bot:
 - double join: the meeting server saw it arrive more than once;
-- missed join: it was expected to join (not cancelled before joinAt) and never arrived;
+- missed join: it was expected to join (not cancelled before joinAt, and it had a chance:
+  `could_join`) and never arrived;
 - contradiction: its status says something the meeting server refutes: failed without a join
   (or `Missed`) while it arrived, joined while it never arrived, still in the meeting by its
-  status once the meeting has ended, back from a joining-or-later state to an earlier one,
-  joined although it was cancelled before joinAt, or deleted yet still present in the meeting;
+  status once the meeting has ended, a join lateness more than 0.5 s off the meeting's, back
+  from a joining-or-later state to an earlier one, joined although it was cancelled before
+  joinAt, or deleted yet still present in the meeting;
 - off time: it arrived before joinAt, or later than its limit after joinAt although its Pod was
   Ready by joinAt (a bot whose Pod could not be ready in time is late for a reason of its own);
 - extra Pods: more distinct Pods than the scenario allows for it.
@@ -33,6 +35,9 @@ _JOIN_RANK: Final = {
     "ended": 6,
     "failed": 6,
 }
+#: How far status.joinLatenessMs may be from the meeting server's own measure (the bot's request
+#: takes milliseconds from the join's start to its arrival; a second off is another instant measured).
+LATENESS_TOLERANCE_MS: Final = 500
 IN_MEETING: Final = frozenset({"joining", "waiting_room", "joined", "recording", "leaving"})
 TERMINAL: Final = frozenset({"ended", "failed"})
 
@@ -67,6 +72,8 @@ class BotRecord:
     reason: str | None = None
     joined_at: str | None = None
     joined_by: str | None = None
+    #: status.joinLatenessMs: how late the operator says the join started.
+    lateness_ms: int | None = None
     #: Every state the harness saw, in order (consecutive repeats collapsed).
     states: tuple[str, ...] = ()
 
@@ -109,6 +116,10 @@ def contradictions(bot: BotRecord) -> tuple[str, ...]:
         found.append(f"in the meeting, but its status says failed/{bot.reason} with no join")
     if not arrived and bot.joined_at is not None:
         found.append(f"status says joined at {bot.joined_at}; the meeting server never saw it")
+    if arrived and bot.lateness_ms is not None:
+        seen_ms = (bot.arrivals[0] - bot.join_at) * 1000
+        if abs(bot.lateness_ms - seen_ms) > LATENESS_TOLERANCE_MS:
+            found.append(f"status says the join was {bot.lateness_ms} ms late; the meeting saw {seen_ms:.0f} ms")
     if bot.meeting_ended and not bot.deleted and bot.state in IN_MEETING:
         found.append(f"status says {bot.state}; the meeting has ended")
     for before, after in state_regressions(bot.states):
