@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/tools
 CLUSTER     := $(PY) -m localcluster
 
 .PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help \
-        real-deps cluster-real cluster-real-down image test-real fmt lint
+        real-deps cluster-real cluster-real-down image test-real fmt lint chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ deploy: ## apply all manifests (server-side: the CRD is too large for client-sid
 
 bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
 	$(PY) -m bench $(if $(FULL),--full,)
+
+chaos: cluster ## fault-injection suite: every scenario, its table (bounded: --budget; ARGS="--scenarios ... --json F")
+	$(PY) -m chaos $(ARGS)
 
 # --- the real node (containerd, runc, CNI bridge, the real kubelet; root, Linux) ---
 REALNODE    := $(PY) -m realnode
