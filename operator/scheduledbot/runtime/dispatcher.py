@@ -43,6 +43,11 @@ _MAX_SPIN: Final = 0.05
 K = TypeVar("K", bound=Hashable)
 
 
+def fire_time(join_at: datetime, not_before: datetime | None) -> float:
+    """When a join armed with these times is written (epoch seconds): its batch's instant."""
+    return max(join_at, not_before or join_at).timestamp()
+
+
 @dataclass(slots=True)
 class _Armed(Generic[K]):
     key: K
@@ -70,15 +75,22 @@ class JoinDispatcher(Generic[K]):
     must be cheap: it runs inside the batch.
     """
 
-    def __init__(self, *, report: Callable[[K, SignalOutcome], None]) -> None:
+    def __init__(
+        self,
+        *,
+        report: Callable[[K, SignalOutcome], None],
+        instant: Callable[[float, float], None] | None = None,
+    ) -> None:
         self._report = report
+        #: Told `(fire, lag)` once a batch's writes are out: how late its timer ran, in seconds.
+        self._instant = instant
         self._armed: dict[K, _Armed[K]] = {}
         self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine, request_id: str) -> None:
         """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
-        fire = max(join_at, not_before or join_at).timestamp()
+        fire = fire_time(join_at, not_before)
         current = self._armed.get(key)
         if (
             current is not None
@@ -141,6 +153,7 @@ class JoinDispatcher(Generic[K]):
         if batch.refresh_timer is not None:
             batch.refresh_timer.cancel()
         now = time.time()
+        lag = max(0.0, now - (fire - SPIN_AHEAD))
         if 0 < fire - now < _MAX_SPIN:
             while time.time() < fire:
                 pass
@@ -154,6 +167,8 @@ class JoinDispatcher(Generic[K]):
                 sent.append((armed, time.time()))
             else:
                 late.append(armed)
+        if self._instant is not None:
+            self._instant(fire, lag)
         # Everything below is off the critical path: all ready bots have their bytes.
         for armed, at in sent:
             self._sent(armed, at)

@@ -58,7 +58,7 @@ from scheduledbot.core.model import (
 )
 from scheduledbot.core.plan import plan
 from scheduledbot.runtime.config import Settings
-from scheduledbot.runtime.dispatcher import JoinDispatcher
+from scheduledbot.runtime.dispatch_thread import DispatcherThread
 from scheduledbot.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Engine:
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher: JoinDispatcher[Key] = JoinDispatcher(report=self._signal_outcome)
+        self.dispatcher: DispatcherThread[Key] = DispatcherThread(report=self._signal_outcome, lag=metrics.observe_lag)
         metrics.bind_states(self._states)
 
     # Watch events (from kopf) -----------------------------------------------------------
