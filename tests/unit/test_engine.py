@@ -39,7 +39,9 @@ class FakeKube:
         self.current = self._written(body)
         return copy.deepcopy(self.current)
 
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
         self.calls.append(("event", reason))
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
@@ -112,10 +114,11 @@ async def run(kube: FakeKube, body: dict[str, Any]) -> Engine:
     return engine
 
 
-async def test_a_new_bot_is_scheduled_with_one_status_write_and_one_event() -> None:
+async def test_a_new_bot_is_scheduled_with_one_status_write_then_one_event() -> None:
     kube = FakeKube()
     engine = await run(kube, new_bot(join_in=timedelta(hours=1)))
-    assert kube.calls == [("event", "Scheduled"), ("patch_status", "scheduled")]
+    # The status first: it is what `kubectl get sbot` shows; the Event follows in the background.
+    assert kube.calls == [("patch_status", "scheduled"), ("event", "Scheduled")]
     await engine.close()
 
 
@@ -134,14 +137,15 @@ async def test_a_duplicate_or_stale_watch_event_writes_nothing() -> None:
 async def test_a_bot_due_for_staging_is_scheduled_then_staged_in_two_writes() -> None:
     kube = FakeKube()
     engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
-    assert kube.calls == [
-        ("event", "Scheduled"),
+    assert [c for c in kube.calls if c[0] != "event"] == [
         ("patch_status", "scheduled"),
         ("create_secret", "standup-bot-token"),
         ("create_pod", "standup-bot"),
-        ("event", "Staged"),
         ("patch_status", "staged"),
     ]
+    # Each Event after its own status.
+    assert kube.calls.index(("event", "Scheduled")) > kube.calls.index(("patch_status", "scheduled"))
+    assert kube.calls.index(("event", "Staged")) > kube.calls.index(("patch_status", "staged"))
     await engine.close()
 
 
@@ -154,4 +158,33 @@ async def test_a_pod_the_api_server_refuses_fails_the_bot_once() -> None:
     assert statuses == ["scheduled", "failed"]
     assert kube.current["status"]["reason"] == "PodRejected"
     assert "spec.containers[0].image" in kube.current["status"]["message"]
+    await engine.close()
+
+
+class SlowEvents(FakeKube):
+    """An API server whose Event writes are slow: statuses must not wait for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
+        await self.release.wait()
+        self.calls.append(("event", reason))
+
+
+async def test_a_slow_event_write_does_not_hold_back_the_next_status() -> None:
+    kube = SlowEvents()
+    engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
+    # Both transitions are written while the first Event is still on its way.
+    assert [c for c in kube.calls if c[0] == "patch_status"] == [
+        ("patch_status", "scheduled"),
+        ("patch_status", "staged"),
+    ]
+    assert not [c for c in kube.calls if c[0] == "event"]
+    kube.release.set()
+    await settle(engine)
+    assert [c[1] for c in kube.calls if c[0] == "event"] == ["Scheduled", "Staged"]
     await engine.close()

@@ -196,7 +196,9 @@ class Kube:
         )
 
     @needs(_core("events", "create"))
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
         meta = body["metadata"]
         stamp = format_time(now)
         event = {
@@ -214,7 +216,7 @@ class Kube:
             "message": message[:1024],
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "count": 1,
+            "count": count,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
         }

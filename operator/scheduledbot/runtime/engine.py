@@ -59,6 +59,7 @@ from scheduledbot.core.model import (
 from scheduledbot.core.plan import plan
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatch_thread import DispatcherThread
+from scheduledbot.runtime.events import EventSink
 from scheduledbot.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Engine:
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._events = EventSink(kube)
         self.dispatcher: DispatcherThread[Key] = DispatcherThread(report=self._signal_outcome, lag=metrics.observe_lag)
         metrics.bind_states(self._states)
 
@@ -188,12 +190,22 @@ class Engine:
             rejection=entry.rejection,
         )
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
+        # The status is what `kubectl get sbot` shows: at a join instant a thousand passes
+        # write it before their finalizers and Events (the signal is out either way).
+        later = [a for a in decision.actions if isinstance(a, Emit | AddFinalizer)]
         for action in decision.actions:
+            if action in later:
+                continue
             if not await self._act(entry, bot, action, now):
                 # Refused: this plan is void; the next pass decides with the refusal observed.
                 entry.dirty = True
                 return
         await self._publish(entry, decision.status)
+        for action in later:
+            if isinstance(action, Emit):
+                self._say(entry, action, now)
+            else:
+                await self._act(entry, bot, action, now)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
 
@@ -236,13 +248,6 @@ class Engine:
         """Carry out one action; False when the API server refused it for good."""
         namespace, name = entry.key
         match action:
-            case Emit(type=type_, reason=reason, message=message):
-                if (reason, message) in entry.said:
-                    return True
-                entry.said.add((reason, message))
-                log.info("%s/%s %s: %s", namespace, name, reason, message)
-                assert entry.body is not None
-                await self._kube.post_event(entry.body, type_=type_.value, reason=reason, message=message, now=now)
             case CreateSecret():
                 fresh = secrets.token_urlsafe(32)
                 body = children.build_secret(name=name, namespace=namespace, uid=bot.uid, token=fresh)
@@ -289,6 +294,14 @@ class Engine:
                 if written is not None and _newer(written, entry.body):
                     entry.body = _kept(written)
         return True
+
+    def _say(self, entry: _Entry, emit: Emit, now: datetime) -> None:
+        """An Event leaves after the pass's status, in the background (runtime/events.py)."""
+        if (emit.reason, emit.message) in entry.said or entry.body is None:
+            return
+        entry.said.add((emit.reason, emit.message))
+        log.info("%s/%s %s: %s", *entry.key, emit.reason, emit.message)
+        self._events.emit(entry.body, type_=emit.type.value, reason=emit.reason, message=emit.message, now=now)
 
     def _pod_body(self, *, name: str, namespace: str, uid: str, spec: ValidSpec, join_at: datetime) -> dict[str, Any]:
         defaults = self._settings.defaults
@@ -478,6 +491,7 @@ class Engine:
         for key in list(self._entries):
             self._forget(key)
         await self.dispatcher.close()
+        await self._events.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
