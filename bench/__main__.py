@@ -25,6 +25,7 @@ QUICK = {
     "idle": 30,
     "budget": 600,
     "scale_reserve": 150,
+    "ahead": None,
 }
 FULL = {
     "sizes": [1, 100, 1000, 5000],
@@ -33,6 +34,8 @@ FULL = {
     "idle": 60,
     "budget": 3600,
     "scale_reserve": 420,
+    # The 5,000-bot run is created 10 minutes ahead with the default staging lead.
+    "ahead": 600,
 }
 
 
@@ -61,6 +64,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="experiment: delete the operator's webhook configuration once it runs, so that creates "
         "skip the admission webhook (scale phase)",
     )
+    p.add_argument(
+        "--ahead",
+        type=float,
+        help="create the bots this many seconds before joinAt with the default staging lead, so that the "
+        "operator decides when to stage (runs of at least --ahead-min-size bots; default: off, full: 600)",
+    )
+    p.add_argument("--ahead-min-size", type=int, default=5000, help="smallest run created --ahead (default 5000)")
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the operator of this git commit (before ours, same sizes, same run): side by side",
+    )
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -69,6 +84,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="logs and raw results (git-ignored)")
     return p.parse_args(argv)
+
+
+def baseline_source(ref: str, out: Path) -> Path:
+    """The operator package of commit `ref`, extracted under `out`: the baseline's PYTHONPATH."""
+    target = out / f"baseline-{ref}"
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "operator"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+    return target / "operator"
 
 
 def machine() -> dict[str, str]:
@@ -109,7 +135,8 @@ async def amain(args: argparse.Namespace) -> int:
     scale = args.scale if args.scale is not None else mode["scale"]
     idle = args.idle if args.idle is not None else mode["idle"]
     started = time.time()
-    deadline = started + mode["budget"]
+    # A baseline operator measured first gets a budget of its own.
+    deadline = started + mode["budget"] * (2 if args.baseline else 1)
     run_id = time.strftime("%m%d%H%M") + secrets.token_hex(2)
     out = Path(args.out) / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -135,8 +162,17 @@ async def amain(args: argparse.Namespace) -> int:
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    ahead = args.ahead if args.ahead is not None else mode["ahead"]
+    operators: list[tuple[str, dict[str, str]]] = []
+    if args.baseline and not args.skip_precision:
+        operators.append(("base", {"PYTHONPATH": str(baseline_source(args.baseline, out))}))
+        results["baseline_commit"] = args.baseline
+    operators.append(("join", {}))
+    precision_deadline = deadline - (mode["scale_reserve"] if not args.skip_scale else 0)
     try:
-        if not args.skip_precision:
+        for index, (name, env) in enumerate(operators if not args.skip_precision else []):
+            # Each operator gets its share of what is left of the budget.
+            share = (precision_deadline - time.time()) / (len(operators) - index)
             phase = PrecisionPhase(
                 kube=kube,
                 kubeconfig=kubeconfig,
@@ -144,11 +180,21 @@ async def amain(args: argparse.Namespace) -> int:
                 run_id=run_id,
                 sizes=sizes,
                 runs=runs,
-                deadline=deadline - (mode["scale_reserve"] if not args.skip_scale else 0),
+                deadline=time.time() + share,
                 operator_args=args.operator_arg,
+                name=name,
+                operator_env=env,
+                ahead=ahead,
+                ahead_min_size=args.ahead_min_size,
             )
-            results["precision"] = [r.__dict__ for r in await phase.run()]
-            results["floor"] = phase.floor
+            key = "baseline" if name == "base" else "precision"
+            try:
+                await phase.run()
+            finally:
+                # What was measured is kept, whatever stopped the phase.
+                results[key] = [r.__dict__ for r in phase.results]
+                if name != "base":
+                    results["floor"] = phase.floor
         if not args.skip_scale and scale > 0:
             scale_phase = ScalePhase(
                 kube=kube,
@@ -163,6 +209,9 @@ async def amain(args: argparse.Namespace) -> int:
                 without_webhook=args.without_webhook,
             )
             results["scale"] = await scale_phase.run()
+    except Exception as error:  # the table of what was measured is printed all the same
+        log.exception("bench stopped early")
+        results["error"] = repr(error)[:500]
     finally:
         await kube.close()
     results["duration_s"] = time.time() - started
