@@ -122,6 +122,11 @@ class Observed:
     signal: SignalOutcome | None = None
     #: The API server refused to create the bot Pod (a bad template, Pod Security): its message.
     rejection: str | None = None
+    #: Paced staging (core/pacing.py): when this bot's Pod is to be created, if earlier than its
+    #: stageAt; None: at its stageAt.
+    stage_by: datetime | None = None
+    #: When the bot Pod is expected Ready (not Ready yet); later than joinAt: warn before joinAt.
+    ready_expected_at: datetime | None = None
 
 
 class EventType(enum.StrEnum):

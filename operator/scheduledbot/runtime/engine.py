@@ -25,18 +25,19 @@ import base64
 import contextvars
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
 from scheduledbot.api.joinat import format_time, parse_join_at
-from scheduledbot.api.models import ScheduledBotStatus, ValidSpec, parse_spec
+from scheduledbot.api.models import BotState, ScheduledBotStatus, ValidSpec, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
-from scheduledbot.core import children
+from scheduledbot.core import children, pacing
 from scheduledbot.core.model import (
     FINALIZER,
     Action,
@@ -61,6 +62,7 @@ from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatch_thread import DispatcherThread
 from scheduledbot.runtime.events import EventSink
 from scheduledbot.runtime.metrics import Metrics
+from scheduledbot.runtime.stager import Stager
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class Engine:
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._events = EventSink(kube)
+        self._stager: Stager[Key] = Stager(poke=self.poke)
         self.dispatcher: DispatcherThread[Key] = DispatcherThread(report=self._signal_outcome, lag=metrics.observe_lag)
         metrics.bind_states(self._states)
 
@@ -182,12 +185,15 @@ class Engine:
             return
         now = datetime.now(UTC)
         bot = self._bot_view(entry.body)
+        stage_by, ready_expected_at = self._staging(entry, bot, now)
         observed = Observed(
             pod=_pod_view(entry.pod, bot.uid),
             secret=entry.token is not None,
             report=entry.report,
             signal=entry.signal,
             rejection=entry.rejection,
+            stage_by=stage_by,
+            ready_expected_at=ready_expected_at,
         )
         decision = plan(bot=bot, observed=observed, defaults=self._settings.defaults, now=now)
         # The status is what `kubectl get sbot` shows: at a join instant a thousand passes
@@ -208,6 +214,26 @@ class Engine:
                 await self._act(entry, bot, action, now)
         self._follow(entry, decision.follow)
         self._wake(entry, decision.wake_at, now)
+
+    def _staging(self, entry: _Entry, bot: BotView, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """The bot's paced creation slot (runtime/stager.py) and when its Pod is expected Ready."""
+        spec, state = bot.spec, bot.status.state
+        ready = self._stager.ready_seconds
+        waiting = state in (None, BotState.SCHEDULED) and entry.pod is None and bot.deleted_at is None
+        if spec is None or not waiting:
+            self._stager.done(entry.key)
+            pod = entry.pod
+            if spec is None or state is not BotState.STAGED or pod is None or _pod_ready(pod):
+                return None, None
+            created = pod["metadata"].get("creationTimestamp")
+            at = parse_join_at(created) if created else None
+            return None, pacing.expected_ready(now=now, created_at=at, ready_seconds=ready)
+        lead = spec.staging_lead_seconds
+        stage_at = spec.join_at - timedelta(
+            seconds=self._settings.defaults.staging_lead_seconds if lead is None else lead
+        )
+        slot = self._stager.want(entry.key, stage_at=stage_at, join_at=spec.join_at)
+        return slot, pacing.expected_ready(now=now, created_at=slot or stage_at, ready_seconds=ready)
 
     def _retry_later(self, entry: _Entry) -> None:
         delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
@@ -347,6 +373,7 @@ class Engine:
             entry.rejection = error.message if isinstance(error, ApiError) else str(error)
             return False
         if created:
+            self._stager.created(entry.key)
             # Seen as Pending until the watch brings the real one.
             body["metadata"]["uid"] = ""
             body["status"] = {"phase": "Pending"}
@@ -456,8 +483,11 @@ class Engine:
             ),
             None,
         )
+        seconds = None
         if created and ready_at:
-            self._metrics.staging_time.observe((parse_join_at(ready_at) - parse_join_at(created)).total_seconds())
+            seconds = (parse_join_at(ready_at) - parse_join_at(created)).total_seconds()
+            self._metrics.staging_time.observe(seconds)
+        self._stager.ready(entry.key, seconds=seconds, at=time.time())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -476,6 +506,7 @@ class Engine:
         if entry.follower is not None:
             entry.follower.cancel()
         self.dispatcher.disarm(key)
+        self._stager.forget(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
@@ -492,6 +523,7 @@ class Engine:
             self._forget(key)
         await self.dispatcher.close()
         await self._events.close()
+        self._stager.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
