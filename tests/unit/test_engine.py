@@ -188,3 +188,19 @@ async def test_a_slow_event_write_does_not_hold_back_the_next_status() -> None:
     await settle(engine)
     assert [c[1] for c in kube.calls if c[0] == "event"] == ["Scheduled", "Staged"]
     await engine.close()
+
+
+async def test_a_bot_staged_too_close_to_join_at_is_reported_late_before_join_at() -> None:
+    kube = FakeKube()
+    kube.current = new_bot(join_in=timedelta(seconds=5), lead=900)
+    metrics = Metrics()
+    engine = Engine(settings=settings(), kube=kube, bots=None, metrics=metrics)  # type: ignore[arg-type]
+    engine.bot_event(None, copy.deepcopy(kube.current))
+    await settle(engine)
+    # Staged at once, but a Pod needs longer than 5 s to be Ready: said now, not after joinAt.
+    assert ("create_pod", "standup-bot") in kube.calls
+    assert ("event", "LateStaging") in kube.calls
+    assert metrics.registry.get_sample_value("scheduledbot_late_staging_total") == 1
+    late = [c for c in kube.current["status"]["conditions"] if c["type"] == "ReadyBeforeJoin"]
+    assert [(c["status"], c["reason"]) for c in late] == [("False", "LateStaging")]
+    await engine.close()

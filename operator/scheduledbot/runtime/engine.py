@@ -57,7 +57,7 @@ from scheduledbot.core.model import (
     RemoveFinalizer,
     SignalOutcome,
 )
-from scheduledbot.core.plan import plan
+from scheduledbot.core.plan import LATE_STAGING, plan
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.dispatch_thread import DispatcherThread
 from scheduledbot.runtime.events import EventSink
@@ -113,6 +113,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._events = EventSink(kube)
         self._stager: Stager[Key] = Stager(poke=self.poke)
+        metrics.staging_pace.set_function(lambda: self._stager.rate)
         self.dispatcher: DispatcherThread[Key] = DispatcherThread(report=self._signal_outcome, lag=metrics.observe_lag)
         metrics.bind_states(self._states)
 
@@ -326,6 +327,8 @@ class Engine:
         if (emit.reason, emit.message) in entry.said or entry.body is None:
             return
         entry.said.add((emit.reason, emit.message))
+        if emit.reason == LATE_STAGING:
+            self._metrics.late_staging.inc()
         log.info("%s/%s %s: %s", *entry.key, emit.reason, emit.message)
         self._events.emit(entry.body, type_=emit.type.value, reason=emit.reason, message=emit.message, now=now)
 

@@ -71,6 +71,16 @@ class Metrics:
             ["loop"],
             registry=self.registry,
         )
+        self.late_staging = Counter(
+            "scheduledbot_late_staging",
+            "Bots reported, before joinAt, as not expected Ready by joinAt (Warning LateStaging)",
+            registry=self.registry,
+        )
+        self.staging_pace = Gauge(
+            "scheduledbot_staging_pace_pods_per_second",
+            "The pace paced staging plans with, as measured while it runs",
+            registry=self.registry,
+        )
         self._states = _States()
         self.registry.register(self._states)
 
