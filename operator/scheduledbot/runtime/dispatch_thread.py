@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import queue
 import sys
 import threading
 import time
@@ -104,7 +103,9 @@ class DispatcherThread(Generic[K]):
         self._report = report
         self._lag = lag
         self._owner: asyncio.AbstractEventLoop | None = None
-        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        #: The thread-safe queue to the dispatcher's loop: appended and swapped under the lock.
+        self._commands: list[_Command] = []
+        self._commands_lock = threading.Lock()
         self._outcomes: list[tuple[K, SignalOutcome]] = []
         self._outcomes_lock = threading.Lock()
         self._quiet = _Quiet()
@@ -135,9 +136,10 @@ class DispatcherThread(Generic[K]):
     def _send(self, command: _Command) -> None:
         if self._owner is None:
             self._owner = asyncio.get_running_loop()
-        was_empty = self._commands.empty()
-        self._commands.put(command)
-        if was_empty:
+        with self._commands_lock:
+            first = not self._commands
+            self._commands.append(command)
+        if first:
             # One wake-up per burst: 5,000 arms of one pass storm are drained together.
             self._loop.call_soon_threadsafe(self._drain)
 
@@ -170,11 +172,9 @@ class DispatcherThread(Generic[K]):
             self._loop.close()
 
     def _drain(self) -> None:
-        while True:
-            try:
-                verb, key, args = self._commands.get_nowait()
-            except queue.Empty:
-                return
+        with self._commands_lock:
+            commands, self._commands = self._commands, []
+        for verb, key, args in commands:
             if verb == "disarm":
                 self._inner.disarm(key)  # type: ignore[arg-type]
                 continue
