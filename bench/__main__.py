@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="REF",
         help="also measure the operator of this git commit (before ours, same sizes, same run): side by side",
     )
+    p.add_argument("--ours", metavar="REF", help="measure our operator as of this commit (default: the working tree)")
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -168,7 +169,11 @@ async def amain(args: argparse.Namespace) -> int:
     if args.baseline and not args.skip_precision:
         operators.append(("base", {"PYTHONPATH": str(baseline_source(args.baseline, out))}))
         results["baseline_commit"] = args.baseline
-    operators.append(("join", {}))
+    if args.ours:
+        results["machine"]["commit"] = args.ours  # type: ignore[index]
+    # Ours from a commit, too: the working tree may change while a long run goes on.
+    ours = {"PYTHONPATH": str(baseline_source(args.ours, out))} if args.ours else {}
+    operators.append(("join", ours))
     precision_deadline = deadline - (mode["scale_reserve"] if not args.skip_scale else 0)
     try:
         for index, (name, env) in enumerate(operators if not args.skip_precision else []):
