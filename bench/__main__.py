@@ -199,6 +199,7 @@ async def amain(args: argparse.Namespace) -> int:
             finally:
                 # What was measured is kept, whatever stopped the phase.
                 results[key] = [r.__dict__ for r in phase.results]
+                results.setdefault("errors", []).extend(f"{name}: {e}" for e in phase.errors)  # type: ignore[attr-defined]
                 if name != "base":
                     results["floor"] = phase.floor
         if not args.skip_scale and scale > 0:
@@ -217,7 +218,7 @@ async def amain(args: argparse.Namespace) -> int:
             results["scale"] = await scale_phase.run()
     except Exception as error:  # the table of what was measured is printed all the same
         log.exception("bench stopped early")
-        results["error"] = repr(error)[:500]
+        results["error"] = f"{type(error).__name__}: {error}"[:500]
     finally:
         await kube.close()
     results["duration_s"] = time.time() - started

@@ -207,8 +207,11 @@ class PrecisionPhase:
             label_selector=BOT_LABEL,
             on_event=self.pods.on_event,
         )
-        #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
-        self.per_bot = 0.045
+        #: Seconds of creating + staging per bot, learned from each run (first guess: conservative,
+        #: for a loaded machine: a bot created after its joinAt is refused).
+        self.per_bot = 0.08
+        #: Runs that failed, with their error.
+        self.errors: list[str] = []
         self.results: list[RunResult] = []
         #: Measurement floor samples (seconds; "read" and "kernel"), before the first run and after the last.
         self.floor: list[dict[str, list[float]]] = []
@@ -238,7 +241,13 @@ class PrecisionPhase:
                     if time.time() + self._ahead(size) + 30 + size * 0.1 > self.deadline:
                         log.warning("time budget: skipping the remaining runs of %d bots", size)
                         break
-                    result = await self._one(size, index)
+                    try:
+                        result = await self._one(size, index)
+                    except Exception as error:  # one broken run (API timeouts, say) does not end the phase
+                        log.exception("run %d bots #%d failed", size, index + 1)
+                        self.errors.append(f"{size:,} bots #{index + 1}: {type(error).__name__}: {error}"[:400])
+                        await self._clean_up_after_failure()
+                        continue
                     self.results.append(result)
                     log.info("run %d bots #%d: %s", size, index + 1, _line(result))
             self.floor.append(await self._floor())
@@ -448,6 +457,12 @@ class PrecisionPhase:
 
         await self._clean_up()
         return result
+
+    async def _clean_up_after_failure(self) -> None:
+        try:
+            await self._clean_up()
+        except Exception:
+            log.exception("clean-up after a failed run failed too")
 
     async def _clean_up(self) -> None:
         """Delete this run's bots, Pods and Secrets, for the next run; the addresses come back.

@@ -173,6 +173,7 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     ]
     if results.get("error"):
         lines += [f"**the bench stopped early**: {results['error']} (below: what was measured until then)", ""]
+    lines += [f"- a run failed: {e}" for e in results.get("errors") or []]
     rows = precision_rows(results)
     lines += instant_table(results)
     checks: list[tuple[str, float, str]] = []
