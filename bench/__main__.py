@@ -174,11 +174,10 @@ async def amain(args: argparse.Namespace) -> int:
     # Ours from a commit, too: the working tree may change while a long run goes on.
     ours = {"PYTHONPATH": str(baseline_source(args.ours, out))} if args.ours else {}
     operators.append(("join", ours))
-    precision_deadline = deadline - (mode["scale_reserve"] if not args.skip_scale else 0)
     try:
-        for index, (name, env) in enumerate(operators if not args.skip_precision else []):
-            # Each operator gets its share of what is left of the budget.
-            share = (precision_deadline - time.time()) / (len(operators) - index)
+        for name, env in operators if not args.skip_precision else []:
+            # Each operator gets the same budget, whatever the one before it took.
+            phase_deadline = time.time() + mode["budget"] - (mode["scale_reserve"] if not args.skip_scale else 0)
             phase = PrecisionPhase(
                 kube=kube,
                 kubeconfig=kubeconfig,
@@ -186,7 +185,7 @@ async def amain(args: argparse.Namespace) -> int:
                 run_id=run_id,
                 sizes=sizes,
                 runs=runs,
-                deadline=time.time() + share,
+                deadline=phase_deadline,
                 operator_args=args.operator_arg,
                 name=name,
                 operator_env=env,

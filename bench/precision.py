@@ -135,7 +135,7 @@ class RunResult:
     lifecycle_ok: bool = True
     other_operators: int = 0
     published_s: float = math.nan  # joinAt -> every bot shows `joining` (or later)
-    failed: int = 0  # bots `failed` when every other one showed `joining` (Missed, NotReadyInTime...)
+    failed: int = 0  # bots `failed` at the end of the lifecycle (Missed, NotReadyInTime...)
     ahead_s: float = math.nan  # first create -> joinAt
     default_lead: bool = False  # created ahead with the default lead: the operator chose when to stage
     loop_lag: dict[str, float] = field(default_factory=dict)  # event-loop lag at the instant, s (metric)
@@ -344,7 +344,6 @@ class PrecisionPhase:
             timeout=join_at + 30 + size / 25 - time.time(),
         )
         result_published = time.time() - join_at
-        failed = self.bots.count("failed")
         if not ok:
             log.warning(
                 "only %d of %d bots joining %.0f s after joinAt",
@@ -362,7 +361,6 @@ class PrecisionPhase:
             not_ready=not_ready,
             other_operators=0,
             published_s=result_published if ok else math.nan,
-            failed=failed,
             ahead_s=join_at - started,
             default_lead=default_lead,
         )
@@ -433,6 +431,7 @@ class PrecisionPhase:
             lambda: self.bots.count("ended") >= ended and self.bots.with_finalizer == 0, timeout=60 + size / 20
         )
         result.lifecycle_ok = ok_joined and ok_ended and joined == ended == size
+        result.failed = self.bots.count("failed")
         if not result.lifecycle_ok:
             log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states), self.bots.with_finalizer)
         await asyncio.sleep(0.5)  # let the last requests be counted
