@@ -338,10 +338,11 @@ class PrecisionPhase:
             self.per_bot = max(0.01, (staged - started) / size)
         # The joins are out within milliseconds; publishing `joining` takes the operator a few
         # API writes per bot, at the API server's pace.
-        # (A bot that failed instead, Missed say, is counted apart: the wait is for every bot to settle.)
+        # (A bot that failed instead, Missed say, is counted apart: the wait is for every bot to settle,
+        # and a Missed bot fails at its join deadline, 120 s after joinAt by default.)
         ok = await self.bot_watch.wait(
             lambda: self.bots.count(*JOINED_OR_LATER, "failed") >= size,
-            timeout=join_at + 30 + size / 25 - time.time(),
+            timeout=join_at + 130 + size / 25 - time.time(),
         )
         result_published = time.time() - join_at
         if not ok:
