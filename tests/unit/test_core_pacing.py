@@ -16,12 +16,12 @@ def s(seconds: float) -> timedelta:
 
 
 @pytest.mark.parametrize(
-    ("cohorts", "rate", "ready", "expected"),
+    ("cohorts", "rate", "expected"),
     [
         # One cohort of 5,000 at 20 Pods/s: 250 s of creations, finished by its stageAt (lead 300 s).
-        ([Cohort(stage_at=T - s(300), join_at=T, size=5000)], 20, 10, [(T - s(550), T - s(300))]),
-        # A lead shorter than the time to Ready: finished by joinAt - ready instead of its stageAt.
-        ([Cohort(stage_at=T - s(5), join_at=T, size=100)], 50, 20, [(T - s(22), T - s(20))]),
+        ([Cohort(stage_at=T - s(300), join_at=T, size=5000)], 20, [(T - s(550), T - s(300))]),
+        # A short lead is the user's: not lengthened (LateStaging says when it is too short).
+        ([Cohort(stage_at=T - s(5), join_at=T, size=100)], 50, [(T - s(7), T - s(5))]),
         # Two instants an hour apart do not touch: each ends at its own stageAt.
         (
             [
@@ -29,7 +29,6 @@ def s(seconds: float) -> timedelta:
                 Cohort(stage_at=T + s(3300), join_at=T + s(3600), size=600),
             ],
             20,
-            10,
             [(T - s(330), T - s(300)), (T + s(3270), T + s(3300))],
         ),
         # 9:00 and 9:01 with 2,000 each at 20/s: 9:01's window pushes 9:00's earlier, no overlap.
@@ -39,23 +38,21 @@ def s(seconds: float) -> timedelta:
                 Cohort(stage_at=T - s(240), join_at=T + s(60), size=2000),
             ],
             20,
-            10,
             [(T - s(440), T - s(340)), (T - s(340), T - s(240))],
         ),
         # Given out of order: the answer keeps the caller's order.
         (
             [Cohort(stage_at=T - s(240), join_at=T + s(60), size=20), Cohort(stage_at=T - s(300), join_at=T, size=20)],
             10,
-            10,
             [(T - s(242), T - s(240)), (T - s(302), T - s(300))],
         ),
-        ([], 20, 10, []),
+        ([], 20, []),
     ],
 )
 def test_each_cohort_is_created_by_its_stage_at_at_the_pace(
-    cohorts: list[Cohort], rate: float, ready: float, expected: list[tuple[datetime, datetime]]
+    cohorts: list[Cohort], rate: float, expected: list[tuple[datetime, datetime]]
 ) -> None:
-    found = windows(cohorts, rate=rate, ready_seconds=ready)
+    found = windows(cohorts, rate=rate)
     assert [(w.start, w.finish) for w in found] == expected
     for cohort, window in zip(cohorts, found, strict=True):
         assert window.finish <= cohort.stage_at  # the lead is a minimum: earlier, never later
@@ -63,16 +60,18 @@ def test_each_cohort_is_created_by_its_stage_at_at_the_pace(
 
 def test_a_rate_that_is_not_positive_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="rate must be positive, got 0"):
-        windows([Cohort(stage_at=T, join_at=T, size=1)], rate=0, ready_seconds=1)
+        windows([Cohort(stage_at=T, join_at=T, size=1)], rate=0)
 
 
 @pytest.mark.parametrize(
     ("window", "count", "now", "expected"),
     [
-        # Not begun: evenly from its start.
-        (Window(start=T - s(100), finish=T - s(60)), 4, T - s(200), [T - s(100), T - s(90), T - s(80), T - s(70)]),
+        # Not begun: evenly, the last at its end.
+        (Window(start=T - s(100), finish=T - s(60)), 4, T - s(200), [T - s(90), T - s(80), T - s(70), T - s(60)]),
+        # A lone bot: exactly at the end of its window (its stageAt), as without pacing.
+        (Window(start=T - s(60.05), finish=T - s(60)), 1, T - s(200), [T - s(60)]),
         # Half gone: spread over what is left.
-        (Window(start=T - s(100), finish=T - s(60)), 2, T - s(80), [T - s(80), T - s(70)]),
+        (Window(start=T - s(100), finish=T - s(60)), 2, T - s(80), [T - s(70), T - s(60)]),
         # Over: every bot due now.
         (Window(start=T - s(100), finish=T - s(60)), 3, T - s(10), [T - s(10)] * 3),
         (Window(start=T - s(100), finish=T - s(60)), 0, T - s(200), []),

@@ -14,9 +14,10 @@ How the starts are found
 ========================
 Backwards from the last cohort: it must be created by its stageAt, which takes
 `size / rate` seconds; the cohort before it must be done by the earlier of its own
-stageAt and the start of the next one; and so on. A cohort whose lead is shorter
-than the time a Pod needs to become Ready (`ready_seconds`) must be created by
-`joinAt - ready_seconds` instead.
+stageAt and the start of the next one; and so on. Within a window the last bot is
+created at its end, so that a lone bot is staged exactly at its stageAt, as without
+pacing. A lead too short for the Pod to be Ready in time is not lengthened here (the
+user chose it); the bot is reported `LateStaging` instead.
 
 The pace itself is measured while staging runs (`adapt`): Pods that became Ready
 per second while a backlog waited; it moves slowly (a weighted mean) and within
@@ -54,11 +55,11 @@ class Window:
     finish: datetime
 
 
-def windows(cohorts: Sequence[Cohort], *, rate: float, ready_seconds: float) -> list[Window]:
+def windows(cohorts: Sequence[Cohort], *, rate: float) -> list[Window]:
     """Each cohort's staging window (same order as given), at `rate` Pods per second overall.
 
     Windows never overlap, so the cluster sees at most `rate` creations per second,
-    and none finishes after its cohort's stageAt (nor after joinAt - ready_seconds).
+    and none finishes after its cohort's stageAt.
     """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -67,9 +68,7 @@ def windows(cohorts: Sequence[Cohort], *, rate: float, ready_seconds: float) -> 
     bound: datetime | None = None
     for i in reversed(order):
         cohort = cohorts[i]
-        finish = min(cohort.stage_at, cohort.join_at - timedelta(seconds=ready_seconds))
-        if bound is not None:
-            finish = min(finish, bound)
+        finish = cohort.stage_at if bound is None else min(cohort.stage_at, bound)
         start = finish - timedelta(seconds=cohort.size / rate)
         found[i] = Window(start=start, finish=finish)
         bound = start
@@ -77,17 +76,18 @@ def windows(cohorts: Sequence[Cohort], *, rate: float, ready_seconds: float) -> 
 
 
 def slots(window: Window, *, count: int, now: datetime) -> list[datetime]:
-    """When each of `count` bots of a cohort is created: evenly over what is left of its window.
+    """When each of `count` bots of a cohort is created: evenly over what is left of its window,
+    the last at its end.
 
-    A window already begun (or gone) is spread over what remains of it; one already
-    over leaves every bot due now, as fast as the API server takes them.
+    A window already begun is spread over what remains of it; one already over
+    leaves every bot due now, as fast as the API server takes them.
     """
     if count <= 0:
         return []
-    start = max(window.start, now)
-    span = max(timedelta(0), window.finish - start)
+    finish = max(window.finish, now)
+    span = finish - max(window.start, now)
     step = span / count
-    return [start + step * k for k in range(count)]
+    return [finish - step * (count - 1 - k) for k in range(count)]
 
 
 def adapt(rate: float, *, ready: int, seconds: float) -> float:

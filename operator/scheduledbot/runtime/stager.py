@@ -126,7 +126,7 @@ class Stager(Generic[K]):
         now = datetime.now(UTC)
         keys = list(self._cohorts)
         cohorts = [pacing.Cohort(stage_at=s, join_at=j, size=len(self._cohorts[(s, j)])) for s, j in keys]
-        windows = pacing.windows(cohorts, rate=self.rate, ready_seconds=self.ready_seconds)
+        windows = pacing.windows(cohorts, rate=self.rate)
         next_start: datetime | None = None
         for key, window in zip(keys, windows, strict=True):
             if window.start > now:
