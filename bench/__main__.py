@@ -29,6 +29,8 @@ class Mode(TypedDict):
     idle: float
     budget: float
     scale_reserve: float
+    #: Seconds ahead of joinAt the bots are created (the default lead stages them); None: at once.
+    ahead: float | None
 
 
 QUICK: Mode = {
@@ -38,14 +40,18 @@ QUICK: Mode = {
     "idle": 30,
     "budget": 600,
     "scale_reserve": 150,
+    "ahead": None,
 }
 FULL: Mode = {
     "sizes": [1, 100, 1000, 5000],
     "runs": {1: 5, 100: 5, 1000: 3, 5000: 1},
     "scale": 10000,
     "idle": 60,
-    "budget": 3600,
+    # The 5,000-bot run alone takes about 20 minutes (created 10 minutes ahead).
+    "budget": 5400,
     "scale_reserve": 420,
+    # The 5,000-bot run is created 10 minutes ahead with the default staging lead.
+    "ahead": 600,
 }
 
 
@@ -74,6 +80,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="experiment: delete the operator's webhook configuration once it runs, so that creates "
         "skip the admission webhook (scale phase)",
     )
+    p.add_argument(
+        "--ahead",
+        type=float,
+        help="create the bots this many seconds before joinAt with the default staging lead, so that the "
+        "operator decides when to stage (runs of at least --ahead-min-size bots; default: off, full: 600)",
+    )
+    p.add_argument("--ahead-min-size", type=int, default=5000, help="smallest run created --ahead (default 5000)")
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the operator of this git commit (before ours, same sizes, same run): side by side",
+    )
+    p.add_argument("--ours", metavar="REF", help="measure our operator as of this commit (default: the working tree)")
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -82,6 +101,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="logs and raw results (git-ignored)")
     return p.parse_args(argv)
+
+
+def baseline_source(ref: str, out: Path) -> Path:
+    """The operator package of commit `ref`, extracted under `out`: the baseline's PYTHONPATH."""
+    target = out / f"baseline-{ref}"
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "operator"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+    return target / "operator"
 
 
 def machine() -> dict[str, str]:
@@ -122,7 +152,8 @@ async def amain(args: argparse.Namespace) -> int:
     scale = args.scale if args.scale is not None else mode["scale"]
     idle = args.idle if args.idle is not None else mode["idle"]
     started = time.time()
-    deadline = started + mode["budget"]
+    # A baseline operator measured first gets a budget of its own.
+    deadline = started + mode["budget"] * (2 if args.baseline else 1)
     run_id = time.strftime("%m%d%H%M") + secrets.token_hex(2)
     out = Path(args.out) / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -148,8 +179,20 @@ async def amain(args: argparse.Namespace) -> int:
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    ahead = args.ahead if args.ahead is not None else mode["ahead"]
+    operators: list[tuple[str, dict[str, str]]] = []
+    if args.baseline and not args.skip_precision:
+        operators.append(("base", {"PYTHONPATH": str(baseline_source(args.baseline, out))}))
+        results["baseline_commit"] = args.baseline
+    if args.ours:
+        results["machine"]["commit"] = args.ours  # type: ignore[index]
+    # Ours from a commit, too: the working tree may change while a long run goes on.
+    ours = {"PYTHONPATH": str(baseline_source(args.ours, out))} if args.ours else {}
+    operators.append(("join", ours))
     try:
-        if not args.skip_precision:
+        for name, env in operators if not args.skip_precision else []:
+            # Each operator gets the same budget, whatever the one before it took.
+            phase_deadline = time.time() + mode["budget"] - (mode["scale_reserve"] if not args.skip_scale else 0)
             phase = PrecisionPhase(
                 kube=kube,
                 kubeconfig=kubeconfig,
@@ -157,11 +200,22 @@ async def amain(args: argparse.Namespace) -> int:
                 run_id=run_id,
                 sizes=sizes,
                 runs=runs,
-                deadline=deadline - (mode["scale_reserve"] if not args.skip_scale else 0),
+                deadline=phase_deadline,
                 operator_args=args.operator_arg,
+                name=name,
+                operator_env=env,
+                ahead=ahead,
+                ahead_min_size=args.ahead_min_size,
             )
-            results["precision"] = [r.__dict__ for r in await phase.run()]
-            results["floor"] = phase.floor
+            key = "baseline" if name == "base" else "precision"
+            try:
+                await phase.run()
+            finally:
+                # What was measured is kept, whatever stopped the phase.
+                results[key] = [r.__dict__ for r in phase.results]
+                results.setdefault("errors", []).extend(f"{name}: {e}" for e in phase.errors)  # type: ignore[attr-defined]
+                if name != "base":
+                    results["floor"] = phase.floor
         if not args.skip_scale and scale > 0:
             scale_phase = ScalePhase(
                 kube=kube,
@@ -176,6 +230,9 @@ async def amain(args: argparse.Namespace) -> int:
                 without_webhook=args.without_webhook,
             )
             results["scale"] = await scale_phase.run()
+    except Exception as error:  # the table of what was measured is printed all the same
+        log.exception("bench stopped early")
+        results["error"] = f"{type(error).__name__}: {error}"[:500]
     finally:
         await kube.close()
     results["duration_s"] = time.time() - started

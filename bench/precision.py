@@ -47,6 +47,7 @@ PROBE_DELAY = 5
 ADDRESS_MARGIN = 300
 JOINED_OR_LATER = ("joining", "waiting_room", "joined", "recording", "leaving", "ended")
 TRANSITIONS = ("scheduled", "staged", "joining", "joined", "ended")
+BOT_LABEL = "meetingbots.dev/scheduledbot"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 
 
@@ -88,14 +89,15 @@ def pod_template(run: str, port: int = STUB_PORT) -> dict[str, Any]:
 
 
 def bot_body(
-    name: str, namespace: str, *, join_at: str, lead: int, template: dict[str, Any] | None, index: int
+    name: str, namespace: str, *, join_at: str, lead: int | None, template: dict[str, Any] | None, index: int
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "meetingUrl": f"https://zoom.us/j/{9000000000 + index}",
         "botName": f"Bench {name}",
         "joinAt": join_at,
-        "stagingLeadSeconds": lead,
     }
+    if lead is not None:
+        spec["stagingLeadSeconds"] = lead
     if template is not None:
         spec["template"] = template
     return {
@@ -133,6 +135,10 @@ class RunResult:
     lifecycle_ok: bool = True
     other_operators: int = 0
     published_s: float = math.nan  # joinAt -> every bot shows `joining` (or later)
+    failed: int = 0  # bots `failed` at the end of the lifecycle (Missed, NotReadyInTime...)
+    ahead_s: float = math.nan  # first create -> joinAt
+    default_lead: bool = False  # created ahead with the default lead: the operator chose when to stage
+    loop_lag: dict[str, float] = field(default_factory=dict)  # event-loop lag at the instant, s (metric)
 
     def brief(self) -> dict[str, Any]:
         return {"bot": summary(self.bot), "operator": summary(self.operator), "naive": summary(self.naive)}
@@ -154,6 +160,10 @@ class PrecisionPhase:
         lead_base: float = 10.0,
         namespace_timeout: float = 180,
         floor_samples: int = 30,
+        name: str = "join",
+        operator_env: dict[str, str] | None = None,
+        ahead: float | None = None,
+        ahead_min_size: int = 0,
     ) -> None:
         self.kube = kube
         self.kubeconfig = kubeconfig
@@ -162,19 +172,28 @@ class PrecisionPhase:
         self.sizes = sizes
         self.runs = runs
         self.deadline = deadline
-        self.namespace = f"bench-{run_id}-join"
+        self.namespace = f"bench-{run_id}-{name}"
+        #: Create the bots this long before joinAt, with the default staging lead (runs of at
+        #: least `ahead_min_size` bots): the operator, not the harness, decides when to stage.
+        self.ahead = ahead
+        self.ahead_min_size = ahead_min_size
         self.port = stub_port
         self.lead_base = lead_base
         self.namespace_timeout = namespace_timeout
         self.floor_samples = floor_samples
         self.stub = StubProcess(port=stub_port, count=int(max(sizes) * 1.1) + ADDRESS_MARGIN, log_path=out / "stub.log")
         self.identity = OperatorIdentity(
-            kube, namespace=self.namespace, run_id=run_id, admin_kubeconfig=kubeconfig, path=out / "operator.kubeconfig"
+            kube,
+            namespace=self.namespace,
+            run_id=f"{run_id}{name}",
+            admin_kubeconfig=kubeconfig,
+            path=out / f"operator-{name}.kubeconfig",
         )
         self.operator = BenchOperator(
-            kubeconfig=out / "operator.kubeconfig",
+            kubeconfig=out / f"operator-{name}.kubeconfig",
             namespaces=[self.namespace],
-            log_path=out / "operator-join.log",
+            log_path=out / f"operator-{name}.log",
+            env=dict(operator_env or {}),
             webhook_config=f"scheduledbot-bench-{self.namespace}",
             args=list(operator_args or []),
             admin_kubeconfig=kubeconfig,
@@ -185,11 +204,14 @@ class PrecisionPhase:
         self.pod_watch = Watcher(
             kube,
             f"/api/v1/namespaces/{self.namespace}/pods",
-            label_selector="meetingbots.dev/scheduledbot",
+            label_selector=BOT_LABEL,
             on_event=self.pods.on_event,
         )
-        #: Seconds of creating + staging per bot, learned from each run (first guess: conservative).
-        self.per_bot = 0.045
+        #: Seconds of creating + staging per bot, learned from each run (first guess: conservative,
+        #: for a loaded machine: a bot created after its joinAt is refused).
+        self.per_bot = 0.08
+        #: Runs that failed, with their error.
+        self.errors: list[str] = []
         self.results: list[RunResult] = []
         #: Measurement floor samples (seconds; "read" and "kernel"), before the first run and after the last.
         self.floor: list[dict[str, list[float]]] = []
@@ -216,10 +238,16 @@ class PrecisionPhase:
             for size in self.sizes:
                 for index in range(self.runs[size]):
                     # Staging, then the join, the naive round, the lifecycle and the clean-up.
-                    if time.time() + self._estimate(size) + 30 + size * 0.1 > self.deadline:
+                    if time.time() + self._ahead(size) + 30 + size * 0.1 > self.deadline:
                         log.warning("time budget: skipping the remaining runs of %d bots", size)
                         break
-                    result = await self._one(size, index)
+                    try:
+                        result = await self._one(size, index)
+                    except Exception as error:  # one broken run (API timeouts, say) does not end the phase
+                        log.exception("run %d bots #%d failed", size, index + 1)
+                        self.errors.append(f"{size:,} bots #{index + 1}: {type(error).__name__}: {error}"[:400])
+                        await self._clean_up_after_failure()
+                        continue
                     self.results.append(result)
                     log.info("run %d bots #%d: %s", size, index + 1, _line(result))
             self.floor.append(await self._floor())
@@ -258,6 +286,12 @@ class PrecisionPhase:
         """Seconds from now to a joinAt by which all `size` bots are staged, Ready, and idle."""
         return PROBE_DELAY + self.lead_base + 1.5 * self.per_bot * size
 
+    def _ahead(self, size: int) -> float:
+        """How long before joinAt this run's bots are created."""
+        if self.ahead is not None and size >= self.ahead_min_size:
+            return max(self.ahead, self._estimate(size))
+        return self._estimate(size)
+
     async def _bind_new_addresses(self) -> None:
         """Bind the stub on any address the kubelet gave a bench Pod beyond the pre-bound ones."""
         while True:
@@ -270,7 +304,10 @@ class PrecisionPhase:
 
     async def _one(self, size: int, index: int) -> RunResult:
         prefix = f"s{size}r{index}"
-        ahead = self._estimate(size)
+        ahead = self._ahead(size)
+        # Created well ahead, the bots keep the default lead and the operator stages them;
+        # otherwise their lead covers the whole wait and they are staged at once.
+        default_lead = self.ahead is not None and size >= self.ahead_min_size
         join_at = float(math.ceil(time.time() + ahead))
         template = pod_template(f"{self.run_id}-{prefix}", self.port)
         bodies = [
@@ -278,7 +315,7 @@ class PrecisionPhase:
                 f"{prefix}-{i:05d}",
                 self.namespace,
                 join_at=iso(join_at),
-                lead=int(ahead) + 60,
+                lead=None if default_lead else int(ahead) + 60,
                 template=template,
                 index=i,
             )
@@ -301,8 +338,11 @@ class PrecisionPhase:
             self.per_bot = max(0.01, (staged - started) / size)
         # The joins are out within milliseconds; publishing `joining` takes the operator a few
         # API writes per bot, at the API server's pace.
+        # (A bot that failed instead, Missed say, is counted apart: the wait is for every bot to settle,
+        # and a Missed bot fails at its join deadline, 120 s after joinAt by default.)
         ok = await self.bot_watch.wait(
-            lambda: self.bots.count(*JOINED_OR_LATER) >= size, timeout=join_at + 30 + size / 25 - time.time()
+            lambda: self.bots.count(*JOINED_OR_LATER, "failed") >= size,
+            timeout=join_at + 130 + size / 25 - time.time(),
         )
         result_published = time.time() - join_at
         if not ok:
@@ -321,7 +361,9 @@ class PrecisionPhase:
             idle_margin_s=join_at - staged,
             not_ready=not_ready,
             other_operators=0,
-            published_s=result_published,
+            published_s=result_published if ok else math.nan,
+            ahead_s=join_at - started,
+            default_lead=default_lead,
         )
 
         # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).
@@ -340,6 +382,9 @@ class PrecisionPhase:
                 result.operator.append(parse_time(signaled) - join_at)
         op_after = await self.operator.scrape()
         result.operator_mean, result.operator_buckets = _histogram_delta(op_before, op_after)
+        for loop in ("dispatcher", "operator"):
+            lag = op_after.get("scheduledbot_event_loop_lag_last_seconds", loop=loop)
+            result.loop_lag[loop] = math.nan if lag is None else lag
 
         # The naive fan-out on the same addresses.
         targets = sorted(f"{ip}:{self.port}" for ip in addresses)
@@ -387,6 +432,7 @@ class PrecisionPhase:
             lambda: self.bots.count("ended") >= ended and self.bots.with_finalizer == 0, timeout=60 + size / 20
         )
         result.lifecycle_ok = ok_joined and ok_ended and joined == ended == size
+        result.failed = self.bots.count("failed")
         if not result.lifecycle_ok:
             log.warning("lifecycle incomplete: %s, %d with finalizer", dict(self.bots.states), self.bots.with_finalizer)
         await asyncio.sleep(0.5)  # let the last requests be counted
@@ -409,23 +455,31 @@ class PrecisionPhase:
             )
         )
 
-        # Clean up for the next run: the Pods go with their bots; the addresses come back.
-        # The garbage collector would delete the children at its client's 20 requests per
-        # second; one delete-collection each is the bench's shortcut.
-        await self.kube.delete_bots(self.namespace)
-        for kind in ("pods", "secrets"):
-            await self.kube.call(
-                "DELETE",
-                f"/api/v1/namespaces/{self.namespace}/{kind}",
-                query=[("labelSelector", "meetingbots.dev/scheduledbot")],
-                timeout=600,
-            )
+        await self._clean_up()
+        return result
+
+    async def _clean_up_after_failure(self) -> None:
+        try:
+            await self._clean_up()
+        except Exception:
+            log.exception("clean-up after a failed run failed too")
+
+    async def _clean_up(self) -> None:
+        """Delete this run's bots, Pods and Secrets, for the next run; the addresses come back.
+
+        The garbage collector would delete the children at its client's 20 requests per
+        second; the bench deletes them itself, in bounded batches (Kube.delete_each).
+        """
+        await self.kube.delete_each(self.kube.bots_path(self.namespace), sorted(self.bot_watch.objects))
+        await self.kube.delete_each(f"/api/v1/namespaces/{self.namespace}/pods", sorted(self.pod_watch.objects))
+        secrets = f"/api/v1/namespaces/{self.namespace}/secrets"
+        await self.kube.delete_each(secrets, await self.kube.names(secrets, label_selector=BOT_LABEL))
+        size = max(1, len(self.pods.ip_of))
         gone = await self.pod_watch.wait(lambda: not self.pods.ip_of, timeout=120 + size / 20)
         await self.bot_watch.wait(lambda: not self.bot_watch.objects, timeout=60 + size / 50)
         if not gone:
             log.warning("%d bench Pods still there after their bots were deleted", len(self.pods.ip_of))
         await self.stub.command("reset")
-        return result
 
     async def _cleanup(self) -> None:
         if self._binder is not None:

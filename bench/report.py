@@ -21,9 +21,9 @@ TARGETS = {
 }
 
 
-def by_size(results: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+def by_size(results: dict[str, Any], key: str = "precision") -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
-    for run in results.get("precision") or []:
+    for run in results.get(key) or []:
         out.setdefault(run["size"], []).append(run)
     return out
 
@@ -38,9 +38,9 @@ def _med(runs: list[dict[str, Any]], key: str, q: float | str) -> float:
     return median(values)
 
 
-def precision_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def precision_rows(results: dict[str, Any], phase: str = "precision") -> list[dict[str, Any]]:
     rows = []
-    for size, runs in sorted(by_size(results).items()):
+    for size, runs in sorted(by_size(results, phase).items()):
         row: dict[str, Any] = {"size": size, "runs": len(runs)}
         for key in ("bot", "bot_kernel", "operator", "naive", "naive_kernel"):
             for q in ("50", "99", "max"):
@@ -53,6 +53,12 @@ def precision_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row["idle_margin"] = min(r["idle_margin_s"] for r in runs)
         row["staged_s"] = median([r["staged_s"] for r in runs])
         row["published_s"] = median([r.get("published_s", math.nan) for r in runs])
+        row["not_ready"] = sum(r["not_ready"] for r in runs)
+        row["failed"] = sum(r.get("failed", 0) for r in runs)
+        row["default_lead"] = any(r.get("default_lead") for r in runs)
+        row["ahead_s"] = median([r.get("ahead_s", math.nan) for r in runs])
+        for loop in ("dispatcher", "operator"):
+            row[f"lag_{loop}"] = median([r.get("loop_lag", {}).get(loop, math.nan) for r in runs])
         for part in ("status", "other", "events"):
             row[f"api_{part}"] = median([r["api"].get(part, math.nan) for r in runs])
         for part in ("status", "bot-writes", "events", "pod-create", "pod-delete", "secret-writes", "reads", "rest"):
@@ -121,6 +127,42 @@ def _f(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def instant_table(results: dict[str, Any]) -> list[str]:
+    """The join instant, per size: the baseline operator (if measured) beside ours, same run."""
+    commit = results["machine"]["commit"]
+    labelled = (
+        [(f"base {results['baseline_commit']}", precision_rows(results, "baseline"))] if "baseline" in results else []
+    )
+    labelled.append((f"ours {commit}", precision_rows(results)))
+    if not any(rows for _, rows in labelled):
+        return []
+    lines = [
+        "the join instant: ms at the bot (p50 / p99 / max), Pods Ready before joinAt, bots failed, event-loop lag "
+        "at the instant (the operator's metric; dispatcher / operator loop), and joinAt -> every bot shows "
+        "`joining` (or failed)",
+        "",
+        "| bots | operator | created ahead | at the bot, ms | naive p99, ms | Ready before joinAt | failed "
+        "| loop lag, ms | all `joining` after | Events per bot |",
+        "|---:|---|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    sizes = sorted({r["size"] for _, rows in labelled for r in rows})
+    for size in sizes:
+        for label, rows in labelled:
+            r = next((row for row in rows if row["size"] == size), None)
+            if r is None:
+                continue
+            trio = " / ".join(_f(r[f"bot_{q}"] * 1000, 2) for q in ("50", "99", "max"))
+            lead = "default lead" if r["default_lead"] else "lead covers it"
+            ready = size * r["runs"] - r["not_ready"]
+            lines.append(
+                f"| {size:,} | {label} | {_f(r['ahead_s'], 0)} s, {lead} | {trio} | {_f(r['naive_99'] * 1000, 1)} "
+                f"| {ready:,} of {size * r['runs']:,} | {r['failed']} "
+                f"| {_f(r['lag_dispatcher'] * 1000, 2)} / {_f(r['lag_operator'] * 1000, 2)} "
+                f"| {_f(r['published_s'])} s | {_f(r['events_ns'], 2)} |"
+            )
+    return [*lines, ""]
+
+
 def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     m = results["machine"]
     lines = [
@@ -129,7 +171,11 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
         f"took {results['duration_s']:.0f} s; command: {results['command']}",
         "",
     ]
+    if results.get("error"):
+        lines += [f"**the bench stopped early**: {results['error']} (below: what was measured until then)", ""]
+    lines += [f"- a run failed: {e}" for e in results.get("errors") or []]
     rows = precision_rows(results)
+    lines += instant_table(results)
     checks: list[tuple[str, float, str]] = []
     if rows:
         lines += [

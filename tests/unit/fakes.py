@@ -370,7 +370,9 @@ class FakeCluster:
         current["metadata"]["finalizers"] = [*names, finalizer] if present else names
         return copy.deepcopy(self._store_bot(current))
 
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
         self.events.append((type_, reason, message))
 
     # Storage and watch ------------------------------------------------------------------

@@ -714,3 +714,68 @@ def test_the_same_observation_gives_the_same_plan() -> None:
         )
 
     assert again() == again()
+
+
+# Paced staging: a slot earlier than stageAt, and the warning before joinAt ---------------------
+
+STAGE_AT = at(-300)  # JOIN - the default lead
+
+
+@pytest.mark.parametrize(
+    ("now", "stage_by", "staged", "wake_at"),
+    [
+        (at(-400), at(-450), True, None),  # the slot is due, 100 s before stageAt: staged now
+        (at(-500), at(-450), False, at(-450)),  # not yet: wakes at the slot, not at stageAt
+        (at(-500), None, False, STAGE_AT),  # no slot: stageAt, as without pacing
+        (at(-300), at(-200), True, None),  # a slot after stageAt never delays it: the lead is a minimum
+        (at(-400), at(-200), False, STAGE_AT),
+    ],
+)
+def test_a_paced_slot_stages_earlier_than_stage_at_never_later(
+    now: datetime, stage_by: datetime | None, staged: bool, wake_at: datetime | None
+) -> None:
+    result = plan(
+        bot=bot(state=BotState.SCHEDULED),
+        observed=Observed(pod=None, secret=True, stage_by=stage_by),
+        defaults=DEFAULTS,
+        now=now,
+    )
+    assert (CreatePod in kinds(result)) == staged
+    assert result.status.state == (BotState.STAGED if staged else BotState.SCHEDULED)
+    if wake_at is not None:
+        assert result.wake_at == wake_at
+
+
+@pytest.mark.parametrize(
+    ("state", "observed_pod", "now", "expected", "warned"),
+    [
+        # Waiting for its slot, which comes too late for the Pod to be Ready by joinAt.
+        (BotState.SCHEDULED, None, at(-400), at(5), True),
+        # Staged now (its stageAt has come), and already expected late.
+        (BotState.SCHEDULED, None, at(-100), at(5), True),
+        (BotState.SCHEDULED, None, at(-400), at(-290), False),
+        # Staged, its Pod not Ready and not expected Ready in time.
+        (BotState.STAGED, pod(ready=False), at(-20), at(15), True),
+        (BotState.STAGED, pod(ready=False), at(-20), at(-1), False),
+        # After joinAt, the deadline's own failure speaks; no warning "before" any more.
+        (BotState.STAGED, pod(ready=False), at(1), at(15), False),
+    ],
+)
+def test_a_bot_pod_not_expected_ready_by_join_at_is_reported_before_it(
+    state: BotState, observed_pod: PodView | None, now: datetime, expected: datetime, warned: bool
+) -> None:
+    result = plan(
+        bot=bot(state=state),
+        observed=Observed(pod=observed_pod, secret=True, stage_by=at(-95), ready_expected_at=expected),
+        defaults=DEFAULTS,
+        now=now,
+    )
+    assert ("LateStaging" in events(result)) == warned
+    conditions = {c.type: c for c in result.status.conditions or []}
+    if warned:
+        late = conditions["ReadyBeforeJoin"]
+        assert (late.status, late.reason) == ("False", "LateStaging")
+        assert "not expected to be Ready by joinAt" in late.message
+        assert [a.type for a in result.actions if isinstance(a, Emit) and a.reason == "LateStaging"] == ["Warning"]
+    else:
+        assert "ReadyBeforeJoin" not in conditions

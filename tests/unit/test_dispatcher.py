@@ -1,13 +1,17 @@
-"""The join dispatcher against small real HTTP receivers on loopback.
+"""The join dispatcher against small real HTTP receivers on loopback, on the caller's
+loop and in its own thread (`DispatcherThread`).
 
-What is asserted is behaviour (who got a join, how many, what was reported), never
-how fast: timings belong in bench/.
+What is asserted is behaviour (who got a join, how many, what was reported, on which
+thread; that the process is left as found), never how fast: timings belong in bench/.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +20,7 @@ from aiohttp import web
 
 from scheduledbot.adapters.bots import JoinLine
 from scheduledbot.core.model import SignalOutcome
+from scheduledbot.runtime.dispatch_thread import DispatcherThread
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 
 TOKEN = "secret-token"
@@ -83,8 +88,8 @@ def line(receiver: Receiver, request_id: str, join_at: datetime) -> JoinLine:
     )
 
 
-async def settle(outcomes: Sequence[tuple[object, SignalOutcome]], count: int) -> None:
-    for _ in range(200):
+async def settle(outcomes: Sequence[object], count: int) -> None:
+    for _ in range(300):
         if len(outcomes) >= count:
             return
         await asyncio.sleep(0.01)
@@ -159,3 +164,81 @@ def test_a_join_request_is_prebuilt_http_with_the_bearer_token() -> None:
     assert f"Authorization: Bearer {TOKEN}".encode() in head
     assert json.loads(body)["requestId"] == "rid"
     assert f"Content-Length: {len(body)}".encode() in head
+
+
+async def test_every_bot_gets_one_join_and_outcomes_come_back_on_the_callers_thread(
+    receivers: list[Receiver],
+) -> None:
+    outcomes: list[tuple[object, SignalOutcome, int]] = []
+    lags: list[tuple[str, float]] = []
+    dispatcher: DispatcherThread[int] = DispatcherThread(
+        report=lambda key, outcome: outcomes.append((key, outcome, threading.get_ident())),
+        lag=lambda loop, seconds: lags.append((loop, seconds)),
+    )
+    join_at = datetime.now(UTC) + timedelta(milliseconds=200)
+    for i, receiver in enumerate(receivers):
+        for _ in range(2):  # a second pass re-arms the same join: it changes nothing
+            dispatcher.arm(
+                i, join_at=join_at, not_before=None, line=line(receiver, f"r{i}", join_at), request_id=f"r{i}"
+            )
+    await settle(outcomes, 6)
+    await settle(lags, 2)
+    assert [len(r.joins) for r in receivers] == [1, 1, 1]
+    assert sorted(int(str(k)) for k, o, _ in outcomes if o.sent_at is not None) == [0, 1, 2]
+    assert sorted(int(str(k)) for k, o, _ in outcomes if o.report is not None) == [0, 1, 2]
+    assert {thread for _, _, thread in outcomes} == {threading.get_ident()}
+    assert all(o.sent_at is None or o.sent_at >= join_at for _, o, _ in outcomes), "never before joinAt"
+    # One instant: each loop's lag measured once, never negative.
+    assert sorted(loop for loop, _ in lags) == ["dispatcher", "operator"]
+    assert all(seconds >= 0 for _, seconds in lags)
+    await dispatcher.close()
+
+
+async def test_a_join_disarmed_through_the_thread_is_never_sent(receivers: list[Receiver]) -> None:
+    outcomes: list[tuple[object, SignalOutcome]] = []
+    dispatcher: DispatcherThread[str] = DispatcherThread(report=lambda key, outcome: outcomes.append((key, outcome)))
+    join_at = datetime.now(UTC) + timedelta(milliseconds=150)
+    dispatcher.arm("a", join_at=join_at, not_before=None, line=line(receivers[0], "a", join_at), request_id="a")
+    dispatcher.arm("b", join_at=join_at, not_before=None, line=line(receivers[1], "b", join_at), request_id="b")
+    dispatcher.disarm("a")
+    await settle(outcomes, 2)
+    await asyncio.sleep(0.05)
+    assert len(receivers[0].joins) == 0 and len(receivers[1].joins) == 1
+    assert {k for k, _ in outcomes} == {"b"}
+    await dispatcher.close()
+
+
+async def test_the_quiet_window_leaves_the_collector_and_switch_interval_as_found(
+    receivers: list[Receiver],
+) -> None:
+    switch = sys.getswitchinterval()
+    seen: list[tuple[bool, float]] = []
+    outcomes: list[object] = []
+
+    def report(key: object, outcome: SignalOutcome) -> None:
+        outcomes.append(outcome)
+
+    def lag(loop: str, seconds: float) -> None:
+        # Inside the window: the collector is off and the interpreter switches often.
+        seen.append((gc.isenabled(), sys.getswitchinterval()))
+
+    dispatcher: DispatcherThread[str] = DispatcherThread(report=report, lag=lag)
+    join_at = datetime.now(UTC) + timedelta(milliseconds=700)  # beyond QUIET_AHEAD: the window opens on its timer
+    dispatcher.arm("a", join_at=join_at, not_before=None, line=line(receivers[0], "a", join_at), request_id="a")
+    await settle(outcomes, 2)
+    await asyncio.sleep(0.05)
+    assert len(seen) == 2 and all(not enabled and interval < switch for enabled, interval in seen)
+    assert gc.isenabled() and sys.getswitchinterval() == switch
+    await dispatcher.close()
+
+
+async def test_close_stops_the_thread_and_ends_an_open_window(receivers: list[Receiver]) -> None:
+    switch = sys.getswitchinterval()
+    dispatcher: DispatcherThread[str] = DispatcherThread(report=lambda key, outcome: None)
+    join_at = datetime.now(UTC) + timedelta(milliseconds=300)  # inside QUIET_AHEAD: the window opens at once
+    dispatcher.arm("a", join_at=join_at, not_before=None, line=line(receivers[0], "a", join_at), request_id="a")
+    await asyncio.sleep(0.05)
+    await dispatcher.close()
+    assert not any(t.name == "join-dispatcher" and t.is_alive() for t in threading.enumerate())
+    assert gc.isenabled() and sys.getswitchinterval() == switch
+    assert receivers[0].joins == []

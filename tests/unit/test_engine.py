@@ -49,7 +49,9 @@ class FakeKube:
         self.current = self._written(body)
         return copy.deepcopy(self.current)
 
-    async def post_event(self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
         self.calls.append(("event", reason))
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> bool:
@@ -138,10 +140,11 @@ async def run(kube: FakeKube, body: dict[str, Any]) -> Engine:
     return engine
 
 
-async def test_a_new_bot_is_scheduled_with_one_status_write_and_one_event() -> None:
+async def test_a_new_bot_is_scheduled_with_one_status_write_then_one_event() -> None:
     kube = FakeKube()
     engine = await run(kube, new_bot(join_in=timedelta(hours=1)))
-    assert kube.calls == [("event", "Scheduled"), ("patch_status", "scheduled")]
+    # The status first: it is what `kubectl get sbot` shows; the Event follows in the background.
+    assert kube.calls == [("patch_status", "scheduled"), ("event", "Scheduled")]
     await engine.close()
 
 
@@ -160,14 +163,15 @@ async def test_a_duplicate_or_stale_watch_event_writes_nothing() -> None:
 async def test_a_bot_due_for_staging_is_scheduled_then_staged_in_two_writes() -> None:
     kube = FakeKube()
     engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
-    assert kube.calls == [
-        ("event", "Scheduled"),
+    assert [c for c in kube.calls if c[0] != "event"] == [
         ("patch_status", "scheduled"),
         ("create_secret", children.secret_name("standup", tokens.secret_tag(KEY, uid="uid-1"))),
         ("create_pod", "standup-bot"),
-        ("event", "Staged"),
         ("patch_status", "staged"),
     ]
+    # Each Event after its own status.
+    assert kube.calls.index(("event", "Scheduled")) > kube.calls.index(("patch_status", "scheduled"))
+    assert kube.calls.index(("event", "Staged")) > kube.calls.index(("patch_status", "staged"))
     await engine.close()
 
 
@@ -266,4 +270,49 @@ async def test_the_token_is_derived_so_a_restarted_engine_knows_it_without_readi
     handed = base64.b64decode(secret["data"]["token"]).decode()
     assert handed == tokens.bot_token(KEY, namespace="team", name="standup", uid="uid-1")
     assert not hasattr(kube, "read_secret")  # nothing to read back after a restart
+    await engine.close()
+
+
+class SlowEvents(FakeKube):
+    """An API server whose Event writes are slow: statuses must not wait for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def post_event(
+        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, count: int = 1
+    ) -> None:
+        await self.release.wait()
+        self.calls.append(("event", reason))
+
+
+async def test_a_slow_event_write_does_not_hold_back_the_next_status() -> None:
+    kube = SlowEvents()
+    engine = await run(kube, new_bot(join_in=timedelta(minutes=10), lead=900))
+    # Both transitions are written while the first Event is still on its way.
+    assert [c for c in kube.calls if c[0] == "patch_status"] == [
+        ("patch_status", "scheduled"),
+        ("patch_status", "staged"),
+    ]
+    assert not [c for c in kube.calls if c[0] == "event"]
+    kube.release.set()
+    await settle(engine)
+    assert [c[1] for c in kube.calls if c[0] == "event"] == ["Scheduled", "Staged"]
+    await engine.close()
+
+
+async def test_a_bot_staged_too_close_to_join_at_is_reported_late_before_join_at() -> None:
+    kube = FakeKube()
+    kube.current = new_bot(join_in=timedelta(seconds=5), lead=900)
+    metrics = Metrics()
+    engine = Engine(settings=settings(), kube=kube, bots=None, metrics=metrics)  # type: ignore[arg-type]
+    engine.bot_event(None, copy.deepcopy(kube.current))
+    await settle(engine)
+    # Staged at once, but a Pod needs longer than 5 s to be Ready: said now, not after joinAt.
+    assert ("create_pod", "standup-bot") in kube.calls
+    assert ("event", "LateStaging") in kube.calls
+    assert metrics.registry.get_sample_value("scheduledbot_late_staging_total") == 1
+    late = [c for c in kube.current["status"]["conditions"] if c["type"] == "ReadyBeforeJoin"]
+    assert [(c["status"], c["reason"]) for c in late] == [("False", "LateStaging")]
     await engine.close()

@@ -223,7 +223,15 @@ class Kube:
 
     @needs(_core("events", "create"))
     async def post_event(
-        self, body: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime, kind: str = KIND
+        self,
+        body: dict[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+        now: datetime,
+        kind: str = KIND,
+        count: int = 1,
     ) -> None:
         meta = body["metadata"]
         stamp = format_time(now)
@@ -242,7 +250,7 @@ class Kube:
             "message": message[:1024],
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
-            "count": 1,
+            "count": count,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
         }

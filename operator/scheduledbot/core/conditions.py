@@ -54,3 +54,30 @@ def build_conditions(
             )
         )
     return out
+
+
+def set_condition(
+    previous: tuple[Condition, ...] | list[Condition],
+    *,
+    type_: str,
+    true: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """`previous` with one condition set (added, or replaced in place), by the same transition rule."""
+    status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+    before = next((c for c in previous if c.type == type_), None)
+    since = before.last_transition_time if before and before.status == status else format_time(now)
+    new = Condition(
+        type=type_,
+        status=status,
+        observed_generation=generation,
+        last_transition_time=since,
+        reason=reason,
+        message=message,
+    )
+    if before is None:
+        return [*previous, new]
+    return [new if c.type == type_ else c for c in previous]

@@ -139,6 +139,11 @@ class Observed:
     #: Set when the operator itself refused to build or adopt the Pod (`core.botpod`'s reasons,
     #: `NameConflict`): the status reason, with `rejection` the whole message.
     rejection_reason: str | None = None
+    #: Paced staging (core/pacing.py): when this bot's Pod is to be created, if earlier than its
+    #: stageAt; None: at its stageAt.
+    stage_by: datetime | None = None
+    #: When the bot Pod is expected Ready (not Ready yet); later than joinAt: warn before joinAt.
+    ready_expected_at: datetime | None = None
 
 
 class EventType(enum.StrEnum):

@@ -37,7 +37,7 @@ from scheduledbot.api.models import (
     ValidSpec,
 )
 from scheduledbot.core.children import pod_name
-from scheduledbot.core.conditions import build_conditions
+from scheduledbot.core.conditions import build_conditions, set_condition
 from scheduledbot.core.model import (
     FINALIZER,
     LEAVE_TIMEOUT_SECONDS,
@@ -66,7 +66,12 @@ from scheduledbot.core.model import (
 )
 from scheduledbot.timestamps import format_time, parse_time
 
-__all__ = ["FINALIZER", "plan", "request_id"]
+__all__ = ["FINALIZER", "LATE_STAGING", "plan", "request_id"]
+
+#: The Warning Event's and the condition's reason when a bot Pod is not expected Ready by joinAt.
+LATE_STAGING = "LateStaging"
+#: The condition that says so, before joinAt (False while a late Pod is expected).
+READY_BEFORE_JOIN = "ReadyBeforeJoin"
 
 _BOT_STATES = {s.value for s in BotState}
 #: States that mean the bot was let into the meeting: the first one seen sets joinedAt and
@@ -192,7 +197,12 @@ def _scheduled(
 ) -> Plan:
     notes: tuple[Action, ...] = (moved,) if moved else ()
     pod = observed.pod
-    adopt = pod is not None and now >= timing.stage_at and _made_for(pod, bot, timing)
+    # Paced staging may start earlier than stageAt (the lead is a minimum), never later.
+    start = timing.stage_at if observed.stage_by is None else min(timing.stage_at, observed.stage_by)
+    # A live Pod made for this very join (same time, same meeting) is this bot's whenever it was
+    # created: staging early is never wrong, and after a restart the pace that created it early
+    # is not known yet.
+    adopt = pod is not None and _made_for(pod, bot, timing)
     if now > timing.deadline and not adopt:
         return _missed(bot, now, timing, base=base)
     if pod is not None and not adopt:
@@ -200,8 +210,9 @@ def _scheduled(
         # wait for its DELETED event (the name is taken until then), not for "now".
         drop = () if pod.deleting else (DeletePod(uid=pod.uid),)
         return Plan(status=base, actions=notes + drop, wake_at=_after_deletion(pod, timing, now))
-    if now < timing.stage_at:
-        return Plan(status=base, actions=notes, wake_at=timing.stage_at)
+    if now < start and not adopt:
+        base, late = _late_staging(bot, base, observed, timing, now)
+        return Plan(status=base, actions=notes + late, wake_at=start)
     actions: list[Action] = list(notes)
     if not observed.secret:
         actions.append(CreateSecret())
@@ -223,7 +234,8 @@ def _scheduled(
         pod_name=_pod_name(bot),
         staged_at=format_time(now),
     )
-    return Plan(status=status, actions=tuple(actions), wake_at=timing.deadline)
+    status, late = _late_staging(bot, status, observed, timing, now)
+    return Plan(status=status, actions=(*actions, *late), wake_at=timing.deadline)
 
 
 def _staged(
@@ -315,6 +327,8 @@ def _staged(
             base=base,
         )
     if not pod.ready or not pod.ip:
+        base, late = _late_staging(bot, base, observed, timing, now)
+        notes.extend(late)
         if now >= timing.deadline:
             why = f"bot Pod {pod.name} was not Ready by {format_time(timing.deadline)}"
             if pod.waiting_reason:
@@ -341,6 +355,31 @@ def _staged(
         )
     )
     return Plan(status=base, actions=tuple(notes), wake_at=timing.deadline, follow=address)
+
+
+def _late_staging(
+    bot: BotView, base: ScheduledBotStatus, observed: Observed, timing: _Timing, now: datetime
+) -> tuple[ScheduledBotStatus, tuple[Action, ...]]:
+    """Before joinAt, say so when the bot Pod is not expected Ready by then (condition, Warning)."""
+    expected = observed.ready_expected_at
+    if expected is None or expected <= timing.join_at or now >= timing.join_at:
+        return base, ()
+    # No expected time in the text: it moves from pass to pass, and each change would be a write.
+    message = (
+        f"bot Pod {_pod_name(bot)} is not expected to be Ready by joinAt {format_time(timing.join_at)}; "
+        "the bot may join late or miss the meeting"
+    )
+    conditions = set_condition(
+        base.conditions or [],
+        type_=READY_BEFORE_JOIN,
+        true=False,
+        reason=LATE_STAGING,
+        message=message,
+        generation=bot.generation,
+        now=now,
+    )
+    warning = Emit(type=EventType.WARNING, reason=LATE_STAGING, message=message)
+    return base.model_copy(update={"conditions": conditions}), (warning,)
 
 
 def _joined_plan(

@@ -45,6 +45,11 @@ _MAX_SPIN: Final = 0.05
 K = TypeVar("K", bound=Hashable)
 
 
+def fire_time(join_at: datetime, not_before: datetime | None) -> float:
+    """When a join armed with these times is written (epoch seconds): its batch's instant."""
+    return max(join_at, not_before or join_at).timestamp()
+
+
 @dataclass(slots=True)
 class _Armed(Generic[K]):
     key: K
@@ -72,16 +77,24 @@ class JoinDispatcher(Generic[K]):
     must be cheap: it runs inside the batch.
     """
 
-    def __init__(self, *, report: Callable[[K, SignalOutcome], None], clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        report: Callable[[K, SignalOutcome], None],
+        clock: Clock | None = None,
+        instant: Callable[[float, float], None] | None = None,
+    ) -> None:
         self._report = report
         self._clock: Clock = clock or SystemClock()
+        #: Told `(fire, lag)` once a batch's writes are out: how late its timer ran, in seconds.
+        self._instant = instant
         self._armed: dict[K, _Armed[K]] = {}
         self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine, request_id: str) -> None:
         """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
-        fire = max(join_at, not_before or join_at).timestamp()
+        fire = fire_time(join_at, not_before)
         current = self._armed.get(key)
         if (
             current is not None
@@ -143,7 +156,9 @@ class JoinDispatcher(Generic[K]):
             batch.refresh_timer.cancel()
         # Spin on the monotonic counter for what remains: the clock's own time may be a
         # fake that stands still while nothing awaits.
-        ahead = fire - self._clock.time()
+        now = self._clock.time()
+        lag = max(0.0, now - (fire - SPIN_AHEAD))
+        ahead = fire - now
         if 0 < ahead < _MAX_SPIN:
             until = time.perf_counter() + ahead
             while time.perf_counter() < until:
@@ -158,6 +173,8 @@ class JoinDispatcher(Generic[K]):
                 sent.append((armed, self._clock.time()))
             else:
                 late.append(armed)
+        if self._instant is not None:
+            self._instant(fire, lag)
         # Everything below is off the critical path: all ready bots have their bytes.
         for armed, at in sent:
             self._sent(armed, at)

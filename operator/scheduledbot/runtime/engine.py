@@ -31,9 +31,9 @@ from typing import Any
 from scheduledbot.adapters.bots import BotClient, BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError, Kube
 from scheduledbot.api.errors import SpecError
-from scheduledbot.api.models import ScheduledBotStatus, parse_spec
+from scheduledbot.api.models import BotState, ScheduledBotStatus, parse_spec
 from scheduledbot.api.resource import API_VERSION, KIND
-from scheduledbot.core import children, tokens
+from scheduledbot.core import children, pacing, tokens
 from scheduledbot.core.botpod import Refusal, bot_pod, chosen_class, class_defaults
 from scheduledbot.core.merge_patch import merge_patch
 from scheduledbot.core.model import (
@@ -56,14 +56,17 @@ from scheduledbot.core.model import (
     RemoveFinalizer,
     SignalOutcome,
 )
-from scheduledbot.core.plan import plan
+from scheduledbot.core.plan import LATE_STAGING, plan
 from scheduledbot.protocol import ENV_MEETING_URL
 from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.clock import Clock, SystemClock
 from scheduledbot.runtime.config import Settings
+from scheduledbot.runtime.dispatch_thread import DispatcherThread
 from scheduledbot.runtime.dispatcher import JoinDispatcher
+from scheduledbot.runtime.events import EventSink
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.notify import Notifications
+from scheduledbot.runtime.stager import Stager
 from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -121,13 +124,27 @@ class _Entry:
     spun: bool = False
 
 
-#: Makes the join dispatcher from the engine's outcome callback and clock.
-DispatcherFactory = Callable[[Callable[[Key, SignalOutcome], None], Clock], JoinDispatcher[Key]]
+#: Reports an event loop's lag at a join instant: `(loop, seconds)`, from either thread.
+LagReport = Callable[[str, float], None]
+#: Makes the join dispatcher from the engine's outcome callback, clock and lag report.
+DispatcherFactory = Callable[
+    [Callable[[Key, SignalOutcome], None], Clock, LagReport], "JoinDispatcher[Key] | DispatcherThread[Key]"
+]
 
 
-def in_loop_dispatcher(report: Callable[[Key, SignalOutcome], None], clock: Clock) -> JoinDispatcher[Key]:
+def in_loop_dispatcher(
+    report: Callable[[Key, SignalOutcome], None], clock: Clock, lag: LagReport
+) -> JoinDispatcher[Key]:
     """The join dispatcher on the engine's own event loop (the one unit scenarios drive)."""
-    return JoinDispatcher(report=report, clock=clock)
+    return JoinDispatcher(report=report, clock=clock, instant=lambda fire, late: lag("dispatcher", late))
+
+
+def threaded_dispatcher(
+    report: Callable[[Key, SignalOutcome], None], clock: Clock, lag: LagReport
+) -> DispatcherThread[Key]:
+    """The join dispatcher on its own loop in its own thread (runtime/dispatch_thread.py), so that
+    nothing on the operator's loop delays the instant; it keeps the wall clock."""
+    return DispatcherThread(report=report, lag=lag)
 
 
 class Engine:
@@ -143,7 +160,7 @@ class Engine:
         notifications: Notifications | None = None,
         clock: Clock | None = None,
         join_line: Callable[..., JoinLine] = JoinLine,
-        dispatcher: DispatcherFactory = in_loop_dispatcher,
+        dispatcher: DispatcherFactory = threaded_dispatcher,
     ) -> None:
         self._settings = settings
         self._classes = classes if classes is not None else ClassCatalog()
@@ -157,7 +174,12 @@ class Engine:
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.dispatcher: JoinDispatcher[Key] = dispatcher(self._signal_outcome, self._clock)
+        self._events = EventSink(kube)
+        self._stager: Stager[Key] = Stager(poke=self.poke, clock=self._clock)
+        metrics.staging_pace.set_function(lambda: self._stager.rate)
+        self.dispatcher: JoinDispatcher[Key] | DispatcherThread[Key] = dispatcher(
+            self._signal_outcome, self._clock, metrics.observe_lag
+        )
         metrics.bind_states(self._states)
         # State changes are recorded in the status they make; their delivery runs beside the passes.
         self._notify = notifications
@@ -242,10 +264,14 @@ class Engine:
         self._metrics.passes.inc()
         now = self._clock.now()
         bot = self._bot_view(entry.body)
-        observed = self._observed(entry, bot)
+        staging = self._staging(entry, bot, now)
+        observed = self._observed(entry, bot, staging)
         decision = plan(bot=bot, observed=observed, defaults=self._defaults(bot), now=now)
+        # The status is what `kubectl get sbot` shows: at a join instant a thousand passes
+        # write it before their finalizers and Events (the signal is out either way).
+        later = [a for a in decision.actions if isinstance(a, Emit | AddFinalizer)]
         for action in decision.actions:
-            if isinstance(action, _WRITES) and not self._leading():
+            if action in later or (isinstance(action, _WRITES) and not self._leading()):
                 continue
             if not await self._act(entry, bot, action, now):
                 # Refused: this plan is void; the next pass decides with the refusal observed.
@@ -258,6 +284,13 @@ class Engine:
             await self._publish(entry, status)
             if self._notify is not None:
                 self._notify.published(entry.key, entry.body)
+            for action in later:
+                if not self._leading():
+                    break  # the lease lapsed meanwhile: the new leader says the rest
+                if isinstance(action, Emit):
+                    self._say(entry, action, now)
+                else:
+                    await self._act(entry, bot, action, now)
         elif decision.wake_at is not None and decision.wake_at <= now:
             # "Now" asks for the step after a write a standby did not make: the leader's
             # write (its watch event) or this replica's taking the lead brings the next pass.
@@ -268,7 +301,8 @@ class Engine:
             return
         self._wake(entry, decision.wake_at, now)
 
-    def _observed(self, entry: _Entry, bot: BotView) -> Observed:
+    def _observed(self, entry: _Entry, bot: BotView, staging: tuple[datetime | None, datetime | None]) -> Observed:
+        stage_by, ready_expected_at = staging
         return Observed(
             pod=_pod_view(entry.pod, bot.uid),
             secret=entry.secret,
@@ -277,6 +311,8 @@ class Engine:
             rejection=entry.rejection,
             rejection_reason=entry.rejection_reason,
             state_error=entry.state_error,
+            stage_by=stage_by,
+            ready_expected_at=ready_expected_at,
         )
 
     def _changed(self, entry: _Entry, bot: BotView, observed: Observed) -> bool:
@@ -284,7 +320,8 @@ class Engine:
         if entry.body is None:
             return True
         after = self._bot_view(entry.body)
-        return after != bot or self._observed(entry, after) != observed
+        staging = (observed.stage_by, observed.ready_expected_at)
+        return after != bot or self._observed(entry, after, staging) != observed
 
     def _spun(self, entry: _Entry, now: datetime) -> None:
         """A pass asked for another at once, having changed nothing: that one would decide the
@@ -294,6 +331,26 @@ class Engine:
             entry.spun = True
             log.error("%s/%s: a pass asked to run again at once without any change; deferring it", *entry.key)
         self._wake(entry, now + timedelta(seconds=_SPIN_DEFER_SECONDS), now)
+
+    def _staging(self, entry: _Entry, bot: BotView, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """The bot's paced creation slot (runtime/stager.py) and when its Pod is expected Ready."""
+        spec, state = bot.spec, bot.status.state
+        ready = self._stager.ready_seconds
+        waiting = state in (None, BotState.SCHEDULED) and entry.pod is None and bot.deleted_at is None
+        if spec is None or not waiting:
+            self._stager.done(entry.key)
+            pod = entry.pod
+            if spec is None or state is not BotState.STAGED or pod is None or _pod_ready(pod):
+                return None, None
+            created = pod["metadata"].get("creationTimestamp")
+            at = parse_time(created) if created else None
+            return None, pacing.expected_ready(now=now, created_at=at, ready_seconds=ready)
+        lead = spec.staging_lead_seconds
+        stage_at = spec.join_at - timedelta(
+            seconds=self._settings.defaults.staging_lead_seconds if lead is None else lead
+        )
+        slot = self._stager.want(entry.key, stage_at=stage_at, join_at=spec.join_at)
+        return slot, pacing.expected_ready(now=now, created_at=slot or stage_at, ready_seconds=ready)
 
     def _retry_later(self, entry: _Entry) -> None:
         delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
@@ -333,13 +390,6 @@ class Engine:
         """Carry out one action; False when the API server refused it for good."""
         namespace, name = entry.key
         match action:
-            case Emit(type=type_, reason=reason, message=message):
-                if (reason, message) in entry.said:
-                    return True
-                entry.said.add((reason, message))
-                log.info("%s/%s %s: %s", namespace, name, reason, message)
-                assert entry.body is not None
-                await self._kube.post_event(entry.body, type_=type_.value, reason=reason, message=message, now=now)
             case CreateSecret():
                 body = children.build_secret(
                     name=name, namespace=namespace, uid=bot.uid, token=self._token(bot), secret=self._secret_name(bot)
@@ -390,6 +440,16 @@ class Engine:
         chosen = chosen_class(bot.spec, self._classes.snapshot()) if bot.spec is not None else None
         return class_defaults(self._settings.defaults, chosen if not isinstance(chosen, Refusal) else None)
 
+    def _say(self, entry: _Entry, emit: Emit, now: datetime) -> None:
+        """An Event leaves after the pass's status, in the background (runtime/events.py)."""
+        if (emit.reason, emit.message) in entry.said or entry.body is None:
+            return
+        entry.said.add((emit.reason, emit.message))
+        if emit.reason == LATE_STAGING:
+            self._metrics.late_staging.inc()
+        log.info("%s/%s %s: %s", *entry.key, emit.reason, emit.message)
+        self._events.emit(entry.body, type_=emit.type.value, reason=emit.reason, message=emit.message, now=now)
+
     def _token(self, bot: BotView) -> str:
         return self._token_of(bot.namespace, bot.name, bot.uid)
 
@@ -437,6 +497,7 @@ class Engine:
                 entry.rejection, entry.rejection_reason = conflict, "NameConflict"
                 return False
             return True
+        self._stager.created(entry.key)
         # Seen as Pending until the watch brings the real one.
         body["metadata"]["uid"] = ""
         body["status"] = {"phase": "Pending"}
@@ -575,8 +636,11 @@ class Engine:
             ),
             None,
         )
+        seconds = None
         if created and ready_at:
-            self._metrics.staging_time.observe((parse_time(ready_at) - parse_time(created)).total_seconds())
+            seconds = (parse_time(ready_at) - parse_time(created)).total_seconds()
+            self._metrics.staging_time.observe(seconds)
+        self._stager.ready(entry.key, seconds=seconds, at=self._clock.time())
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -599,6 +663,7 @@ class Engine:
         self.dispatcher.disarm(key)
         if self._notify is not None:
             self._notify.forget(key)
+        self._stager.forget(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
@@ -616,6 +681,8 @@ class Engine:
         await self.dispatcher.close()
         if self._notify is not None:
             await self._notify.close()
+        await self._events.close()
+        self._stager.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Join lateness lives in milliseconds: the buckets start well under one.
 _LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _STAGING_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
 
@@ -83,10 +84,38 @@ class Metrics:
             ["change"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "scheduledbot_event_loop_lag_seconds",
+            "How late each event loop ran its callback at a join instant (loop: dispatcher, operator)",
+            ["loop"],
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag_last = Gauge(
+            "scheduledbot_event_loop_lag_last_seconds",
+            "The event loop's lag at the latest join instant (loop: dispatcher, operator)",
+            ["loop"],
+            registry=self.registry,
+        )
+        self.late_staging = Counter(
+            "scheduledbot_late_staging",
+            "Bots reported, before joinAt, as not expected Ready by joinAt (Warning LateStaging)",
+            registry=self.registry,
+        )
+        self.staging_pace = Gauge(
+            "scheduledbot_staging_pace_pods_per_second",
+            "The pace paced staging plans with, as measured while it runs",
+            registry=self.registry,
+        )
         self._states = _States()
         self.registry.register(self._states)
         self._leader = _Leader()
         self.registry.register(self._leader)
+
+    def observe_lag(self, loop: str, seconds: float) -> None:
+        """Thread-safe: the dispatcher's thread reports its own loop's lag."""
+        self.loop_lag.labels(loop).observe(seconds)
+        self.loop_lag_last.labels(loop).set(seconds)
 
     def bind_states(self, source: Callable[[], dict[str, int]]) -> None:
         self._states.source = source
