@@ -344,6 +344,47 @@ CASES = [
         actions=(ArmJoin,),
     ),
     Case(
+        "a signalled bot that has not said it joined by the deadline fails NoJoinAnswer and its Pod goes",
+        bot(state=BotState.STAGED),
+        at(121),
+        Observed(
+            pod=pod(),
+            secret=True,
+            report=report("ready"),
+            signal=SignalOutcome(join_at=JOIN, sent_at=at(0.0005), error=None, report=None),
+        ),
+        state=BotState.FAILED,
+        reason="NoJoinAnswer",
+        actions=(DeletePod, DisarmJoin),
+        check=lambda p: "it says ready" in (p.status.message or "") and p.wake_at is None,
+    ),
+    Case(
+        "a signalled bot whose state cannot be read by the deadline fails NoJoinAnswer naming why",
+        bot(state=BotState.STAGED),
+        at(121),
+        Observed(
+            pod=pod(),
+            secret=True,
+            state_error="the answer is over 65536 bytes",
+            signal=SignalOutcome(join_at=JOIN, sent_at=at(0.0005), error=None, report=None),
+        ),
+        state=BotState.FAILED,
+        reason="NoJoinAnswer",
+        actions=(DeletePod, DisarmJoin),
+        check=lambda p: "over 65536 bytes" in (p.status.message or ""),
+    ),
+    Case(
+        "a signalled bot not heard from yet at the deadline is asked, not failed",
+        bot(state=BotState.STAGED),
+        at(121),
+        Observed(
+            pod=pod(), secret=True, signal=SignalOutcome(join_at=JOIN, sent_at=at(0.0005), error=None, report=None)
+        ),
+        state=BotState.STAGED,
+        actions=(),
+        check=lambda p: p.follow is not None and p.wake_at is None,
+    ),
+    Case(
         "a staged bot whose bot answered the signal becomes joining with the signal's lateness",
         bot(state=BotState.STAGED),
         at(0.003),

@@ -345,6 +345,21 @@ def _staged(
             return Plan(status=base, actions=tuple(notes), follow=address)
         # Too late to join, and the bot says it has not (or cannot be asked).
         return _missed(bot, now, timing, base=base, cause=observed.state_error)
+    if now >= timing.deadline and signal is not None and signal.sent_at is not None:
+        # The signal went out, yet by the deadline the bot has not said it is joining (a bot
+        # that gave up says so, above). Waiting longer could only spin: its word decides.
+        if observed.report is None and observed.state_error is None:
+            return Plan(status=base, actions=tuple(notes), follow=address)
+        said = (
+            f"its state could not be read: {observed.state_error}"
+            if observed.state_error is not None
+            else f"it says {observed.report.state if observed.report else 'nothing'}"
+        )
+        why = (
+            f"the join signal went out at {format_time(signal.sent_at)}, but by the join deadline "
+            f"{format_time(timing.deadline)} the bot had not said it joined ({said})"
+        )
+        return _fail(bot, now, "NoJoinAnswer", why, _drop_pod(observed), base=base)
     retry = signal is not None and signal.error is not None and signal.join_at == timing.join_at
     notes.append(
         ArmJoin(
