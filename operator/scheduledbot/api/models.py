@@ -176,7 +176,8 @@ class ScheduledBotSpec(_Model):
         le=86400,
         description=(
             "How long before joinAt the bot Pod is created and warmed up (image pulled, process started), so "
-            "that joining itself is instant: status.stageAt = joinAt - stagingLeadSeconds. Defaults to the "
+            "that joining itself is instant: status.stageAt = joinAt - stagingLeadSeconds, the latest creation time "
+            "(the operator may stage earlier, pacing many bots that share a joinAt). Defaults to the "
             "operator's setting. Leads under 120 seconds are accepted but flagged: the Pod may not be ready "
             "by joinAt."
         ),
@@ -391,7 +392,7 @@ class Condition(_Model):
     type: str = Field(
         max_length=316,
         pattern=_CONDITION_TYPE_PATTERN,
-        description="Ready, Reconciling or Stalled, as kstatus reads them.",
+        description="Ready, Reconciling or Stalled, as kstatus reads them; ReadyBeforeJoin; NotificationsFailing.",
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     observed_generation: int | None = Field(
@@ -420,7 +421,7 @@ class ScheduledBotStatus(_Model):
         default=None,
         description=(
             "The lifecycle state. scheduled: accepted, waiting for stageAt; staged: the bot Pod was created "
-            "at stageAt and waits for joinAt; joining: at joinAt the operator signalled the Pod (or the Pod "
+            "(by stageAt) and waits for joinAt; joining: at joinAt the operator signalled the Pod (or the Pod "
             "started on its own); waiting_room, joined, recording, leaving, ended and failed mirror what the "
             "bot reports, and the operator sets failed itself when the bot cannot be run or join in time. "
             "ended and failed are final."
@@ -446,15 +447,16 @@ class ScheduledBotStatus(_Model):
         "accepts a spec: at creation and at every reschedule."
     )
     stage_at: str | None = _timestamp(
-        "When the bot Pod is created: stageAt = joinAt - stagingLeadSeconds (spec.stagingLeadSeconds, else the "
-        "operator's default). If that is already past when the bot is accepted, the Pod is created at once. "
+        "When the bot Pod is created at the latest: stageAt = joinAt - stagingLeadSeconds (spec.stagingLeadSeconds, "
+        "else the operator's default); paced staging may create it earlier. If that is already past when the bot "
+        "is accepted, the Pod is created at once. "
         "Written with joinAt."
     )
     pod_name: str | None = Field(
         default=None,
         max_length=253,
         description=(
-            "The bot Pod, <metadata.name>-bot. Written by the operator when it creates the Pod at stageAt; "
+            "The bot Pod, <metadata.name>-bot. Written by the operator when it creates the Pod (by stageAt); "
             "cleared when a reschedule or cancel releases it."
         ),
     )
@@ -491,7 +493,9 @@ class ScheduledBotStatus(_Model):
         max_length=MAX_CONDITIONS,
         description=(
             "Ready, Reconciling and Stalled, as kstatus (Flux, Argo CD, kubectl wait) reads them: a scheduled "
-            "or staged bot is Ready; a failed one is Stalled. Written with every status write."
+            "or staged bot is Ready; a failed one is Stalled. Also ReadyBeforeJoin (False, reason LateStaging, when the "
+            "bot Pod is not expected Ready by joinAt) and NotificationsFailing (deliveries of spec.notify failing). "
+            "Written with every status write."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
