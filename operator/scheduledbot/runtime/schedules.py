@@ -245,6 +245,9 @@ class ScheduleController:
                         self._retry_later(entry)
                 if not entry.dirty:
                     return
+                # Every further pass yields first: watch events and the other schedules run in
+                # between, whatever this schedule's passes ask for.
+                await asyncio.sleep(0)
         finally:
             entry.running = False
             self._first_done(entry.key)
