@@ -43,7 +43,7 @@ def code_calls(config_name: str, *, home: bool = True) -> set[Grant]:
     def grant(p: Permission) -> Grant:
         return (p.group, p.resource, p.verb, named[p.resource] if p.named else None)
 
-    return {grant(p) for p in PERMISSIONS | WATCHES if home or not p.home}
+    return {grant(p) for p in PERMISSIONS | WATCHES if (home or not p.home) and not p.tenant}
 
 
 def can_i(cluster: Any, user: str, namespace: str) -> set[Grant]:
@@ -104,7 +104,7 @@ def test_the_cluster_wide_install_grants_exactly_what_the_code_calls(cluster: An
     assert elsewhere == code_calls("scheduledbot-operator", home=False)
 
 
-def test_the_operator_can_create_no_admission_configuration_and_reads_secrets_only_by_get(
+def test_the_operator_can_create_no_admission_configuration_and_read_no_secret(
     cluster: Any, installed: dict[str, str]
 ) -> None:
     granted = can_i(cluster, installed["user"], installed["namespace"])
@@ -112,16 +112,13 @@ def test_the_operator_can_create_no_admission_configuration_and_reads_secrets_on
     assert admission == {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "scheduledbot-operator")
     }
-    # Bot tokens are derived from the operator's key, never read back. `get` serves the Secrets
-    # a tenant's spec names for an opt-in feature (used only when they carry its label), and
-    # the replicas' shared webhook CA, by name, in the operator's own namespace.
+    # Create only: bot tokens are derived from the operator's key, never read back. The one
+    # Secret read is the replicas' shared webhook CA, by name, in the operator's own namespace;
+    # a Secret a tenant's spec names is readable only where its owner grants it.
     secrets = {(verb, name) for group, resource, verb, name in granted if resource == "secrets"}
-    assert secrets == {("create", None), ("get", None), ("get", "scheduledbot-operator-webhook-ca")}
+    assert secrets == {("create", None), ("get", "scheduledbot-operator-webhook-ca")}
     elsewhere = can_i(cluster, installed["user"], "default")
-    assert {(verb, name) for group, resource, verb, name in elsewhere if resource == "secrets"} == {
-        ("create", None),
-        ("get", None),
-    }
+    assert {(verb, name) for group, resource, verb, name in elsewhere if resource == "secrets"} == {("create", None)}
     for verb in ("create", "update", "delete"):
         for resource in (
             "validatingwebhookconfigurations",

@@ -128,7 +128,7 @@ def calls(permissions: set[Permission] | frozenset[Permission]) -> set[Grant]:
 
 #: Every call of adapters/kube.py and every kopf watch, as the code declares them; the
 #: ClusterRole grants those not limited to the operator's own namespace, a Role there the rest.
-OPERATOR_CALLS = calls({p for p in PERMISSIONS | WATCHES if not p.home})
+OPERATOR_CALLS = calls({p for p in PERMISSIONS | WATCHES if not p.home and not p.tenant})
 HOME_CALLS = calls({p for p in PERMISSIONS if p.home})
 CLUSTER_SCOPED = {"botclasses", "validatingwebhookconfigurations"}
 
@@ -183,15 +183,20 @@ def test_the_own_namespace_role_grants_the_lease_and_webhook_ca_calls_there_only
     assert not [r for r in one("rbac/role.yaml", "ClusterRole")["rules"] if "leases" in r["resources"]]
 
 
-def test_no_rule_creates_or_edits_admission_configurations_and_one_call_reads_secrets() -> None:
+def test_no_rule_creates_or_edits_admission_configurations_or_reads_secrets() -> None:
     grants = granted(one("rbac/role.yaml", "ClusterRole"))
     admission = {(v, n) for g, _, v, n in grants if g == "admissionregistration.k8s.io"}
     assert admission == {("patch", WEBHOOK_CONFIG)}
-    assert {v for _, r, v, _ in grants if r == "secrets"} == {"create", "get"}
-    # `get` serves one adapter call, whose callers use a Secret only when it carries their
-    # feature's opt-in label (notify signing keys, calendar feeds); tokens are never read back.
-    readers = {name for name, needed in NEEDED_BY.items() if Permission("", "secrets", "get") in needed}
+    assert {v for _, r, v, _ in grants if r == "secrets"} == {"create"}
+    # Beside its own webhook CA (by name, at home), the one call that reads a Secret reads one a
+    # spec names, and needs its owner's grant, not the operator's roles.
+    readers = {
+        name
+        for name, needed in NEEDED_BY.items()
+        if any(p.resource == "secrets" and p.verb == "get" and not p.home for p in needed)
+    }
     assert readers == {"read_opted_in_secret"}
+    assert all(p.tenant for p in NEEDED_BY["read_opted_in_secret"])
 
 
 def test_the_webhook_rule_names_the_configuration_the_operator_manages_by_default() -> None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from localcluster.ics import Event, IcsServer, parse_time
 from scheduledbot.adapters.egress import EgressClient, EgressPolicy
+from scheduledbot.adapters.kube import ApiError
 from scheduledbot.api.review import AdmissionRequest
 from scheduledbot.api.schedule import ValidICal, parse_schedule_spec
 from scheduledbot.runtime.schedule_feeds import FEED_SECRET_LABEL, FeedReader
@@ -211,3 +212,13 @@ async def test_the_webhook_names_the_field(spec: dict[str, Any], secrets: dict[s
         assert refusals == []
     else:
         assert refusals and all(r.startswith("spec.") for r in refusals) and expected in "; ".join(refusals), refusals
+
+
+async def test_a_feed_secret_the_operator_was_not_granted_names_the_role_to_create(client: EgressClient) -> None:
+    async def forbidden(namespace: str, name: str) -> dict[str, Any] | None:
+        raise ApiError(403, 'secrets "cal" is forbidden')
+
+    state = await FeedReader(client=client, read_secret=forbidden).read(KEY, "team", source(), NOW)
+    assert state.feed is None and state.error is not None
+    assert "Secret team/cal may not be read by the operator" in state.error
+    assert "resourceNames: [cal]" in state.error and "spec.ical.urlSecretRef" in state.error

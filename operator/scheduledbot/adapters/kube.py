@@ -52,6 +52,8 @@ class Permission:
 
     `named`: only on the one object the operator is configured to use (its flag names it).
     `home`: only in the operator's own namespace (granted by a Role there, not cluster-wide).
+    `tenant`: granted by the tenant whose spec names the object, on that object only (a Role
+    with resourceNames in their namespace); never by the operator's own roles.
     """
 
     group: str
@@ -59,6 +61,7 @@ class Permission:
     verb: str
     named: bool = False
     home: bool = False
+    tenant: bool = False
 
 
 #: Every permission a method of `Kube` needs; see the module's docstring.
@@ -150,10 +153,11 @@ class Kube:
         items = (listed or {}).get("items") or []
         return dict(items[0]) if items else None
 
-    @needs(_core("secrets", "get"))
+    @needs(Permission("", "secrets", "get", tenant=True))
     async def read_opted_in_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Secret a tenant's spec names for an opt-in feature (a spec.notify signing key, a calendar
-        feed URL): the caller uses its value only if the Secret carries that feature's label."""
+        feed URL). Readable only where its owner granted the operator `get` on it (`denied_secret`
+        says how); the caller uses its value only if it also carries that feature's label."""
         return await _send(self._core.read_namespaced_secret(name, namespace, _preload_content=False), missing=(404,))
 
     @needs(_core("pods", "list"))
@@ -538,3 +542,14 @@ def _message(payload: bytes) -> str | None:
 async def _create(call: Any) -> bool:
     """Create; False when the object already exists (which is success: names are deterministic)."""
     return await _send(call, missing=(409,)) is not None
+
+
+def denied_secret(namespace: str, name: str, error: ApiError) -> str:
+    """Why a Secret a spec names could not be read, and, when the operator lacks the right, how its
+    owner grants it: the operator holds no Secret read of its own (docs/security.md)."""
+    if error.status != 403:
+        return f"Secret {namespace}/{name} cannot be read: HTTP {error.status}"
+    return (
+        f"Secret {namespace}/{name} may not be read by the operator: grant its ServiceAccount get on this "
+        f"Secret in {namespace} (a Role with resourceNames: [{name}] and a RoleBinding; docs/security.md)"
+    )

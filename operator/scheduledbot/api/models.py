@@ -493,8 +493,9 @@ class ScheduledBotStatus(_Model):
         max_length=MAX_CONDITIONS,
         description=(
             "Ready, Reconciling and Stalled, as kstatus (Flux, Argo CD, kubectl wait) reads them: a scheduled "
-            "or staged bot is Ready; a failed one is Stalled. Also ReadyBeforeJoin (False, reason LateStaging, when the "
-            "bot Pod is not expected Ready by joinAt) and NotificationsFailing (deliveries of spec.notify failing). "
+            "or staged bot is Ready; a failed one is Stalled. Also ReadyBeforeJoin (False, reason LateStaging, "
+            "when the bot Pod is not expected Ready by joinAt) and NotificationsFailing (deliveries of spec.notify "
+            "failing). "
             "Written with every status write."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

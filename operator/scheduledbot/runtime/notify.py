@@ -49,7 +49,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from scheduledbot.adapters.egress import EgressClient, EgressPolicy, redact
-from scheduledbot.adapters.kube import ApiError, Kube
+from scheduledbot.adapters.kube import ApiError, Kube, denied_secret
 from scheduledbot.adapters.notify import Notifier
 from scheduledbot.api.models import ScheduledBotStatus
 from scheduledbot.api.notify import SigningKey, SigningKeyError, parse_signing_key, signing_key_from_secret
@@ -332,7 +332,7 @@ class Notifications:
         try:
             secret = await self._kube.read_opted_in_secret(target.namespace, ref.name)
         except ApiError as error:
-            return Attempt(id=deliver.id, failure=Failure.KEY, detail=f"{where}: cannot be read: HTTP {error.status}")
+            return Attempt(id=deliver.id, failure=Failure.KEY, detail=denied_secret(target.namespace, ref.name, error))
         if secret is None:
             return Attempt(id=deliver.id, failure=Failure.KEY, detail=f"{where}: not found")
         try:

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from scheduledbot.adapters.egress import EgressClient, EgressError, EgressRefused, redact
+from scheduledbot.adapters.kube import ApiError, denied_secret
 from scheduledbot.api.schedule import ValidICal
 from scheduledbot.core.occurrences import MAX_FEED_BYTES, Feed, FeedError, parse_feed
 from scheduledbot.core.schedule_admission import check_feed_url
@@ -103,7 +104,10 @@ class FeedReader:
 
     async def _url(self, namespace: str, source: ValidICal) -> str:
         name, key = source.secret_name, source.secret_key
-        secret = await self._read_secret(namespace, name)
+        try:
+            secret = await self._read_secret(namespace, name)
+        except ApiError as error:
+            raise FeedProblem(f"{denied_secret(namespace, name, error)} (spec.ical.urlSecretRef)") from None
         if secret is None:
             raise FeedProblem(f"Secret {name} (spec.ical.urlSecretRef) does not exist in namespace {namespace}")
         return feed_url_from_secret(secret, name=name, key=key, extra_hosts=self._client.policy.admitted_hosts)
