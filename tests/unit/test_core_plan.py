@@ -404,6 +404,21 @@ CASES = [
         ),
     ),
     Case(
+        "a signal re-sent after a restart to a bot that joined by an earlier one keeps the bot's join time",
+        bot(state=BotState.STAGED),
+        at(6),
+        Observed(
+            pod=pod(),
+            secret=True,
+            report=report("joined", since=at(0.5), join_started_at=at(0.01)),
+            signal=SignalOutcome(join_at=JOIN, sent_at=at(5.786), error=None, report=None),
+        ),
+        state=BotState.JOINED,
+        reason="JoinSignaled",
+        actions=(DisarmJoin, AddFinalizer),
+        check=lambda p: p.status.join_lateness_ms == 10 and p.status.joined_by is JoinedBy.SIGNAL,
+    ),
+    Case(
         "a late signal answered 'joined by deadline' records the bot's own join, not the signal",
         bot(state=BotState.STAGED),
         at(30),

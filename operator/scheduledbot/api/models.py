@@ -471,8 +471,8 @@ class ScheduledBotStatus(_Model):
     join_lateness_ms: int | None = Field(
         default=None,
         description=(
-            "How late the join started, in milliseconds: joinSignaledAt - joinAt when the operator signalled, "
-            "else the time the bot reported it started joining - joinAt. Written once, when the join starts; "
+            "How late the join started, in milliseconds: the time the bot reports it started joining "
+            "(joinStartedAt) - joinAt, else joinSignaledAt - joinAt. Written once, when the join starts; "
             "also exported as a histogram."
         ),
     )

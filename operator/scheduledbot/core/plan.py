@@ -430,9 +430,13 @@ def _joined_plan(
         if started is not None:
             fields["join_lateness_ms"] = _ms(started - timing.join_at)
     elif sent_at is not None:
-        lateness = _ms(sent_at - timing.join_at)
+        # The bot's own start of its join when it says (a restarted operator's signal may
+        # reach a bot that joined by an earlier one: the bot answers with that join), else
+        # the signal's send time.
+        started = report.join_started_at if report.join_started_at is not None else sent_at
+        lateness = _ms(started - timing.join_at)
         fields |= {"join_signaled_at": format_time(sent_at), "join_lateness_ms": lateness}
-        reason, message = "JoinSignaled", f"join signal sent {lateness} ms after joinAt"
+        reason, message = "JoinSignaled", f"join signal sent {_ms(sent_at - timing.join_at)} ms after joinAt"
         event = Emit(type=EventType.NORMAL, reason=reason, message=message)
     else:
         # Signalled before a restart that lost the send record: the bot says so itself.
