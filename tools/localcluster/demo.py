@@ -85,7 +85,7 @@ def main() -> int:
     say("done")
     print(f"joinAt                   {status['joinAt']}")
     print(f"join signal sent at      {status.get('joinSignaledAt')} (joined by {status.get('joinedBy')})")
-    print(f"lateness in status     {status.get('joinLatenessMs')} ms (status.joinLatenessMs: the bot's join start)")
+    print(f"lateness in status       {status.get('joinLatenessMs')} ms (status.joinLatenessMs: the bot's join start)")
     print(f"lateness at the meeting  {arrival_ms:.1f} ms (the meeting server's arrival stamp minus joinAt)")
     return 0
 
