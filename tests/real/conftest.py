@@ -99,9 +99,9 @@ class Operator:
         ).stdout
         return list(json.loads(out)["items"])
 
-    def running_pod(self) -> Obj:
-        [pod] = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
-        return pod
+    def running_pods(self) -> list[Obj]:
+        """The Deployment's replicas (two, a leader and a hot standby), not those being deleted."""
+        return [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
 
     def wait_available(self, timeout: int = 120) -> None:
         self.cluster.kubectl(

@@ -37,11 +37,14 @@ print(json.dumps({
 def test_the_operator_runs_from_its_image_as_its_service_account_restricted_and_read_only(
     real: Cluster, operator: Operator
 ) -> None:
-    pod = operator.running_pod()
-    assert pod["spec"]["serviceAccountName"] == "scheduledbot-operator"
-    [container] = pod["status"]["containerStatuses"]
-    assert container["image"] == configs.OPERATOR_IMAGE and container["ready"] is True
-    assert container["imageID"], "the runtime reports the image it runs"
+    pods = operator.running_pods()
+    assert len(pods) == 2, "two replicas: a leader and a hot standby"
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == "scheduledbot-operator"
+        [container] = pod["status"]["containerStatuses"]
+        assert container["image"] == configs.OPERATOR_IMAGE and container["ready"] is True
+        assert container["imageID"], "the runtime reports the image it runs"
+    pod = pods[0]
     namespace = json.loads(real.kubectl("get", "namespace", OPERATOR_NAMESPACE, "-o", "json").stdout)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -66,11 +69,12 @@ def test_the_webhook_is_reached_through_its_service_by_the_api_server(
     config = json.loads(
         real.kubectl("get", "validatingwebhookconfiguration", "scheduledbot-operator", "-o", "json").stdout
     )
-    # Two webhooks (plain specs, and specs with an inline Pod template), both served through the one Service.
+    # Three webhooks (plain specs, specs with an inline Pod template, BotSchedules), all through the one Service.
     webhooks = config["webhooks"]
     assert {w["name"] for w in webhooks} == {
         "validate.scheduledbots.meetingbots.dev",
         "templates.scheduledbots.meetingbots.dev",
+        "validate.botschedules.meetingbots.dev",
     }
     for webhook in webhooks:
         assert webhook["clientConfig"]["service"]["namespace"] == OPERATOR_NAMESPACE
@@ -88,7 +92,7 @@ def test_the_webhook_is_reached_through_its_service_by_the_api_server(
         ).stdout
     )
     addresses = {a for s in slices["items"] for e in s.get("endpoints") or [] for a in e["addresses"]}
-    assert addresses == {operator.running_pod()["status"]["podIP"]}
+    assert addresses == {p["status"]["podIP"] for p in operator.running_pods()}, "both replicas serve the webhook"
 
     past = bots.manifest("too-late", join_at=soon(-3600))
     result = real.kubectl("apply", "-f", "-", input=json.dumps(past), check=False)

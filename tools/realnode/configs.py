@@ -38,7 +38,8 @@ OPERATOR_IMAGE: Final = "localhost/scheduledbot-operator:dev"
 #: CNI cache) and by the kubelet (its device plugin socket, /var/lib/kubelet/device-plugins,
 #: whatever --root-dir is; the links to container logs, /var/log/containers, whatever
 #: podLogsDir is). The node's mount namespace binds a directory of its own over each.
-HOST_PATHS: Final = ("/run/containerd", "/var/lib/cni", "/var/lib/kubelet", "/var/log/containers")
+#: /run/mount: libmount's utab directory, made when the kubelet mounts a Secret volume.
+HOST_PATHS: Final = ("/run/containerd", "/var/lib/cni", "/var/lib/kubelet", "/var/log/containers", "/run/mount")
 
 
 def _toml_string(value: str | Path) -> str:
