@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -52,11 +53,14 @@ class LoopClock:
         return loop_call_at(self, when, callback, *args)
 
 
-def settings(**defaults: int) -> Settings:
-    return Settings(
+def settings(
+    defaults: Defaults | None = None, *, template: dict[str, Any] | None = None, token_key: bytes | None = None
+) -> Settings:
+    """The operator's settings for unit tests: no webhook, no ports."""
+    base = Settings(
         namespaces=(),
-        defaults=Defaults(**defaults),
-        template={"spec": {"containers": [{"name": "bot", "image": "bot:1"}]}},
+        defaults=defaults or Defaults(),
+        template=template or {"spec": {"containers": [{"name": "bot", "image": "bot:1"}]}},
         extra_meeting_hosts=frozenset(),
         self_join_delay_seconds=2,
         log_level="INFO",
@@ -71,6 +75,7 @@ def settings(**defaults: int) -> Settings:
         webhook_config_name="",
         webhook_cert_dir=None,
     )
+    return base if token_key is None else dataclasses.replace(base, token_key=token_key)
 
 
 def bot_body(
@@ -425,7 +430,7 @@ class World:
         self.clock = LoopClock()
         self.bots = FakeBots(self.clock)
         self.cluster = FakeCluster(self.clock, self.bots)
-        self.settings = settings(**defaults)
+        self.settings = settings(Defaults(**defaults))
         self.metrics = Metrics()
         self.engine = self._engine()
         #: Set by a scenario that makes passes spin on purpose.

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+import fakes
 from scheduledbot.adapters.kube import ApiError
 from scheduledbot.core import children, tokens
-from scheduledbot.core.model import Defaults
 from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
@@ -84,25 +84,7 @@ KEY = b"k" * 32
 
 
 def settings() -> Settings:
-    return Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template={"spec": {"containers": [{"name": "bot"}]}},
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=False,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-        token_key=KEY,
-    )
+    return fakes.settings(template={"spec": {"containers": [{"name": "bot"}]}}, token_key=KEY)
 
 
 def new_bot(*, join_in: timedelta, lead: int = 300) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fakes
 from scheduledbot.core import children, tokens
-from scheduledbot.core.model import Defaults
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine, _Entry
 from scheduledbot.runtime.metrics import Metrics
@@ -74,25 +74,7 @@ UID = "uid-1"
 
 
 def settings() -> Settings:
-    return Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template={"spec": {"containers": [{"name": "bot"}]}},
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=False,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-        token_key=KEY,
-    )
+    return fakes.settings(template={"spec": {"containers": [{"name": "bot"}]}}, token_key=KEY)
 
 
 def engine_with(kube: RecordingKube, leading: Callable[[], bool]) -> tuple[Engine, list[int]]:
