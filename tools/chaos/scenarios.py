@@ -240,8 +240,18 @@ def reschedule_beyond_then_within(run: Run, rng: random.Random, count: int) -> N
 # --- two replicas --------------------------------------------------------------------------------------------
 
 
+def healthy(run: Run, rng: random.Random, count: int) -> None:
+    """No fault, one replica: the reference the leader scenarios' lateness is read against."""
+    join_at = time.time() + 16
+    plans = _plans("h", count, join_at, lead=12, late_limit=SIGNAL_LIMIT)
+    run.create(plans)
+    _wait_staged(run, [p.name for p in plans])
+    sleep_until(join_at + 1)
+
+
 def _leader_killed(offset: float) -> Callable[[Run, random.Random, int], None]:
     def act(run: Run, rng: random.Random, count: int) -> None:
+        # The same bots and timing as `healthy`, so that their lateness compares side by side.
         join_at = time.time() + 16
         plans = _plans("l", count, join_at, lead=12, late_limit=SIGNAL_LIMIT)
         run.create(plans)
@@ -313,6 +323,12 @@ SCENARIOS: Final = (
         "a Pod released by a reschedule and staged again spins the engine or is joined twice",
         reschedule_across_lead,
         estimate=60,
+    ),
+    Scenario(
+        "healthy",
+        "the operator is late with nothing wrong: every other figure reads against this one",
+        healthy,
+        estimate=40,
     ),
     *(
         Scenario(
