@@ -396,7 +396,7 @@ CASES = [
         ),
         state=BotState.JOINING,
         reason="JoinSignaled",
-        actions=(DisarmJoin, AddFinalizer),
+        actions=(DisarmJoin,),
         check=lambda p: (
             p.status.join_lateness_ms == 2
             and p.status.joined_by is JoinedBy.SIGNAL
@@ -415,7 +415,7 @@ CASES = [
         ),
         state=BotState.JOINED,
         reason="JoinSignaled",
-        actions=(DisarmJoin, AddFinalizer),
+        actions=(DisarmJoin,),
         check=lambda p: p.status.join_lateness_ms == 10 and p.status.joined_by is JoinedBy.SIGNAL,
     ),
     Case(
@@ -430,7 +430,7 @@ CASES = [
         ),
         state=BotState.JOINED,
         reason="JoinedByDeadline",
-        actions=(DisarmJoin, AddFinalizer),
+        actions=(DisarmJoin,),
         check=lambda p: p.status.join_lateness_ms == 2000 and p.status.join_signaled_at is None,
     ),
     Case(
@@ -444,7 +444,7 @@ CASES = [
         ),
         state=BotState.JOINED,
         reason="JoinedByDeadline",
-        actions=(DisarmJoin, AddFinalizer),
+        actions=(DisarmJoin,),
         check=lambda p: (
             p.status.joined_by is JoinedBy.DEADLINE
             and p.status.join_lateness_ms == 2000
@@ -560,6 +560,14 @@ CASES = [
         actions=(DeletePod, DisarmJoin),
     ),
     Case(
+        "a joining bot's next pass holds the finalizer (not written with the joining status)",
+        bot(state=BotState.JOINING),
+        at(0.01),
+        Observed(pod=pod(), secret=True, report=report("joining")),
+        state=BotState.JOINING,
+        actions=(AddFinalizer,),
+    ),
+    Case(
         "a joining bot that reports joined records joinedAt",
         bot(state=BotState.JOINING, finalizer=True),
         at(1),
@@ -592,7 +600,7 @@ CASES = [
             pod=pod(), secret=True, report=report("joined", by=JoinedBy.SIGNAL, since=at(1.0), join_started_at=at(0.0))
         ),
         state=BotState.JOINED,
-        actions=(DisarmJoin, AddFinalizer),
+        actions=(DisarmJoin,),
         check=lambda p: p.status.joined_at == "2026-01-01T10:10:01Z" and events(p) == ["JoinSignaled", "Joined"],
     ),
     Case(

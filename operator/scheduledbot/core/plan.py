@@ -450,7 +450,10 @@ def _joined_plan(
         fields["joined_at"] = format_time(report.since or now)
         admitted = (_JOINED_EVENT,)
     status = _with_state(bot, base, state, now, reason, message, **fields)
-    return Plan(status=status, actions=(DisarmJoin(), AddFinalizer(), event, *admitted), wake_at=now, follow=address)
+    # No finalizer in this write's pass: at a join instant a thousand bots become joining at
+    # once, and each status is what `kubectl get sbot` waits for. The next pass (`wake_at`
+    # now, queued behind the cohort's other passes) adds it (`_in_meeting`).
+    return Plan(status=status, actions=(DisarmJoin(), event, *admitted), wake_at=now, follow=address)
 
 
 def _in_meeting(bot: BotView, base: ScheduledBotStatus, observed: Observed, defaults: Defaults, now: datetime) -> Plan:
