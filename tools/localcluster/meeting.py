@@ -66,12 +66,7 @@ import datetime
 import itertools
 import json
 import math
-import os
 import pathlib
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +74,8 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from aiohttp import web
+
+from localcluster.httpserver import ServerProcess, serve
 
 Status = Literal["waiting", "admitted", "left", "ended"]
 DepartureCause = Literal["left", "meetingEnded"]
@@ -431,38 +428,15 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class MeetingServerProcess:
+class MeetingServerProcess(ServerProcess):
     """The meeting server as a subprocess (``with MeetingServerProcess() as server: server.base_url``).
 
     For tests whose event loop must not host the server (e.g. a bot process
     under test talks to it while the test blocks).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", startup_timeout: float = 10.0) -> None:
-        self._host = host
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def start(self) -> None:
-        tools_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tools_dir, env.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "localcluster.meeting", "--host", self._host, "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self._process.stdout is not None  # stdout=PIPE
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            ready = selector.select(self._startup_timeout)
-        line = self._process.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the meeting server did not start within {self._startup_timeout:g} s")
-        self.base_url = line
+    module = "localcluster.meeting"
+    what = "the meeting server"
 
     def meeting_url(self, meeting_id: str) -> str:
         return f"{self.base_url}/m/{meeting_id}"
@@ -472,47 +446,6 @@ class MeetingServerProcess:
         """`host:port`, as the operator's --extra-meeting-hosts admits it."""
         return self.base_url.split("://", 1)[1]
 
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        self._process = None
-
-    def __enter__(self) -> MeetingServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-async def _serve(host: str, port: int, port_file: pathlib.Path | None) -> None:
-    server = MeetingServer(host=host, port=port)
-    await server.start()
-    if port_file is not None:
-        # Write then rename: a reader never sees a half-written port.
-        partial = port_file.with_name(port_file.name + ".tmp")
-        partial.write_text(f"{server.port}\n")
-        partial.replace(port_file)
-    print(server.base_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localcluster.meeting", description=__doc__.splitlines()[0])
@@ -520,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--port-file", type=pathlib.Path, help="write the bound port to this file")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port, args.port_file))
+    asyncio.run(serve(lambda: MeetingServer(host=args.host, port=args.port), port_file=args.port_file))
 
 
 if __name__ == "__main__":
