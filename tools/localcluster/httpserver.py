@@ -1,6 +1,7 @@
-"""The local HTTP servers (meeting, ICS, webhook receiver) as subprocesses: both ends of the handshake.
+"""What the local HTTP servers (meeting, ICS, webhook receiver) share, in-process and as subprocesses.
 
-Each runs as ``python -m localcluster.<module> --host H --port 0``: :func:`serve` starts
+:class:`AppServer` runs one's aiohttp application in the caller's event loop. Each
+also runs as ``python -m localcluster.<module> --host H --port 0``: :func:`serve` starts
 the server, prints its base URL as the first line on stdout and runs it until
 SIGTERM/SIGINT; :class:`ServerProcess` starts such a process for tests whose event loop
 must not host the server, reads that line, and stops the process.
@@ -19,25 +20,49 @@ import sys
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Self
+
+from aiohttp import web
 
 
-class Server(Protocol):
-    """What :func:`serve` needs of an in-process server."""
+class AppServer:
+    """An aiohttp application served on `host`:`port` (0 picks a free port): ``async with Sub() as server``.
 
-    async def start(self) -> None: ...
+    A subclass builds its application and hands its runner over.
+    """
 
-    async def stop(self) -> None: ...
+    def __init__(self, runner: web.AppRunner, *, host: str, port: int) -> None:
+        self._runner = runner
+        self._host = host
+        self._port = port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     @property
-    def port(self) -> int: ...
+    def port(self) -> int:
+        return int(self._runner.addresses[0][1])
 
     @property
-    def base_url(self) -> str: ...
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
 
 
 async def serve(
-    make: Callable[[], Server], *, port_file: pathlib.Path | None = None, also_print: Iterable[str] = ()
+    make: Callable[[], AppServer], *, port_file: pathlib.Path | None = None, also_print: Iterable[str] = ()
 ) -> None:
     """Start the server `make` builds, announce it, and run it until SIGTERM or SIGINT.
 

@@ -60,14 +60,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
 from aiohttp import web
 
-from localcluster.httpserver import ServerProcess, serve
+from localcluster.httpserver import AppServer, ServerProcess, serve
 
 PRODID = "-//scheduledbot-operator//localcluster ics//EN"
 
@@ -168,7 +167,7 @@ def parse_time(text: object, tzid: object = None) -> datetime:
     return moment.astimezone(UTC)
 
 
-class IcsServer:
+class IcsServer(AppServer):
     """The ICS server in-process: ``async with IcsServer() as server: server.feed_url("team")``.
 
     :meth:`add_event`, :meth:`move`, :meth:`cancel`, :meth:`remove`, :meth:`put` and
@@ -176,8 +175,6 @@ class IcsServer:
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time) -> None:
-        self._host = host
-        self._port = port
         self._clock = clock
         self._calendars: dict[str, Calendar] = {}
         self._fail_status: int | None = None
@@ -191,31 +188,7 @@ class IcsServer:
         app.router.add_delete("/admin/c/{name}/events/{uid}", self._admin_remove)
         app.router.add_post("/admin/fail", self._admin_fail)
         app.router.add_get("/admin/c/{name}/requests", self._admin_requests)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-
-    async def stop(self) -> None:
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> IcsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        super().__init__(web.AppRunner(app, shutdown_timeout=1.0, access_log=None), host=host, port=port)
 
     def feed_url(self, name: str) -> str:
         return f"{self.base_url}/c/{name}.ics"

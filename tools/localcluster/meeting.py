@@ -70,12 +70,11 @@ import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, Literal
 
 from aiohttp import web
 
-from localcluster.httpserver import ServerProcess, serve
+from localcluster.httpserver import AppServer, ServerProcess, serve
 
 Status = Literal["waiting", "admitted", "left", "ended"]
 DepartureCause = Literal["left", "meetingEnded"]
@@ -150,7 +149,7 @@ class Meeting:
         }
 
 
-class MeetingServer:
+class MeetingServer(AppServer):
     """The meeting server, in-process: ``async with MeetingServer() as server: ...``.
 
     The methods :meth:`create_meeting`, :meth:`admit`, :meth:`end` and
@@ -165,8 +164,6 @@ class MeetingServer:
         auto_create: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._host = host
-        self._port = port
         self._auto_create = auto_create
         self._clock = clock
         self._meetings: dict[str, Meeting] = {}
@@ -181,36 +178,14 @@ class MeetingServer:
         app.router.add_post("/admin/meetings/{meeting}/admit", self._admin_admit)
         app.router.add_post("/admin/meetings/{meeting}/end", self._admin_end)
         app.router.add_get("/admin/meetings/{meeting}", self._admin_get)
-        self._runner = web.AppRunner(
-            app, keepalive_timeout=_KEEPALIVE_TIMEOUT_SECONDS, shutdown_timeout=2.0, access_log=None
-        )
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        runner = web.AppRunner(app, keepalive_timeout=_KEEPALIVE_TIMEOUT_SECONDS, shutdown_timeout=2.0, access_log=None)
+        super().__init__(runner, host=host, port=port)
 
     async def stop(self) -> None:
         self._closed = True  # release long-polls so that shutdown does not wait for them
         for meeting in self._meetings.values():
             _wake(meeting)
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> MeetingServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        await super().stop()
 
     def meeting_url(self, meeting_id: str) -> str:
         return f"{self.base_url}/m/{meeting_id}"

@@ -54,13 +54,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from localcluster.httpserver import ServerProcess, serve
+from localcluster.httpserver import AppServer, ServerProcess, serve
 
 KEY_VARIABLE: Final = "LOCALCLUSTER_RECEIVER_KEY"
 MAX_WAIT_SECONDS: Final = 60.0
@@ -98,7 +97,7 @@ class Answer:
         return {"status": self.status, "retryAfter": self.retry_after, "hang": self.hang}
 
 
-class WebhookReceiver:
+class WebhookReceiver(AppServer):
     """The receiver, in-process: ``async with WebhookReceiver() as receiver: receiver.url("bot")``."""
 
     def __init__(
@@ -111,8 +110,6 @@ class WebhookReceiver:
     ) -> None:
         self.key = key or new_key()
         self._webhook = Webhook(self.key)
-        self._host = host
-        self._port = port
         self._clock = clock
         self._script: list[Answer] = []
         self._attempts: list[dict[str, Any]] = []
@@ -124,33 +121,12 @@ class WebhookReceiver:
         app.router.add_get("/admin/attempts", self._admin_attempts)
         app.router.add_get("/admin/deliveries", self._admin_deliveries)
         app.router.add_post("/admin/reset", self._admin_reset)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        super().__init__(web.AppRunner(app, access_log=None, shutdown_timeout=1.0), host=host, port=port)
 
     async def stop(self) -> None:
         self._closing.set()  # hanging answers and waiting readers return now
         self._wake()
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> WebhookReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        await super().stop()
 
     def url(self, name: str = "bots") -> str:
         """A sink URL on this receiver."""
