@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fakes
 from scheduledbot.api.notify import SIGNING_KEY_LABEL
-from scheduledbot.core.model import Defaults
 from scheduledbot.core.notify import Attempt, Deliver
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
@@ -103,25 +102,7 @@ class FakeNotifier:
 
 
 def settings(**notify: Any) -> Settings:
-    base = Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template={"spec": {"containers": [{"name": "bot"}]}},
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=False,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-    )
-    return dataclasses.replace(base, **notify)
+    return fakes.settings(template={"spec": {"containers": [{"name": "bot"}]}}, **notify)
 
 
 def new_bot(name: str, *, notify: dict[str, Any] | None = None, join_in: float = 3600) -> dict[str, Any]:
