@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fakes
+import rfc7386
 from scheduledbot.api.notify import SIGNING_KEY_LABEL
 from scheduledbot.core.notify import Attempt, Deliver
 from scheduledbot.runtime.config import Settings
@@ -25,19 +26,6 @@ from scheduledbot.runtime.notify import Notifications
 
 KEY = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SINK = {"url": "https://hooks.example.com/b", "signingKeySecretRef": {"name": "hooks", "key": "k"}}
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies the status patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
 
 
 class FakeKube:
@@ -52,7 +40,7 @@ class FakeKube:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
         body = copy.deepcopy(self.objects[name])
-        body["status"] = apply_merge_patch(body.get("status") or {}, status)
+        body["status"] = rfc7386.apply(body.get("status") or {}, status)
         body["metadata"]["resourceVersion"] = str(self.version)
         self.objects[name] = body
         self.writes.append((name, copy.deepcopy(body["status"])))
