@@ -24,7 +24,7 @@ import yaml
 
 from localcluster.bots import Bots, soon
 from localcluster.operator import OperatorProcess, default_webhook_config
-from localcluster.testing import Cluster
+from localcluster.testing import Cluster, one_version_crd
 from localcluster.waiting import until
 from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
@@ -63,61 +63,36 @@ def find(objects: list[Obj], kind: str) -> Obj:
 # its ServiceMonitor that manifests/prometheus/monitor.yaml uses, with their upstream
 # types; server-side apply refuses fields a schema does not declare, so a misspelt
 # field still fails.
-SERVICE_MONITOR_CRD: Obj = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "ServiceMonitor",
-            "listKind": "ServiceMonitorList",
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["selector"],
-                                "properties": {
-                                    "selector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "matchLabels": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "string"},
-                                            }
-                                        },
-                                    },
-                                    "endpoints": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "port": {"type": "string"},
-                                                "path": {"type": "string"},
-                                                "interval": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
+SERVICE_MONITOR_CRD = one_version_crd(
+    "monitoring.coreos.com",
+    {
+        "kind": "ServiceMonitor",
+        "listKind": "ServiceMonitorList",
+        "plural": "servicemonitors",
+        "singular": "servicemonitor",
     },
-}
+    {
+        "type": "object",
+        "required": ["selector"],
+        "properties": {
+            "selector": {
+                "type": "object",
+                "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+            },
+            "endpoints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string"},
+                        "interval": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+)
 
 
 @contextlib.contextmanager

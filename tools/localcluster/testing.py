@@ -129,3 +129,25 @@ class Cluster:
             f"{collection}/{name}: not {what} within {timeout} s; last seen status:\n"
             + json.dumps((current or {}).get("status"), indent=2)
         )
+
+
+def one_version_crd(group: str, names: dict[str, str], spec: Obj) -> Obj:
+    """A namespaced CustomResourceDefinition, served and stored as v1, whose objects' `spec` has schema `spec`."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{names['plural']}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
