@@ -202,18 +202,7 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
         webhook["clientConfig"] = {"url": "https://127.0.0.1:1/validate"}
         webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     try:
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "List",
-                    "items": [account, role, binding, lease_role, lease_binding, configuration],
-                }
-            ),
-        )
+        cluster.apply(account, role, binding, lease_role, lease_binding, configuration)
         token = cluster.kubectl(
             "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
         ).stdout.strip()
@@ -465,9 +454,7 @@ def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
         return found[1] if found else f"(no verdict) {result.stderr.strip()}"
 
     try:
-        cluster.kubectl(
-            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
-        )
+        cluster.apply(policy, binding)
         # Policies take effect a moment after they are written.
         until(
             lambda: not verdict(bot_status("scheduled")).startswith("(no verdict)"),

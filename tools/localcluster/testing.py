@@ -35,6 +35,12 @@ class Cluster:
         """Run kubectl against this cluster, as a user would."""
         return kubectl(*args, kubeconfig=self.kubeconfig, input=input, check=check, timeout=timeout)
 
+    def apply(self, *objects: Obj) -> subprocess.CompletedProcess[str]:
+        """`kubectl apply` of `objects` in one List, as a user applies one file."""
+        return self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        )
+
     def operator_environment(self) -> dict[str, str]:
         """How an operator started by a test authenticates this cluster's apiserver as its webhook caller."""
         return {
