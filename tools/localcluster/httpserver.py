@@ -4,7 +4,8 @@
 also runs as ``python -m localcluster.<module> --host H --port 0``: :func:`serve` starts
 the server, prints its base URL as the first line on stdout and runs it until
 SIGTERM/SIGINT; :class:`ServerProcess` starts such a process for tests whose event loop
-must not host the server, reads that line, and stops the process.
+must not host the server, reads that line, and stops the process. :func:`long_poll` is how
+the meeting server and the receiver hold a request until what it waits for happens.
 """
 
 from __future__ import annotations
@@ -59,6 +60,22 @@ class AppServer:
     @property
     def base_url(self) -> str:
         return f"http://{self._host}:{self.port}"
+
+
+async def long_poll(done: Callable[[], bool], changed: Callable[[], asyncio.Event], *, timeout: float) -> None:
+    """Until `done()` holds, for at most `timeout` seconds: a long-poll's wait.
+
+    `changed()` is the event the server sets, and replaces with a fresh one, at each change;
+    it is read anew before each wait, as the one already set would end the wait at once.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        event = changed()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await event.wait()
+        except TimeoutError:
+            break
 
 
 async def serve(

@@ -74,7 +74,7 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
-from localcluster.httpserver import AppServer, ServerProcess, serve
+from localcluster.httpserver import AppServer, ServerProcess, long_poll, serve
 
 Status = Literal["waiting", "admitted", "left", "ended"]
 DepartureCause = Literal["left", "meetingEnded"]
@@ -225,15 +225,7 @@ class MeetingServer(AppServer):
         meeting.ended_at = now
         for participant in meeting.participants.values():
             if participant.status in _PRESENT:
-                _set_status(participant, "ended")
-                meeting.departures.append(
-                    Record(
-                        participant_id=participant.participant_id,
-                        name=participant.name,
-                        timestamp=now,
-                        cause="meetingEnded",
-                    )
-                )
+                _depart(meeting, participant, "ended", now)
         _wake(meeting)
 
     def snapshot(self, meeting_id: str) -> dict[str, Any]:
@@ -307,14 +299,11 @@ class MeetingServer(AppServer):
                 raise ValueError
         except ValueError:
             return _error(400, "after must be an integer and timeout a non-negative number")
-        deadline = asyncio.get_running_loop().time() + min(timeout, MAX_LONG_POLL_SECONDS)
-        while participant.version <= after and not self._closed:
-            changed = meeting.changed
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await changed.wait()
-            except TimeoutError:
-                break
+        await long_poll(
+            lambda: participant.version > after or self._closed,
+            lambda: meeting.changed,
+            timeout=min(timeout, MAX_LONG_POLL_SECONDS),
+        )
         return web.json_response(meeting.participant_json(participant))
 
     async def _depart(self, request: web.Request) -> web.Response:
@@ -323,15 +312,7 @@ class MeetingServer(AppServer):
             return found
         meeting, participant = found
         if participant.status in _PRESENT:
-            _set_status(participant, "left")
-            meeting.departures.append(
-                Record(
-                    participant_id=participant.participant_id,
-                    name=participant.name,
-                    timestamp=self._clock(),
-                    cause="left",
-                )
-            )
+            _depart(meeting, participant, "left", self._clock())
             _wake(meeting)
         return web.json_response(meeting.participant_json(participant))
 
@@ -384,6 +365,15 @@ class MeetingServer(AppServer):
 def _set_status(participant: Participant, status: Status) -> None:
     participant.status = status
     participant.version += 1
+
+
+def _depart(meeting: Meeting, participant: Participant, status: Literal["left", "ended"], now: float) -> None:
+    """The participant out of the meeting, as `status`: it left, or the meeting ended."""
+    _set_status(participant, status)
+    cause: DepartureCause = "left" if status == "left" else "meetingEnded"
+    meeting.departures.append(
+        Record(participant_id=participant.participant_id, name=participant.name, timestamp=now, cause=cause)
+    )
 
 
 def _wake(meeting: Meeting) -> None:

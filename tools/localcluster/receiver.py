@@ -59,7 +59,7 @@ from typing import Any, Final
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from localcluster.httpserver import AppServer, ServerProcess, serve
+from localcluster.httpserver import AppServer, ServerProcess, long_poll, serve
 
 KEY_VARIABLE: Final = "LOCALCLUSTER_RECEIVER_KEY"
 MAX_WAIT_SECONDS: Final = 60.0
@@ -158,14 +158,7 @@ class WebhookReceiver(AppServer):
         return self.attempts
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not done() and not self._closing.is_set():
-            changed = self._changed
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await changed.wait()
-            except TimeoutError:
-                break
+        await long_poll(lambda: done() or self._closing.is_set(), lambda: self._changed, timeout=timeout)
 
     def reset(self) -> None:
         self._script.clear()
