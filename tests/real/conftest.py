@@ -249,16 +249,20 @@ class Bots(ClusterBots):
         found: Obj = json.loads(out)
         return found
 
-    def wait_pod_ready(self, name: str, timeout: int = 60) -> Obj:
+    def wait_pod(self, name: str, condition: str, timeout: int = 60) -> None:
+        """`kubectl wait --for=<condition>` on one Pod (`condition=Ready`, `delete`)."""
         self.cluster.kubectl(
             "wait",
-            "--for=condition=Ready",
+            f"--for={condition}",
             f"pod/{name}",
             "-n",
             self.namespace,
             f"--timeout={timeout}s",
             timeout=timeout + 30,
         )
+
+    def wait_pod_ready(self, name: str, timeout: int = 60) -> Obj:
+        self.wait_pod(name, "condition=Ready", timeout)
         return self.pod(name)
 
     def exec(self, pod: str, *command: str) -> subprocess.CompletedProcess[str]:

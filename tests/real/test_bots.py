@@ -94,15 +94,7 @@ def test_deleting_a_staged_bot_stops_its_container_with_sigterm_and_the_pod_goes
     with bots.watch_pod(name, exits) as final:
         started = time.monotonic()
         bots.cluster.kubectl("delete", "sbot", "cancelled", "-n", bots.namespace, "--timeout=30s")
-        bots.cluster.kubectl(
-            "wait",
-            "--for=delete",
-            f"pod/{name}",
-            "-n",
-            bots.namespace,
-            f"--timeout={grace + 10}s",
-            timeout=grace + 40,
-        )
+        bots.wait_pod(name, "delete", timeout=grace + 10)
         gone_after = time.monotonic() - started
     print(f"\nreal node: staged Pod gone {gone_after:.1f} s after the delete; its container: {final.values}")
     assert gone_after < grace, f"the container stopped on SIGTERM, not at the end of the {grace} s grace"
@@ -117,15 +109,7 @@ def test_deleting_a_bot_in_the_meeting_makes_it_leave_within_the_grace(bots: Bot
     grace = bots.pod(joined["podName"])["spec"]["terminationGracePeriodSeconds"]
     started = time.monotonic()
     bots.cluster.kubectl("delete", "sbot", "goodbye", "-n", bots.namespace, f"--timeout={grace + 10}s")
-    bots.cluster.kubectl(
-        "wait",
-        "--for=delete",
-        f"pod/{joined['podName']}",
-        "-n",
-        bots.namespace,
-        f"--timeout={grace + 10}s",
-        timeout=grace + 40,
-    )
+    bots.wait_pod(joined["podName"], "delete", timeout=grace + 10)
     gone_after = time.monotonic() - started
     departures = bots.meeting(f"{bots.namespace}-goodbye")["departures"]
     assert [d["cause"] for d in departures] == ["left"]
