@@ -1,4 +1,4 @@
-"""Pid files and process-group signalling shared by the launcher and the kubelet.
+"""Pid files and process-group signalling shared by the launcher and the kubelet; one process at a time.
 
 Every process the local cluster starts (control-plane components and Pod
 processes) leads its own process group (`start_new_session`), so signalling the
@@ -15,9 +15,10 @@ be ours.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -64,6 +65,18 @@ class ProcessRef:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, *, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Held by this process alone (an flock on `lock_path`); `on_wait()` first if another holds it."""
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _stat_fields(pid: int) -> list[str] | None:
