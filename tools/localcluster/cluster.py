@@ -311,15 +311,7 @@ def spawn(
     # Never our stdout: a caller capturing `up`'s output (pytest) would wait
     # for EOF until the cluster stops.
     with open(layout.log(component), "ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=layout.root,
-            env=env,
-            start_new_session=True,
-        )
+        process = procs.start_leader(argv, output=log, cwd=layout.root, env=env)
     ref = procs.ProcessRef.of(process.pid)
     if ref is None:
         raise ClusterError(f"{component} exited at once; see {layout.log(component)}")

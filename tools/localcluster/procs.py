@@ -18,10 +18,11 @@ import contextlib
 import fcntl
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from localcluster.waiting import until
 
@@ -65,6 +66,21 @@ class ProcessRef:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+
+
+def start_leader(
+    argv: list[str], *, output: IO[bytes], cwd: Path, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """`argv` started as the leader of a process group of its own, stdin closed, stdout and stderr to `output`."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
 
 
 @contextlib.contextmanager
