@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from bench.kube import Kube
-from bench.processes import ROOT
+from bench.processes import ROOT, apply_crds
 
 log = logging.getLogger("bench")
 
@@ -158,16 +158,8 @@ async def amain(args: argparse.Namespace) -> int:
     out = Path(args.out) / run_id
     out.mkdir(parents=True, exist_ok=True)
     kubeconfig = Path(args.kubeconfig)
-    if not kubeconfig.exists():
-        print(f"bench: no kubeconfig at {kubeconfig}; run `make cluster` first", file=sys.stderr)
+    if not apply_crds(kubeconfig):
         return 2
-    subprocess.run(
-        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
     kube = await Kube.connect(kubeconfig)
     command = (
         "python -m bench" + (" --full" if args.full else "") + "".join(f" {a}" for a in sys.argv[1:] if a != "--full")

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from bench.pods import sleeping_bot
 from localcluster.cluster import DEFAULT_LAYOUT
 from localcluster.kubectl import kubectl
 from localcluster.operator import OperatorProcess
@@ -158,26 +159,9 @@ class Stage:
 
 
 def template(run: str) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": {"bench.meetingbots.dev/run": run}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "bot",
-                    "image": "bench.local/sleep:1",
-                    "command": ["sleep", "600"],
-                    "ports": [{"name": "control", "containerPort": PORT, "protocol": "TCP"}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/v1/ready", "port": "control"},
-                        "initialDelaySeconds": 2,
-                        "periodSeconds": 5,
-                        "timeoutSeconds": 5,
-                    },
-                }
-            ],
-        },
-    }
+    return sleeping_bot(
+        run, port=PORT, grace=1, sleep=600, probe={"initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 5}
+    )
 
 
 def rss(pid: int) -> tuple[int, int]:

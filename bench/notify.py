@@ -21,16 +21,14 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.kube import Kube
 from bench.precision import PrecisionPhase, RunResult
-from bench.processes import ROOT
+from bench.processes import ROOT, apply_crds
 from bench.stats import fmt_ms, summary
 from localcluster.receiver import Answer, WebhookReceiverProcess
 
@@ -101,16 +99,8 @@ def line(name: str, results: list[RunResult]) -> str:
 
 async def amain(args: argparse.Namespace) -> int:
     kubeconfig = Path(args.kubeconfig)
-    if not kubeconfig.exists():
-        print(f"bench: no kubeconfig at {kubeconfig}; run `make cluster` first", file=sys.stderr)
+    if not apply_crds(kubeconfig):
         return 2
-    subprocess.run(
-        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[RunResult]] = {"without": [], "silent sink": []}

@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.identity import CATEGORIES, OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
+from bench.pods import sleeping_bot
 from bench.processes import ROOT, BenchOperator, StubProcess, run_naive
 from bench.stats import summary
 from bench.trackers import BotTracker, PodTracker
@@ -61,31 +62,12 @@ def parse_time(text: str) -> float:
 
 def pod_template(run: str, port: int = STUB_PORT) -> dict[str, Any]:
     """`sleep 3600` as the bot process; the stub plays its control API on the same address."""
-    return {
-        "metadata": {"labels": {"bench.meetingbots.dev/run": run}},
-        "spec": {
-            "terminationGracePeriodSeconds": 2,
-            "containers": [
-                {
-                    "name": "bot",
-                    "image": "bench.local/sleep:1",
-                    "command": ["sleep", "3600"],
-                    "ports": [{"name": "control", "containerPort": port, "protocol": "TCP"}],
-                    # One probe when the process starts, then none for an hour: no probe traffic
-                    # at the join instant. A failed first probe would leave the Pod unready for
-                    # that hour: the delay gives the harness time to bind an address that was not
-                    # pre-bound, and the timeout is generous for a stub answering thousands at once.
-                    "readinessProbe": {
-                        "httpGet": {"path": "/v1/ready", "port": "control"},
-                        "initialDelaySeconds": PROBE_DELAY,
-                        "timeoutSeconds": 10,
-                        "periodSeconds": 3600,
-                        "failureThreshold": 1,
-                    },
-                }
-            ],
-        },
-    }
+    # One probe when the process starts, then none for an hour: no probe traffic at the join
+    # instant. A failed first probe would leave the Pod unready for that hour: the delay gives
+    # the harness time to bind an address that was not pre-bound, and the timeout is generous
+    # for a stub answering thousands at once.
+    probe = {"initialDelaySeconds": PROBE_DELAY, "timeoutSeconds": 10, "periodSeconds": 3600, "failureThreshold": 1}
+    return sleeping_bot(run, port=port, grace=2, sleep=3600, probe=probe)
 
 
 def bot_body(

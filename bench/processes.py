@@ -1,10 +1,11 @@
-"""The processes the harness runs: the operator (as users run it), the stub, the naive baseline."""
+"""The processes the harness runs: kubectl (the CRDs), the operator (as users run it), the stub, the naive baseline."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,21 @@ from localcluster.operator import Metrics, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def apply_crds(kubeconfig: Path) -> bool:
+    """The repository's CRDs applied (kubectl) to the cluster at `kubeconfig`; False, said on stderr, with none."""
+    if not kubeconfig.exists():
+        print(f"bench: no kubeconfig at {kubeconfig}; run `make cluster` first", file=sys.stderr)
+        return False
+    subprocess.run(
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return True
 
 
 def rss_bytes(pid: int) -> int:

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.stats import median, percentile
+from bench.stats import median
+from localcluster.stats import percentile
 
 TRANSITIONS = ("scheduled", "staged", "joining", "joined", "ended")
 

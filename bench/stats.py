@@ -1,4 +1,4 @@
-"""Small statistics: percentiles and medians over runs."""
+"""Small statistics over runs: summaries, medians, milliseconds (percentiles: localcluster.stats)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in 0..100."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+from localcluster.stats import percentile
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

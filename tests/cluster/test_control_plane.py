@@ -9,40 +9,16 @@ import pytest
 import yaml
 
 from localcluster.kubectl import KubectlError
-from localcluster.testing import Cluster
+from localcluster.testing import Cluster, one_version_crd
 
 pytestmark = pytest.mark.cluster
 
-CRD_NAME = "gadgets.localcluster.test"
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": CRD_NAME},
-    "spec": {
-        "group": "localcluster.test",
-        "scope": "Namespaced",
-        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {"size": {"type": "integer", "minimum": 1}},
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+CRD = one_version_crd(
+    "localcluster.test",
+    {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+    {"type": "object", "required": ["size"], "properties": {"size": {"type": "integer", "minimum": 1}}},
+)
+CRD_NAME: str = CRD["metadata"]["name"]
 
 
 def gadget(name: str, namespace: str, size: int) -> str:

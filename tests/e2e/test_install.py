@@ -24,7 +24,7 @@ import yaml
 
 from localcluster.bots import Bots, soon
 from localcluster.operator import OperatorProcess, default_webhook_config
-from localcluster.testing import Cluster
+from localcluster.testing import Cluster, one_version_crd
 from localcluster.waiting import until
 from scheduledbot.api.models import BotState
 from scheduledbot.core.model import FINALIZER
@@ -63,61 +63,36 @@ def find(objects: list[Obj], kind: str) -> Obj:
 # its ServiceMonitor that manifests/prometheus/monitor.yaml uses, with their upstream
 # types; server-side apply refuses fields a schema does not declare, so a misspelt
 # field still fails.
-SERVICE_MONITOR_CRD: Obj = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "ServiceMonitor",
-            "listKind": "ServiceMonitorList",
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["selector"],
-                                "properties": {
-                                    "selector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "matchLabels": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "string"},
-                                            }
-                                        },
-                                    },
-                                    "endpoints": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "port": {"type": "string"},
-                                                "path": {"type": "string"},
-                                                "interval": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
+SERVICE_MONITOR_CRD = one_version_crd(
+    "monitoring.coreos.com",
+    {
+        "kind": "ServiceMonitor",
+        "listKind": "ServiceMonitorList",
+        "plural": "servicemonitors",
+        "singular": "servicemonitor",
     },
-}
+    {
+        "type": "object",
+        "required": ["selector"],
+        "properties": {
+            "selector": {
+                "type": "object",
+                "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+            },
+            "endpoints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"},
+                        "path": {"type": "string"},
+                        "interval": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+)
 
 
 @contextlib.contextmanager
@@ -227,18 +202,7 @@ def restricted_kubeconfig(cluster: Cluster, namespace: str, crd: None, tmp_path:
         webhook["clientConfig"] = {"url": "https://127.0.0.1:1/validate"}
         webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     try:
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "List",
-                    "items": [account, role, binding, lease_role, lease_binding, configuration],
-                }
-            ),
-        )
+        cluster.apply(account, role, binding, lease_role, lease_binding, configuration)
         token = cluster.kubectl(
             "create", "token", account["metadata"]["name"], "-n", namespace, "--duration", "1h"
         ).stdout.strip()
@@ -490,9 +454,7 @@ def test_the_flux_expressions_of_the_docs_classify_every_state_as_documented(
         return found[1] if found else f"(no verdict) {result.stderr.strip()}"
 
     try:
-        cluster.kubectl(
-            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
-        )
+        cluster.apply(policy, binding)
         # Policies take effect a moment after they are written.
         until(
             lambda: not verdict(bot_status("scheduled")).startswith("(no verdict)"),

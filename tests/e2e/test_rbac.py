@@ -12,7 +12,6 @@ server's own validation.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,14 +76,7 @@ def installed(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Iterat
     own = f"scheduledbot-operator-{namespace}"
     role["metadata"]["name"] = binding["metadata"]["name"] = binding["roleRef"]["name"] = own
     try:
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {"apiVersion": "v1", "kind": "List", "items": [account, role, binding, lease_role, lease_binding]}
-            ),
-        )
+        cluster.apply(account, role, binding, lease_role, lease_binding)
         yield {"user": f"system:serviceaccount:{namespace}:{account['metadata']['name']}", "namespace": namespace}
     finally:
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", own, "--ignore-not-found", check=False)
@@ -165,7 +157,7 @@ def namespaced(cluster: Any, namespace: str, crd: None, tmp_path: Path) -> Itera
     cluster_role["metadata"]["name"] = cluster_binding["metadata"]["name"] = cluster_binding["roleRef"]["name"] = own
     items = [account, role, role_binding, lease_role, lease_binding, cluster_role, cluster_binding]
     try:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        cluster.apply(*items)
         yield {"user": f"system:serviceaccount:{namespace}:scheduledbot-operator", "namespace": namespace}
     finally:
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", own, "--ignore-not-found", check=False)

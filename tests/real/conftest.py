@@ -17,18 +17,15 @@ import secrets
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from localcluster.bots import iso
+from localcluster.bots import Bots as ClusterBots
 from localcluster.meeting import MeetingServerProcess
 from localcluster.testing import Cluster
 from realnode import configs, images, node
@@ -236,34 +233,9 @@ class Watch:
         self._reader.join(timeout=10)
 
 
-@dataclass
-class Bots:
-    """kubectl, as a user drives ScheduledBots, and the meeting server's records."""
-
-    cluster: Cluster
-    namespace: str
-    meeting_server: MeetingServerProcess
-
-    def manifest(
-        self, name: str, *, join_at: datetime, lead: int | None = None, meeting: str | None = None, **spec: Any
-    ) -> Obj:
-        body: Obj = {
-            "meetingUrl": self.meeting_server.meeting_url(meeting or f"{self.namespace}-{name}"),
-            "botName": f"Bot {name}",
-            "joinAt": iso(join_at),
-        }
-        if lead is not None:
-            body["stagingLeadSeconds"] = lead
-        body.update(spec)
-        return {
-            "apiVersion": "meetingbots.dev/v1alpha1",
-            "kind": "ScheduledBot",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": body,
-        }
-
-    def apply(self, manifest: Obj) -> None:
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+class Bots(ClusterBots):
+    """kubectl, as a user drives ScheduledBots, and the meeting server's records (as on the local
+    cluster), and what only a real node shows: watches, Pods' readiness, commands run in them."""
 
     def watch(self, name: str) -> Watch:
         """The states of a ScheduledBot, as `kubectl get sbot -w` shows them."""
@@ -272,71 +244,29 @@ class Bots:
     def watch_pod(self, name: str, jsonpath: str) -> Watch:
         return Watch(self.cluster, self.namespace, "pod", name, jsonpath)
 
-    def get(self, name: str) -> Obj:
-        out = self.cluster.kubectl("get", "scheduledbot", name, "-n", self.namespace, "-o", "json").stdout
-        found: Obj = json.loads(out)
-        return found
-
-    def status(self, name: str) -> Obj:
-        return self.get(name).get("status") or {}
-
-    def wait_state(self, name: str, state: str, *, timeout: float = 60) -> Obj:
-        result = self.cluster.kubectl(
-            "wait",
-            f"--for=jsonpath={{.status.state}}={state}",
-            f"--timeout={int(timeout)}s",
-            f"scheduledbot/{name}",
-            "-n",
-            self.namespace,
-            check=False,
-            timeout=timeout + 30,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"{name} did not reach {state}: {self.status(name)}\n{result.stderr}")
-        return self.status(name)
-
     def pod(self, name: str) -> Obj:
         out = self.cluster.kubectl("get", "pod", name, "-n", self.namespace, "-o", "json").stdout
         found: Obj = json.loads(out)
         return found
 
-    def pods(self) -> list[Obj]:
-        out = self.cluster.kubectl("get", "pods", "-n", self.namespace, "-o", "json").stdout
-        return list(json.loads(out)["items"])
-
-    def wait_pod_ready(self, name: str, timeout: int = 60) -> Obj:
+    def wait_pod(self, name: str, condition: str, timeout: int = 60) -> None:
+        """`kubectl wait --for=<condition>` on one Pod (`condition=Ready`, `delete`)."""
         self.cluster.kubectl(
             "wait",
-            "--for=condition=Ready",
+            f"--for={condition}",
             f"pod/{name}",
             "-n",
             self.namespace,
             f"--timeout={timeout}s",
             timeout=timeout + 30,
         )
+
+    def wait_pod_ready(self, name: str, timeout: int = 60) -> Obj:
+        self.wait_pod(name, "condition=Ready", timeout)
         return self.pod(name)
 
     def exec(self, pod: str, *command: str) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("exec", pod, "-n", self.namespace, "--", *command, check=False)
-
-    def meeting(self, meeting_id: str) -> Obj:
-        url = f"{self.meeting_server.base_url}/admin/meetings/{meeting_id}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                found: Obj = json.loads(response.read())
-                return found
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return {"arrivals": [], "departures": []}
-            raise
-
-    def end_meeting(self, name: str) -> None:
-        url = f"{self.meeting_server.base_url}/admin/meetings/{self.namespace}-{name}/end"
-        with urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=5):
-            pass
-
-    def arrivals(self, name: str) -> list[Obj]:
-        return list(self.meeting(f"{self.namespace}-{name}")["arrivals"])
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ ORDER = ("scheduled", "staged", "joining", "joined", "recording", "leaving", "en
 
 
 def _lateness_ms(bots: Bots, name: str, join_at: str) -> float:
-    [arrival] = bots.arrivals(name)
+    [arrival] = bots.arrivals(f"{bots.namespace}-{name}")
     return float((arrival["timestamp"] - parse_time(join_at).timestamp()) * 1000)
 
 
@@ -54,7 +54,7 @@ def test_the_demo_bot_container_goes_from_scheduled_to_ended_and_joins_on_time(b
         assert joined["joinedBy"] == "signal"
         logs = bots.cluster.kubectl("logs", pod["metadata"]["name"], "-n", bots.namespace).stdout
         assert "The bot is ready." in logs and "Arrived in " in logs, logs
-        bots.end_meeting("standup")
+        bots.admin(f"{bots.namespace}-standup", "end")
         bots.wait_state("standup", "ended", timeout=30)
     assert watch.values[:4] == ["scheduled", "staged", "joining", "joined"], watch.values
     assert watch.values[-1] == "ended" and watch.values == sorted(watch.values, key=ORDER.index), watch.values
@@ -94,21 +94,13 @@ def test_deleting_a_staged_bot_stops_its_container_with_sigterm_and_the_pod_goes
     with bots.watch_pod(name, exits) as final:
         started = time.monotonic()
         bots.cluster.kubectl("delete", "sbot", "cancelled", "-n", bots.namespace, "--timeout=30s")
-        bots.cluster.kubectl(
-            "wait",
-            "--for=delete",
-            f"pod/{name}",
-            "-n",
-            bots.namespace,
-            f"--timeout={grace + 10}s",
-            timeout=grace + 40,
-        )
+        bots.wait_pod(name, "delete", timeout=grace + 10)
         gone_after = time.monotonic() - started
     print(f"\nreal node: staged Pod gone {gone_after:.1f} s after the delete; its container: {final.values}")
     assert gone_after < grace, f"the container stopped on SIGTERM, not at the end of the {grace} s grace"
     assert final.values == ["Completed 0"], "the agent exits 0 on SIGTERM (137 would be SIGKILL)"
     assert bots.pods() == []
-    assert bots.arrivals("cancelled") == []
+    assert bots.arrivals(f"{bots.namespace}-cancelled") == []
 
 
 def test_deleting_a_bot_in_the_meeting_makes_it_leave_within_the_grace(bots: Bots) -> None:
@@ -117,15 +109,7 @@ def test_deleting_a_bot_in_the_meeting_makes_it_leave_within_the_grace(bots: Bot
     grace = bots.pod(joined["podName"])["spec"]["terminationGracePeriodSeconds"]
     started = time.monotonic()
     bots.cluster.kubectl("delete", "sbot", "goodbye", "-n", bots.namespace, f"--timeout={grace + 10}s")
-    bots.cluster.kubectl(
-        "wait",
-        "--for=delete",
-        f"pod/{joined['podName']}",
-        "-n",
-        bots.namespace,
-        f"--timeout={grace + 10}s",
-        timeout=grace + 40,
-    )
+    bots.wait_pod(joined["podName"], "delete", timeout=grace + 10)
     gone_after = time.monotonic() - started
     departures = bots.meeting(f"{bots.namespace}-goodbye")["departures"]
     assert [d["cause"] for d in departures] == ["left"]
@@ -153,7 +137,7 @@ def test_a_container_that_exits_before_join_at_fails_with_its_exit_code(bots: Bo
     failed = bots.wait_state("early", "failed", timeout=60)
     assert "7" in failed["message"], failed
     print(f"\nreal node, container exited before joinAt: {failed['reason']}: {failed['message']}")
-    assert bots.arrivals("early") == []
+    assert bots.arrivals(f"{bots.namespace}-early") == []
 
 
 def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_once(
@@ -186,7 +170,7 @@ def test_the_operators_pod_killed_before_join_at_comes_back_and_the_bot_joins_on
     back = operator.running_pods()
     assert back and not {p["metadata"]["uid"] for p in back} & before, "the Deployment made new Pods"
     status = bots.wait_state("unattended", "recording", timeout=60)  # the status caught up
-    arrivals = bots.arrivals("unattended")
+    arrivals = bots.arrivals(f"{bots.namespace}-unattended")
     assert len(arrivals) == 1, "one join"
     lateness = _lateness_ms(bots, "unattended", status["joinAt"])
     started = min(

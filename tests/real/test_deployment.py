@@ -94,7 +94,7 @@ def test_the_webhook_is_reached_through_its_service_by_the_api_server(
     addresses = {a for s in slices["items"] for e in s.get("endpoints") or [] for a in e["addresses"]}
     assert addresses == {p["status"]["podIP"] for p in operator.running_pods()}, "both replicas serve the webhook"
 
-    past = bots.manifest("too-late", join_at=soon(-3600))
+    past = bots.manifest("too-late", join_at=soon(-3600), lead=None)
     result = real.kubectl("apply", "-f", "-", input=json.dumps(past), check=False)
     assert result.returncode != 0
     assert 'admission webhook "validate.scheduledbots.meetingbots.dev" denied the request' in result.stderr, (

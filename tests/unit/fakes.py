@@ -54,9 +54,13 @@ class LoopClock:
 
 
 def settings(
-    defaults: Defaults | None = None, *, template: dict[str, Any] | None = None, token_key: bytes | None = None
+    defaults: Defaults | None = None,
+    *,
+    template: dict[str, Any] | None = None,
+    token_key: bytes | None = None,
+    **overrides: Any,
 ) -> Settings:
-    """The operator's settings for unit tests: no webhook, no ports."""
+    """The operator's settings for unit tests: no webhook, no ports; `overrides` set other fields by name."""
     base = Settings(
         namespaces=(),
         defaults=defaults or Defaults(),
@@ -75,7 +79,9 @@ def settings(
         webhook_config_name="",
         webhook_cert_dir=None,
     )
-    return base if token_key is None else dataclasses.replace(base, token_key=token_key)
+    if token_key is not None:
+        overrides["token_key"] = token_key
+    return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def bot_body(

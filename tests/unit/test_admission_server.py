@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+import fakes
 from scheduledbot.adapters.kube import ApiError
 from scheduledbot.api.review import AdmissionRequest, review_uid
 from scheduledbot.core.children import default_template
-from scheduledbot.core.model import Defaults
 from scheduledbot.runtime.admission import MAX_REVIEW_BYTES, AdmissionServer, Decision, Reviewer
 from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
@@ -215,24 +215,7 @@ class FakeKube:
 
 
 def settings() -> Settings:
-    return Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template=default_template(image="demo:1"),
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=True,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-    )
+    return fakes.settings(template=default_template(image="demo:1"), webhook=True)
 
 
 def request(obj: Any = None, **fields: Any) -> AdmissionRequest:

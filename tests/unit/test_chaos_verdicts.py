@@ -22,10 +22,10 @@ from chaos.verdicts import (
     count_tracebacks,
     judge,
     off_time,
-    percentile,
     state_regressions,
     summarize,
 )
+from localcluster.stats import percentile
 
 JOIN_AT = 1_000_000.0
 HAPPY = ("scheduled", "staged", "joining", "joined", "recording", "ended")

@@ -6,21 +6,8 @@ from typing import Any
 
 import pytest
 
+from rfc7386 import apply
 from scheduledbot.core.merge_patch import merge_patch
-
-
-def apply(target: Any, patch: Any) -> Any:
-    """RFC 7386, section 2, as the API server applies an application/merge-patch+json body."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply(result.get(key), value)
-    return result
-
 
 CASES = [
     pytest.param({}, {"state": "scheduled"}, id="a first status"),

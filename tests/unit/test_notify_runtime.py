@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fakes
+import rfc7386
 from scheduledbot.api.notify import SIGNING_KEY_LABEL
-from scheduledbot.core.model import Defaults
 from scheduledbot.core.notify import Attempt, Deliver
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
@@ -26,19 +26,6 @@ from scheduledbot.runtime.notify import Notifications
 
 KEY = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 SINK = {"url": "https://hooks.example.com/b", "signingKeySecretRef": {"name": "hooks", "key": "k"}}
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies the status patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
 
 
 class FakeKube:
@@ -53,7 +40,7 @@ class FakeKube:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
         body = copy.deepcopy(self.objects[name])
-        body["status"] = apply_merge_patch(body.get("status") or {}, status)
+        body["status"] = rfc7386.apply(body.get("status") or {}, status)
         body["metadata"]["resourceVersion"] = str(self.version)
         self.objects[name] = body
         self.writes.append((name, copy.deepcopy(body["status"])))
@@ -103,25 +90,7 @@ class FakeNotifier:
 
 
 def settings(**notify: Any) -> Settings:
-    base = Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template={"spec": {"containers": [{"name": "bot"}]}},
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=False,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-    )
-    return dataclasses.replace(base, **notify)
+    return fakes.settings(template={"spec": {"containers": [{"name": "bot"}]}}, **notify)
 
 
 def new_bot(name: str, *, notify: dict[str, Any] | None = None, join_in: float = 3600) -> dict[str, Any]:

@@ -122,6 +122,14 @@ async def settle(controller: ScheduleController) -> None:
         await asyncio.sleep(0)
 
 
+async def add_daily_schedule(ctl: ScheduleController, kube: FakeKube) -> None:
+    """The daily schedule stored, the controller started and its ADDED event handled to the end."""
+    kube.schedule = daily_schedule()
+    await ctl.prime(())
+    ctl.schedule_event("ADDED", copy.deepcopy(kube.schedule))
+    await settle(ctl)
+
+
 def children_of(kube: FakeKube) -> list[str]:
     return sorted(kube.bots)
 
@@ -130,10 +138,7 @@ async def test_one_create_per_occurrence_and_no_write_for_a_pass_that_changes_no
     controller: tuple[ScheduleController, FakeKube],
 ) -> None:
     ctl, kube = controller
-    kube.schedule = daily_schedule()
-    await ctl.prime(())
-    ctl.schedule_event("ADDED", copy.deepcopy(kube.schedule))
-    await settle(ctl)
+    await add_daily_schedule(ctl, kube)
     # 09:00 Berlin is 08:00 UTC in March: three days within the three-day horizon.
     expected = [f"standup-{int(datetime(2026, 3, d, 8, tzinfo=UTC).timestamp())}" for d in (2, 3, 4)]
     assert children_of(kube) == expected
@@ -158,10 +163,7 @@ async def test_a_bot_with_a_childs_name_that_the_schedule_did_not_create_is_neve
         "metadata": {"name": taken, "namespace": NS, "uid": "by-hand", "resourceVersion": "5"},
         "spec": {"meetingUrl": "https://zoom.us/j/999", "joinAt": "2026-03-03T08:00:00Z"},
     }
-    kube.schedule = daily_schedule()
-    await ctl.prime(())
-    ctl.schedule_event("ADDED", copy.deepcopy(kube.schedule))
-    await settle(ctl)
+    await add_daily_schedule(ctl, kube)
     ctl.schedule_event("MODIFIED", copy.deepcopy(kube.schedule))
     await settle(ctl)
     assert ("create", taken) not in kube.calls
@@ -174,10 +176,7 @@ async def test_the_next_pass_is_timed_by_the_plan_not_a_period(
     controller: tuple[ScheduleController, FakeKube],
 ) -> None:
     ctl, kube = controller
-    kube.schedule = daily_schedule()
-    await ctl.prime(())
-    ctl.schedule_event("ADDED", copy.deepcopy(kube.schedule))
-    await settle(ctl)
+    await add_daily_schedule(ctl, kube)
     entry = ctl._entries[(NS, "standup")]
     assert entry.timer is not None
     # The next event: today's 08:00 UTC occurrence starts (status.next moves on) in 90 minutes.

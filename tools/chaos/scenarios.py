@@ -61,8 +61,11 @@ def _plans(
     ]
 
 
-def _wait_staged(run: Run, names: list[str], timeout: float = 30) -> None:
-    run.wait("staged and Ready", lambda: all(run.pod_ready(name) for name in names), timeout)
+def _staged(run: Run, plans: list[Plan], timeout: float = 30) -> list[Plan]:
+    """`plans` created, once all their Pods are staged and Ready."""
+    run.create(plans)
+    run.wait("staged and Ready", lambda: all(run.pod_ready(plan.name) for plan in plans), timeout)
+    return plans
 
 
 # --- the operator killed, stopped ----------------------------------------------------------------
@@ -97,28 +100,36 @@ def kill_storm(run: Run, rng: random.Random, count: int) -> None:
     run.notes.append("killed at T+" + ", ".join(f"{at:.1f} s (down {took:.1f} s until ready)" for at, took in done))
 
 
-def down_across_join(run: Run, rng: random.Random, count: int) -> None:
-    """Killed 1.5 s before joinAt, back 1.5 s after: the Pods' fallback and the restart race at +2 s."""
-    join_at = time.time() + 14
-    plans = _plans("d", count, join_at, lead=10)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
-    sleep_until(join_at - 1.5)
-    run.kill(run.operators[0])
-    sleep_until(join_at + 1.5)
-    run.start(run.operators[0])
+def _down_around_join(
+    prefix: str, *, down: float, back: float, doc: str, deadline: int = 20
+) -> Callable[[Run, random.Random, int], None]:
+    """The operator killed at joinAt + `down` s and started again at joinAt + `back` s."""
+
+    def act(run: Run, rng: random.Random, count: int) -> None:
+        join_at = time.time() + 14
+        _staged(run, _plans(prefix, count, join_at, lead=10, deadline=deadline))
+        sleep_until(join_at + down)
+        run.kill(run.operators[0])
+        sleep_until(join_at + back)
+        run.start(run.operators[0])
+
+    act.__doc__ = doc
+    return act
 
 
-def down_past_deadline(run: Run, rng: random.Random, count: int) -> None:
-    """Killed before joinAt, back after the join deadline: the bots joined on their own and are in."""
-    join_at = time.time() + 14
-    plans = _plans("p", count, join_at, lead=10, deadline=4)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
-    sleep_until(join_at - 2)
-    run.kill(run.operators[0])
-    sleep_until(join_at + 7)
-    run.start(run.operators[0])
+down_across_join = _down_around_join(
+    "d",
+    down=-1.5,
+    back=1.5,
+    doc="Killed 1.5 s before joinAt, back 1.5 s after: the Pods' fallback and the restart race at +2 s.",
+)
+down_past_deadline = _down_around_join(
+    "p",
+    down=-2,
+    back=7,
+    deadline=4,
+    doc="Killed before joinAt, back after the join deadline: the bots joined on their own and are in.",
+)
 
 
 # --- the control plane -----------------------------------------------------------------------------
@@ -127,9 +138,7 @@ def down_past_deadline(run: Run, rng: random.Random, count: int) -> None:
 def apiserver_frozen(run: Run, rng: random.Random, count: int) -> None:
     """kube-apiserver stopped (SIGSTOP) from joinAt - 2 s to joinAt + 4 s: joins need no API call."""
     join_at = time.time() + 14
-    plans = _plans("a", count, join_at, lead=10, late_limit=SIGNAL_LIMIT)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    _staged(run, _plans("a", count, join_at, lead=10, late_limit=SIGNAL_LIMIT))
     layout = run.settings.cluster.layout
     sleep_until(join_at - 2)
     faults.pause("kube-apiserver", layout)
@@ -142,9 +151,7 @@ def apiserver_frozen(run: Run, rng: random.Random, count: int) -> None:
 def etcd_restarted(run: Run, rng: random.Random, count: int) -> None:
     """etcd restarted 3 s before joinAt: the API server fails its calls for a moment."""
     join_at = time.time() + 14
-    plans = _plans("e", count, join_at, lead=10, late_limit=SIGNAL_LIMIT)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    _staged(run, _plans("e", count, join_at, lead=10, late_limit=SIGNAL_LIMIT))
     sleep_until(join_at - 3)
     took = faults.restart("etcd", layout=run.settings.cluster.layout)
     run.notes.append(f"etcd served again after {took:.1f} s")
@@ -153,34 +160,36 @@ def etcd_restarted(run: Run, rng: random.Random, count: int) -> None:
 # --- the bot Pods ----------------------------------------------------------------------------------------
 
 
-def staged_pod_deleted(run: Run, rng: random.Random, count: int) -> None:
-    """Half the staged Pods deleted 10 s before joinAt: each is created again and joins on time."""
-    join_at = time.time() + 20
-    plans = _plans("x", count, join_at, lead=16, max_pods=2)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
-    sleep_until(join_at - 10)
-    for plan in plans[: max(1, count // 2)]:
-        run.delete_pod(plan.name)
+def _half_staged_hit(
+    prefix: str, hit: Callable[[Run, str], None], doc: str
+) -> Callable[[Run, random.Random, int], None]:
+    """Half the staged bots' Pods hit (by `hit`, with the bot's name) 10 s before joinAt."""
+
+    def act(run: Run, rng: random.Random, count: int) -> None:
+        join_at = time.time() + 20
+        plans = _staged(run, _plans(prefix, count, join_at, lead=16, max_pods=2))
+        sleep_until(join_at - 10)
+        for plan in plans[: max(1, count // 2)]:
+            hit(run, plan.name)
+
+    act.__doc__ = doc
+    return act
 
 
-def staged_process_killed(run: Run, rng: random.Random, count: int) -> None:
-    """Half the staged Pods' processes killed (SIGKILL) 10 s before joinAt: a new Pod could still join."""
-    join_at = time.time() + 20
-    plans = _plans("c", count, join_at, lead=16, max_pods=2)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
-    sleep_until(join_at - 10)
-    for plan in plans[: max(1, count // 2)]:
-        run.kill_pod_process(plan.name)
+staged_pod_deleted = _half_staged_hit(
+    "x", Run.delete_pod, "Half the staged Pods deleted 10 s before joinAt: each is created again and joins on time."
+)
+staged_process_killed = _half_staged_hit(
+    "c",
+    Run.kill_pod_process,
+    "Half the staged Pods' processes killed (SIGKILL) 10 s before joinAt: a new Pod could still join.",
+)
 
 
 def deletions_at_join(run: Run, rng: random.Random, count: int) -> None:
     """Bots deleted 3 s before joinAt (no join), 50 ms before (either is right), 50 ms after (joined, then left)."""
     join_at = time.time() + 14
-    plans = _plans("z", count, join_at, lead=10)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    plans = _staged(run, _plans("z", count, join_at, lead=10))
     third = max(1, count // 3)
     early, before, after = plans[:third], plans[third : 2 * third], plans[2 * third :]
     for plan in early:
@@ -197,9 +206,7 @@ def deletions_at_join(run: Run, rng: random.Random, count: int) -> None:
 
 def reschedule_within_lead(run: Run, rng: random.Random, count: int) -> None:
     """Five reschedules per bot within the lead: the Pod is kept, the join follows the last joinAt."""
-    plans = _plans("w", count, time.time() + 22, lead=20, late_limit=SIGNAL_LIMIT)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    plans = _staged(run, _plans("w", count, time.time() + 22, lead=20, late_limit=SIGNAL_LIMIT))
     storming = list(plans)
     for _ in range(5):
         # Counted from now, not from the start: every new joinAt is still ahead when set,
@@ -210,9 +217,7 @@ def reschedule_within_lead(run: Run, rng: random.Random, count: int) -> None:
 
 def reschedule_across_lead(run: Run, rng: random.Random, count: int) -> None:
     """Reschedules out of the lead (the Pod released) and back within it (staged again), the last one within it."""
-    plans = _plans("r", count, time.time() + 20, lead=18, max_pods=None)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    plans = _staged(run, _plans("r", count, time.time() + 20, lead=18, max_pods=None))
     storming = list(plans)
     for _ in range(3):
         storming = [p for p in storming if run.reschedule(p.name, time.time() + 40)]
@@ -230,8 +235,7 @@ def reschedule_beyond_then_within(run: Run, rng: random.Random, count: int) -> N
     start = time.time()
     moved = Plan(name="moved", join_at=start + 25, lead=20, deadline=15, max_pods=None)
     others = _plans("u", count, start + 30, lead=28, late_limit=SIGNAL_LIMIT)
-    run.create([moved, *others])
-    _wait_staged(run, [moved.name, *(p.name for p in others)], timeout=25)
+    _staged(run, [moved, *others], timeout=25)
     run.reschedule(moved.name, time.time() + 60)
     run.wait("moved back to scheduled", lambda: run.state(moved.name) == "scheduled", 15)
     run.reschedule(moved.name, time.time() + 15)
@@ -253,9 +257,7 @@ def _leader_killed(offset: float) -> Callable[[Run, random.Random, int], None]:
     def act(run: Run, rng: random.Random, count: int) -> None:
         # The same bots and timing as `healthy`, so that their lateness compares side by side.
         join_at = time.time() + 16
-        plans = _plans("l", count, join_at, lead=12, late_limit=SIGNAL_LIMIT)
-        run.create(plans)
-        _wait_staged(run, [p.name for p in plans])
+        _staged(run, _plans("l", count, join_at, lead=12, late_limit=SIGNAL_LIMIT))
         leader = run.leader()
         sleep_until(join_at + offset)
         run.kill(leader)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from localcluster.stats import percentile
+
 #: Order of the states from the first join attempt on; anything before it ranks 0.
 _JOIN_RANK: Final = {
     "joining": 1,
@@ -173,17 +175,6 @@ def could_join(
             return True
         moment = max(moment, up)
     return deadline_at - moment >= allowance
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in 0..100; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def lateness(bots: Sequence[BotRecord]) -> list[float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -130,12 +129,7 @@ def say(message: str) -> None:
 def locked(layout: Layout) -> Iterator[None]:
     """One `up`/`down` at a time: `make cluster` and a test session may race."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("waiting for another localcluster command to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with procs.exclusive(layout.lock, on_wait=lambda: say("waiting for another localcluster command to finish")):
         yield
 
 
@@ -317,15 +311,7 @@ def spawn(
     # Never our stdout: a caller capturing `up`'s output (pytest) would wait
     # for EOF until the cluster stops.
     with open(layout.log(component), "ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=layout.root,
-            env=env,
-            start_new_session=True,
-        )
+        process = procs.start_leader(argv, output=log, cwd=layout.root, env=env)
     ref = procs.ProcessRef.of(process.pid)
     if ref is None:
         raise ClusterError(f"{component} exited at once; see {layout.log(component)}")

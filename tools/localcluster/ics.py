@@ -54,24 +54,19 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import pathlib
-import selectors
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
 from aiohttp import web
+
+from localcluster.httpserver import AppServer, ServerProcess, serve
 
 PRODID = "-//scheduledbot-operator//localcluster ics//EN"
 
@@ -172,7 +167,7 @@ def parse_time(text: object, tzid: object = None) -> datetime:
     return moment.astimezone(UTC)
 
 
-class IcsServer:
+class IcsServer(AppServer):
     """The ICS server in-process: ``async with IcsServer() as server: server.feed_url("team")``.
 
     :meth:`add_event`, :meth:`move`, :meth:`cancel`, :meth:`remove`, :meth:`put` and
@@ -180,8 +175,6 @@ class IcsServer:
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time) -> None:
-        self._host = host
-        self._port = port
         self._clock = clock
         self._calendars: dict[str, Calendar] = {}
         self._fail_status: int | None = None
@@ -195,31 +188,7 @@ class IcsServer:
         app.router.add_delete("/admin/c/{name}/events/{uid}", self._admin_remove)
         app.router.add_post("/admin/fail", self._admin_fail)
         app.router.add_get("/admin/c/{name}/requests", self._admin_requests)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-
-    async def stop(self) -> None:
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> IcsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        super().__init__(web.AppRunner(app, shutdown_timeout=1.0, access_log=None), host=host, port=port)
 
     def feed_url(self, name: str) -> str:
         return f"{self.base_url}/c/{name}.ics"
@@ -413,44 +382,14 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class IcsServerProcess:
+class IcsServerProcess(ServerProcess):
     """The ICS server as a subprocess, with blocking admin calls (``with IcsServerProcess() as server``)."""
 
-    def __init__(self, *, host: str = "127.0.0.1", startup_timeout: float = 10.0) -> None:
-        self._host = host
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def start(self) -> None:
-        tools_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tools_dir, env.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "localcluster.ics", "--host", self._host, "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self._process.stdout is not None  # stdout=PIPE
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            ready = selector.select(self._startup_timeout)
-        line = self._process.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the ICS server did not start within {self._startup_timeout:g} s")
-        self.base_url = line
+    module = "localcluster.ics"
+    what = "the ICS server"
 
     def feed_url(self, name: str) -> str:
         return f"{self.base_url}/c/{name}.ics"
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
 
     def add_event(self, calendar: str, **event: Any) -> None:
         self.call("POST", f"/admin/c/{calendar}/events", event)
@@ -464,46 +403,6 @@ class IcsServerProcess:
     def fail(self, status: int | None, count: int | None = None) -> None:
         self.call("POST", "/admin/fail", {"status": status, "count": count})
 
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        self._process = None
-
-    def __enter__(self) -> IcsServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-async def _serve(host: str, port: int, port_file: pathlib.Path | None) -> None:
-    server = IcsServer(host=host, port=port)
-    await server.start()
-    if port_file is not None:
-        partial = port_file.with_name(port_file.name + ".tmp")
-        partial.write_text(f"{server.port}\n")
-        partial.replace(port_file)
-    print(server.base_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localcluster.ics", description=__doc__.splitlines()[0])
@@ -513,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.host.startswith("127.") and args.host not in ("::1", "localhost"):
         parser.error("the ICS server listens on loopback only")
-    asyncio.run(_serve(args.host, args.port, args.port_file))
+    asyncio.run(serve(lambda: IcsServer(host=args.host, port=args.port), port_file=args.port_file))
 
 
 if __name__ == "__main__":

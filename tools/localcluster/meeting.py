@@ -66,19 +66,15 @@ import datetime
 import itertools
 import json
 import math
-import os
 import pathlib
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, Literal
 
 from aiohttp import web
+
+from localcluster.httpserver import AppServer, ServerProcess, long_poll, serve
 
 Status = Literal["waiting", "admitted", "left", "ended"]
 DepartureCause = Literal["left", "meetingEnded"]
@@ -153,7 +149,7 @@ class Meeting:
         }
 
 
-class MeetingServer:
+class MeetingServer(AppServer):
     """The meeting server, in-process: ``async with MeetingServer() as server: ...``.
 
     The methods :meth:`create_meeting`, :meth:`admit`, :meth:`end` and
@@ -168,8 +164,6 @@ class MeetingServer:
         auto_create: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._host = host
-        self._port = port
         self._auto_create = auto_create
         self._clock = clock
         self._meetings: dict[str, Meeting] = {}
@@ -184,36 +178,14 @@ class MeetingServer:
         app.router.add_post("/admin/meetings/{meeting}/admit", self._admin_admit)
         app.router.add_post("/admin/meetings/{meeting}/end", self._admin_end)
         app.router.add_get("/admin/meetings/{meeting}", self._admin_get)
-        self._runner = web.AppRunner(
-            app, keepalive_timeout=_KEEPALIVE_TIMEOUT_SECONDS, shutdown_timeout=2.0, access_log=None
-        )
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        runner = web.AppRunner(app, keepalive_timeout=_KEEPALIVE_TIMEOUT_SECONDS, shutdown_timeout=2.0, access_log=None)
+        super().__init__(runner, host=host, port=port)
 
     async def stop(self) -> None:
         self._closed = True  # release long-polls so that shutdown does not wait for them
         for meeting in self._meetings.values():
             _wake(meeting)
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> MeetingServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        await super().stop()
 
     def meeting_url(self, meeting_id: str) -> str:
         return f"{self.base_url}/m/{meeting_id}"
@@ -253,15 +225,7 @@ class MeetingServer:
         meeting.ended_at = now
         for participant in meeting.participants.values():
             if participant.status in _PRESENT:
-                _set_status(participant, "ended")
-                meeting.departures.append(
-                    Record(
-                        participant_id=participant.participant_id,
-                        name=participant.name,
-                        timestamp=now,
-                        cause="meetingEnded",
-                    )
-                )
+                _depart(meeting, participant, "ended", now)
         _wake(meeting)
 
     def snapshot(self, meeting_id: str) -> dict[str, Any]:
@@ -335,14 +299,11 @@ class MeetingServer:
                 raise ValueError
         except ValueError:
             return _error(400, "after must be an integer and timeout a non-negative number")
-        deadline = asyncio.get_running_loop().time() + min(timeout, MAX_LONG_POLL_SECONDS)
-        while participant.version <= after and not self._closed:
-            changed = meeting.changed
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await changed.wait()
-            except TimeoutError:
-                break
+        await long_poll(
+            lambda: participant.version > after or self._closed,
+            lambda: meeting.changed,
+            timeout=min(timeout, MAX_LONG_POLL_SECONDS),
+        )
         return web.json_response(meeting.participant_json(participant))
 
     async def _depart(self, request: web.Request) -> web.Response:
@@ -351,15 +312,7 @@ class MeetingServer:
             return found
         meeting, participant = found
         if participant.status in _PRESENT:
-            _set_status(participant, "left")
-            meeting.departures.append(
-                Record(
-                    participant_id=participant.participant_id,
-                    name=participant.name,
-                    timestamp=self._clock(),
-                    cause="left",
-                )
-            )
+            _depart(meeting, participant, "left", self._clock())
             _wake(meeting)
         return web.json_response(meeting.participant_json(participant))
 
@@ -414,6 +367,15 @@ def _set_status(participant: Participant, status: Status) -> None:
     participant.version += 1
 
 
+def _depart(meeting: Meeting, participant: Participant, status: Literal["left", "ended"], now: float) -> None:
+    """The participant out of the meeting, as `status`: it left, or the meeting ended."""
+    _set_status(participant, status)
+    cause: DepartureCause = "left" if status == "left" else "meetingEnded"
+    meeting.departures.append(
+        Record(participant_id=participant.participant_id, name=participant.name, timestamp=now, cause=cause)
+    )
+
+
 def _wake(meeting: Meeting) -> None:
     meeting.changed.set()
     meeting.changed = asyncio.Event()
@@ -431,38 +393,15 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class MeetingServerProcess:
+class MeetingServerProcess(ServerProcess):
     """The meeting server as a subprocess (``with MeetingServerProcess() as server: server.base_url``).
 
     For tests whose event loop must not host the server (e.g. a bot process
     under test talks to it while the test blocks).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", startup_timeout: float = 10.0) -> None:
-        self._host = host
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def start(self) -> None:
-        tools_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tools_dir, env.get("PYTHONPATH")]))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "localcluster.meeting", "--host", self._host, "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self._process.stdout is not None  # stdout=PIPE
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            ready = selector.select(self._startup_timeout)
-        line = self._process.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the meeting server did not start within {self._startup_timeout:g} s")
-        self.base_url = line
+    module = "localcluster.meeting"
+    what = "the meeting server"
 
     def meeting_url(self, meeting_id: str) -> str:
         return f"{self.base_url}/m/{meeting_id}"
@@ -472,47 +411,6 @@ class MeetingServerProcess:
         """`host:port`, as the operator's --extra-meeting-hosts admits it."""
         return self.base_url.split("://", 1)[1]
 
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        self._process = None
-
-    def __enter__(self) -> MeetingServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-async def _serve(host: str, port: int, port_file: pathlib.Path | None) -> None:
-    server = MeetingServer(host=host, port=port)
-    await server.start()
-    if port_file is not None:
-        # Write then rename: a reader never sees a half-written port.
-        partial = port_file.with_name(port_file.name + ".tmp")
-        partial.write_text(f"{server.port}\n")
-        partial.replace(port_file)
-    print(server.base_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localcluster.meeting", description=__doc__.splitlines()[0])
@@ -520,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--port-file", type=pathlib.Path, help="write the bound port to this file")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.host, args.port, args.port_file))
+    asyncio.run(serve(lambda: MeetingServer(host=args.host, port=args.port), port_file=args.port_file))
 
 
 if __name__ == "__main__":

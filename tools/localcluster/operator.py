@@ -32,6 +32,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from localcluster import procs
 from localcluster.cluster import REPO_ROOT
 from localcluster.kubectl import KubectlError, kubectl
 from localcluster.net import free_ports
@@ -173,15 +174,7 @@ class OperatorProcess:
             )
             log.flush()
             self.started_at, self._started = time.time(), time.monotonic()
-            self._process = subprocess.Popen(
-                self.command(),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                start_new_session=True,
-            )
+            self._process = procs.start_leader(self.command(), output=log, cwd=REPO_ROOT, env=env)
         if wait:
             self.wait_ready(timeout=timeout)
 

@@ -287,15 +287,7 @@ class PodWorker:
             self.log_path.replace(self.previous_log_path)
         with open(self.log_path, "ab") as log_file:
             try:
-                self.process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.dir,
-                    env=env,
-                    start_new_session=True,
-                )
+                self.process = procs.start_leader(argv, output=log_file, cwd=self.dir, env=env)
             except OSError as error:
                 if isinstance(error, FileNotFoundError) and "/" not in argv[0]:
                     cause = "executable file not found in $PATH"

@@ -1,4 +1,4 @@
-"""Pid files and process-group signalling shared by the launcher and the kubelet.
+"""Pid files and process-group signalling shared by the launcher and the kubelet; one process at a time.
 
 Every process the local cluster starts (control-plane components and Pod
 processes) leads its own process group (`start_new_session`), so signalling the
@@ -15,12 +15,14 @@ be ours.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from localcluster.waiting import until
 
@@ -64,6 +66,33 @@ class ProcessRef:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+
+
+def start_leader(
+    argv: list[str], *, output: IO[bytes], cwd: Path, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """`argv` started as the leader of a process group of its own, stdin closed, stdout and stderr to `output`."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, *, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Held by this process alone (an flock on `lock_path`); `on_wait()` first if another holds it."""
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _stat_fields(pid: int) -> list[str] | None:

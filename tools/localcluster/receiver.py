@@ -51,19 +51,15 @@ import json
 import os
 import pathlib
 import secrets
-import selectors
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from localcluster.httpserver import AppServer, ServerProcess, long_poll, serve
 
 KEY_VARIABLE: Final = "LOCALCLUSTER_RECEIVER_KEY"
 MAX_WAIT_SECONDS: Final = 60.0
@@ -101,7 +97,7 @@ class Answer:
         return {"status": self.status, "retryAfter": self.retry_after, "hang": self.hang}
 
 
-class WebhookReceiver:
+class WebhookReceiver(AppServer):
     """The receiver, in-process: ``async with WebhookReceiver() as receiver: receiver.url("bot")``."""
 
     def __init__(
@@ -114,8 +110,6 @@ class WebhookReceiver:
     ) -> None:
         self.key = key or new_key()
         self._webhook = Webhook(self.key)
-        self._host = host
-        self._port = port
         self._clock = clock
         self._script: list[Answer] = []
         self._attempts: list[dict[str, Any]] = []
@@ -127,33 +121,12 @@ class WebhookReceiver:
         app.router.add_get("/admin/attempts", self._admin_attempts)
         app.router.add_get("/admin/deliveries", self._admin_deliveries)
         app.router.add_post("/admin/reset", self._admin_reset)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        super().__init__(web.AppRunner(app, access_log=None, shutdown_timeout=1.0), host=host, port=port)
 
     async def stop(self) -> None:
         self._closing.set()  # hanging answers and waiting readers return now
         self._wake()
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> WebhookReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        return int(self._runner.addresses[0][1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        await super().stop()
 
     def url(self, name: str = "bots") -> str:
         """A sink URL on this receiver."""
@@ -185,14 +158,7 @@ class WebhookReceiver:
         return self.attempts
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not done() and not self._closing.is_set():
-            changed = self._changed
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await changed.wait()
-            except TimeoutError:
-                break
+        await long_poll(lambda: done() or self._closing.is_set(), lambda: self._changed, timeout=timeout)
 
     def reset(self) -> None:
         self._script.clear()
@@ -273,106 +239,38 @@ def _rfc3339(timestamp: float) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-class WebhookReceiverProcess:
+class WebhookReceiverProcess(ServerProcess):
     """The receiver as a subprocess (``with WebhookReceiverProcess() as receiver: receiver.url("bot")``).
 
     For tests whose event loop must not host it (the operator runs elsewhere and
     the test blocks). Its key is made here and handed over in the environment.
     """
 
+    module = "localcluster.receiver"
+    what = "the webhook receiver"
+
     def __init__(self, *, host: str = "127.0.0.1", key: str | None = None, startup_timeout: float = 10.0) -> None:
         self.key = key or new_key()
-        self._host = host
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def start(self) -> None:
-        tools_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tools_dir, env.get("PYTHONPATH")]))
-        env[KEY_VARIABLE] = self.key
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "localcluster.receiver", "--host", self._host, "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self._process.stdout is not None  # stdout=PIPE
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            ready = selector.select(self._startup_timeout)
-        line = self._process.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the webhook receiver did not start within {self._startup_timeout:g} s")
-        self.base_url = line
+        super().__init__(host=host, startup_timeout=startup_timeout, env={KEY_VARIABLE: self.key})
 
     def url(self, name: str = "bots") -> str:
         return f"{self.base_url}/hooks/{name}"
 
     def script(self, *answers: Answer) -> None:
-        self._call("POST", "/admin/script", {"answers": [answer.to_json() for answer in answers]})
+        self.call("POST", "/admin/script", {"answers": [answer.to_json() for answer in answers]})
 
     def attempts(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/admin/attempts")["attempts"]
+        result: list[dict[str, Any]] = self.call("GET", "/admin/attempts")["attempts"]
         return result
 
     def deliveries(self, *, count: int = 0, timeout: float = 30.0) -> list[dict[str, Any]]:
         """The 2xx-answered deliveries; with `count`, waits up to `timeout` s until there are that many."""
         path = f"/admin/deliveries?count={count}&timeout={timeout:g}"
-        result: list[dict[str, Any]] = self._call("GET", path, timeout=timeout + 10)["deliveries"]
+        result: list[dict[str, Any]] = self.call("GET", path, timeout=timeout + 10)["deliveries"]
         return result
 
     def reset(self) -> None:
-        self._call("POST", "/admin/reset")
-
-    def _call(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            doc: dict[str, Any] = json.load(response)
-        return doc
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-        self._process = None
-
-    def __enter__(self) -> WebhookReceiverProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-async def _serve(host: str, port: int, key: str | None) -> None:
-    receiver = WebhookReceiver(host=host, port=port, key=key)
-    await receiver.start()
-    print(receiver.base_url, flush=True)
-    if key is None:
-        print(receiver.key, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await receiver.stop()
+        self.call("POST", "/admin/reset")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -385,8 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"file holding the whsec_ signing key (else ${KEY_VARIABLE}, else a new one)",
     )
     args = parser.parse_args(argv)
-    key = args.key_file.read_text().strip() if args.key_file else os.environ.get(KEY_VARIABLE) or None
-    asyncio.run(_serve(args.host, args.port, key))
+    given = args.key_file.read_text().strip() if args.key_file else os.environ.get(KEY_VARIABLE) or None
+    key = given or new_key()
+    # A key made up here is printed after the base URL, for whoever started the receiver.
+    made_up = [key] if given is None else []
+    asyncio.run(serve(lambda: WebhookReceiver(host=args.host, port=args.port, key=key), also_print=made_up))
 
 
 if __name__ == "__main__":

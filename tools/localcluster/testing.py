@@ -35,6 +35,12 @@ class Cluster:
         """Run kubectl against this cluster, as a user would."""
         return kubectl(*args, kubeconfig=self.kubeconfig, input=input, check=check, timeout=timeout)
 
+    def apply(self, *objects: Obj) -> subprocess.CompletedProcess[str]:
+        """`kubectl apply` of `objects` in one List, as a user applies one file."""
+        return self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        )
+
     def operator_environment(self) -> dict[str, str]:
         """How an operator started by a test authenticates this cluster's apiserver as its webhook caller."""
         return {
@@ -129,3 +135,25 @@ class Cluster:
             f"{collection}/{name}: not {what} within {timeout} s; last seen status:\n"
             + json.dumps((current or {}).get("status"), indent=2)
         )
+
+
+def one_version_crd(group: str, names: dict[str, str], spec: Obj) -> Obj:
+    """A namespaced CustomResourceDefinition, served and stored as v1, whose objects' `spec` has schema `spec`."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{names['plural']}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }

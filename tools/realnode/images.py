@@ -24,7 +24,6 @@ file it insists on writing in /var/lib/containers goes when `make image` ends.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from localcluster import procs
 from realnode.configs import OPERATOR_IMAGE, PAUSE_IMAGE
 
 HERE: Final = Path(__file__).resolve().parent
@@ -252,12 +252,9 @@ def build_project_image() -> str:
 @contextlib.contextmanager
 def storage_lock() -> Iterator[None]:
     """One image build at a time on this machine: checkouts share the cache's storage."""
-    with open(cache_dir() / "buildah.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("waiting for another image build on this machine to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with procs.exclusive(
+        cache_dir() / "buildah.lock", on_wait=lambda: say("waiting for another image build on this machine to finish")
+    ):
         yield
 
 
