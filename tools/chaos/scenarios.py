@@ -247,9 +247,7 @@ def reschedule_beyond_then_within(run: Run, rng: random.Random, count: int) -> N
 def healthy(run: Run, rng: random.Random, count: int) -> None:
     """No fault, one replica: the reference the leader scenarios' lateness is read against."""
     join_at = time.time() + 16
-    plans = _plans("h", count, join_at, lead=12, late_limit=SIGNAL_LIMIT)
-    run.create(plans)
-    _wait_staged(run, [p.name for p in plans])
+    _staged(run, _plans("h", count, join_at, lead=12, late_limit=SIGNAL_LIMIT))
     sleep_until(join_at + 1)
 
 
