@@ -10,8 +10,8 @@ Pod; every pass then re-derives what to do from that picture and the clock.
 Passes
 ======
 Passes of one bot never overlap: a poke during a pass marks it dirty and one more
-pass follows. Each pass reads `now` once. Its next wake-up is a single
-`loop.call_at`, replaced by every pass; nothing wakes on a fixed interval.
+pass follows (runtime/workqueue.py). Each pass reads `now` once. Its next wake-up
+is a single timer, replaced by every pass; nothing wakes on a fixed interval.
 
 The picture is refreshed by the writes themselves (the API returns the object as
 written), and a watch event older than what a write returned is ignored, so a pass
@@ -21,9 +21,8 @@ never acts twice on a transition whose watch event has not arrived yet.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +66,7 @@ from scheduledbot.runtime.events import EventSink
 from scheduledbot.runtime.metrics import Metrics
 from scheduledbot.runtime.notify import Notifications
 from scheduledbot.runtime.stager import Stager
+from scheduledbot.runtime.workqueue import Passes
 from scheduledbot.timestamps import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,8 @@ _FOLLOW_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Reads of the bot's state that fail in a row before the failure is shown to `plan`
 #: (which may then judge a bot past its deadline Missed): three tries over about 0.7 s.
 _STATE_FAILURES_TO_REPORT = 3
-#: A failed pass (the API server unreachable, say) is tried again after this, doubling, capped.
-_RETRY_FIRST_SECONDS = 0.5
-_RETRY_CAP_SECONDS = 60.0
 #: API answers to a Pod creation that no retry can change.
 _REFUSALS = frozenset({400, 403, 422})
-#: A pass that asks to run again at once without having changed anything runs again this
-#: much later instead (`Engine._spun`): a planning mistake costs a little delay, not a spin.
-_SPIN_DEFER_SECONDS = 1.0
 #: API writes in flight at once, so that 10,000 bots found at start-up queue politely.
 _CONCURRENT_PASSES = 32
 #: What only the leader does (runtime/leader.py): every write to the API server. Joins,
@@ -103,11 +97,8 @@ class _Entry:
     secret: bool = False
     report: BotReport | None = None
     signal: SignalOutcome | None = None
-    timer: asyncio.TimerHandle | None = None
     follow_address: str | None = None
     follower: asyncio.Task[None] | None = None
-    running: bool = False
-    dirty: bool = False
     said: set[tuple[str, str]] = field(default_factory=set)
     #: Addresses asked to leave (the request in flight or answered).
     left: set[str] = field(default_factory=set)
@@ -118,10 +109,6 @@ class _Entry:
     #: Why the last read of the bot's state failed (None once one succeeds).
     state_error: str | None = None
     rejection_reason: str | None = None
-    #: Passes that failed in a row: the next one waits a growing, capped time.
-    failures: int = 0
-    #: A pass of this bot asked to run again without any change (logged once).
-    spun: bool = False
 
 
 #: Reports an event loop's lag at a join instant: `(loop, seconds)`, from either thread.
@@ -172,8 +159,14 @@ class Engine:
         self._clock: Clock = clock or SystemClock()
         self._join_line = join_line
         self._entries: dict[Key, _Entry] = {}
-        self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._passes: Passes[Key] = Passes(
+            run=self._pass,
+            concurrency=_CONCURRENT_PASSES,
+            label="/".join,
+            log=log,
+            clock=self._clock,
+            spun=metrics.pass_spins.inc,
+        )
         self._events = EventSink(kube)
         self._stager: Stager[Key] = Stager(poke=self.poke, clock=self._clock)
         metrics.staging_pace.set_function(lambda: self._stager.rate)
@@ -231,35 +224,12 @@ class Engine:
             self.poke(key)
 
     def poke(self, key: Key) -> None:
+        if key in self._entries:
+            self._passes.poke(key)
+
+    async def _pass(self, key: Key) -> None:
         entry = self._entries.get(key)
-        if entry is None:
-            return
-        if entry.running:
-            entry.dirty = True
-            return
-        entry.running = True
-        self._spawn(self._passes(entry))
-
-    async def _passes(self, entry: _Entry) -> None:
-        try:
-            while True:
-                entry.dirty = False
-                async with self._slots:
-                    try:
-                        await self._pass(entry)
-                        entry.failures = 0
-                    except Exception:  # one bot's trouble must not stop the others
-                        self._retry_later(entry)
-                if not entry.dirty:
-                    return
-                # Every further pass yields first: watch events, other bots and the health
-                # endpoint run in between, whatever this bot's passes ask for.
-                await asyncio.sleep(0)
-        finally:
-            entry.running = False
-
-    async def _pass(self, entry: _Entry) -> None:
-        if entry.body is None or self._entries.get(entry.key) is not entry:
+        if entry is None or entry.body is None:
             return
         self._metrics.passes.inc()
         now = self._clock.now()
@@ -275,7 +245,7 @@ class Engine:
                 continue
             if not await self._act(entry, bot, action, now):
                 # Refused: this plan is void; the next pass decides with the refusal observed.
-                entry.dirty = True
+                self._passes.again(entry.key)
                 return
         if self._leading():
             status = decision.status
@@ -297,9 +267,9 @@ class Engine:
             decision = replace(decision, wake_at=None)
         self._follow(entry, decision.follow)
         if decision.wake_at is not None and decision.wake_at <= now and not self._changed(entry, bot, observed):
-            self._spun(entry, now)
+            self._passes.defer_spin(entry.key, now)
             return
-        self._wake(entry, decision.wake_at, now)
+        self._passes.wake(entry.key, decision.wake_at, now)
 
     def _observed(self, entry: _Entry, bot: BotView, staging: tuple[datetime | None, datetime | None]) -> Observed:
         stage_by, ready_expected_at = staging
@@ -323,15 +293,6 @@ class Engine:
         staging = (observed.stage_by, observed.ready_expected_at)
         return after != bot or self._observed(entry, after, staging) != observed
 
-    def _spun(self, entry: _Entry, now: datetime) -> None:
-        """A pass asked for another at once, having changed nothing: that one would decide the
-        same, forever. Counted, logged once per bot, and deferred, so nothing can spin."""
-        self._metrics.pass_spins.inc()
-        if not entry.spun:
-            entry.spun = True
-            log.error("%s/%s: a pass asked to run again at once without any change; deferring it", *entry.key)
-        self._wake(entry, now + timedelta(seconds=_SPIN_DEFER_SECONDS), now)
-
     def _staging(self, entry: _Entry, bot: BotView, now: datetime) -> tuple[datetime | None, datetime | None]:
         """The bot's paced creation slot (runtime/stager.py) and when its Pod is expected Ready."""
         spec, state = bot.spec, bot.status.state
@@ -351,25 +312,6 @@ class Engine:
         )
         slot = self._stager.want(entry.key, stage_at=stage_at, join_at=spec.join_at)
         return slot, pacing.expected_ready(now=now, created_at=slot or stage_at, ready_seconds=ready)
-
-    def _retry_later(self, entry: _Entry) -> None:
-        delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
-        entry.failures += 1
-        log.exception("pass for %s/%s failed; trying again in %.1f s", *entry.key, delay)
-        if entry.timer is not None:
-            entry.timer.cancel()
-        entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
-
-    def _wake(self, entry: _Entry, at: datetime | None, now: datetime) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
-        if at is None:
-            return
-        if at <= now:
-            entry.dirty = True
-            return
-        entry.timer = self._clock.call_at(at, self.poke, entry.key)
 
     async def _publish(self, entry: _Entry, status: ScheduledBotStatus) -> None:
         assert entry.body is not None
@@ -420,12 +362,12 @@ class Engine:
                 self.dispatcher.disarm(entry.key)
             case MoveSelfJoin(join_at=join_at, address=address):
                 call = self._bots.move_self_join(address, self._token(bot), join_at=join_at)
-                self._spawn(self._bot_call(call))
+                self._passes.spawn(self._bot_call(call))
             case Leave(address=address, reason=reason):
                 if address not in entry.left:
                     # In flight or done; a failure takes it back (`_leave`), so it is asked again.
                     entry.left.add(address)
-                    self._spawn(self._leave(entry, address, self._token(bot), reason))
+                    self._passes.spawn(self._leave(entry, address, self._token(bot), reason))
             case AddFinalizer() | RemoveFinalizer():
                 assert entry.body is not None
                 written = await self._kube.set_finalizer(
@@ -529,9 +471,7 @@ class Engine:
             entry.leave_failures += 1
             log.warning("leave of %s/%s failed (%s); asking again in %.1f s", *entry.key, error, delay)
             entry.left.discard(address)
-            if entry.timer is not None:
-                entry.timer.cancel()
-            entry.timer = self._clock.call_at(self._clock.time() + delay, self.poke, entry.key)
+            self._passes.wake_in(entry.key, delay)
             return
         entry.leave_failures = 0
 
@@ -570,7 +510,7 @@ class Engine:
         entry.follow_address = address
         entry.state_error = None
         if address is not None:
-            entry.follower = self._spawn(self._follow_loop(entry, address))
+            entry.follower = self._passes.spawn(self._follow_loop(entry, address))
 
     async def _follow_loop(self, entry: _Entry, address: str) -> None:
         """Long-poll the bot's state: one request open per bot, answered on change."""
@@ -656,24 +596,13 @@ class Engine:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        if entry.timer is not None:
-            entry.timer.cancel()
+        self._passes.forget(key)
         if entry.follower is not None:
             entry.follower.cancel()
         self.dispatcher.disarm(key)
         if self._notify is not None:
             self._notify.forget(key)
         self._stager.forget(key)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
-        # would otherwise carry kopf's context variables (the event's cause, body, patch and
-        # logger), and so would every timer the pass arms, for as long as a bot waits
-        # (bench, 10,000 scheduled bots: 45 MB of the operator's memory).
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def close(self) -> None:
         for key in list(self._entries):
@@ -683,9 +612,7 @@ class Engine:
             await self._notify.close()
         await self._events.close()
         self._stager.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._passes.close()
 
 
 def _kept(body: dict[str, Any]) -> dict[str, Any]:
