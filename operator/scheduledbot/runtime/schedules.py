@@ -50,6 +50,7 @@ from scheduledbot.core.schedule_model import (
     parse_schedule,
 )
 from scheduledbot.core.schedule_plan import MeetingIndex, meeting_key, plan_schedule
+from scheduledbot.runtime.cache import kept, newer
 from scheduledbot.runtime.schedule_feeds import FeedReader
 from scheduledbot.runtime.workqueue import Passes
 
@@ -166,8 +167,8 @@ class ScheduleController:
         if entry.body is not None and entry.body["metadata"].get("uid") != body["metadata"].get("uid"):
             self._forget(key)  # deleted and created again under the same name: a new schedule
             entry = self._entries.setdefault(key, _Entry(key=key))
-        if entry.body is None or (_version(body) != _version(entry.body) and _newer(body, entry.body)):
-            entry.body = _kept(body)
+        if entry.body is None or (_version(body) != _version(entry.body) and newer(body, entry.body)):
+            entry.body = kept(body)
             self.poke(key)
 
     def bot_event(self, kind: str | None, body: dict[str, Any]) -> None:
@@ -311,8 +312,8 @@ class ScheduleController:
         patch: dict[str, Any] = {k: None for k in old if k not in new} | new
         written = await self._kube.patch_schedule_status(*entry.key, patch)
         self._counts["status_writes"] += 1
-        if written is not None and _newer(written, entry.body):
-            entry.body = _kept(written)
+        if written is not None and newer(written, entry.body):
+            entry.body = kept(written)
 
     # Actions --------------------------------------------------------------------------------
 
@@ -420,24 +421,5 @@ def _matters_to_others(before: BotRef | None, after: BotRef | None) -> bool:
     )
 
 
-def _kept(body: dict[str, Any]) -> dict[str, Any]:
-    """Without metadata.managedFields, which nothing here reads."""
-    meta = body.get("metadata") or {}
-    if "managedFields" not in meta:
-        return body
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-
-
 def _version(body: dict[str, Any]) -> object:
     return body["metadata"].get("resourceVersion")
-
-
-def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
-    """Is `body` at least as new as `than`? resourceVersions are etcd revisions here."""
-    if than is None:
-        return True
-    new, old = body["metadata"].get("resourceVersion"), than["metadata"].get("resourceVersion")
-    try:
-        return int(new) >= int(old)
-    except (TypeError, ValueError):
-        return True
