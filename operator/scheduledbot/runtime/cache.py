@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core.model import SignalOutcome
@@ -48,7 +48,7 @@ class Seen:
 
 class Cache:
     def __init__(self) -> None:
-        self._seen: dict[Key, Seen] = {}
+        self._seen: Final[dict[Key, Seen]] = {}
 
     def __contains__(self, key: Key) -> bool:
         return key in self._seen

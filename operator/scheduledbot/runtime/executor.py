@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from scheduledbot.adapters.bots import BotUnreachable, JoinLine
 from scheduledbot.adapters.kube import ApiError
@@ -90,15 +90,15 @@ class Executor:
         join_line: Callable[..., JoinLine],
         passes: Passes[Key],
     ) -> None:
-        self._settings = settings
-        self._kube = kube
-        self._bots = bots
-        self._classes = classes
-        self._stager = stager
-        self._dispatcher = dispatcher
-        self._join_line = join_line
-        self._passes = passes
-        self._memory: dict[Key, Memory] = {}
+        self._settings: Final = settings
+        self._kube: Final = kube
+        self._bots: Final = bots
+        self._classes: Final = classes
+        self._stager: Final = stager
+        self._dispatcher: Final = dispatcher
+        self._join_line: Final = join_line
+        self._passes: Final = passes
+        self._memory: Final[dict[Key, Memory]] = {}
 
     def memory(self, key: Key) -> Memory:
         return self._memory.setdefault(key, Memory())

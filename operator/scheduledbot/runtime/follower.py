@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from scheduledbot.adapters.bots import BotUnreachable
 from scheduledbot.core.model import BotReport
@@ -52,11 +52,11 @@ class Follower:
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
     ) -> None:
         """`token` is the bot's bearer token (None once the bot is gone); `changed` asks for a pass."""
-        self._bots = bots
-        self._token = token
-        self._changed = changed
-        self._spawn = spawn
-        self._followed: dict[Key, _Followed] = {}
+        self._bots: Final = bots
+        self._token: Final = token
+        self._changed: Final = changed
+        self._spawn: Final = spawn
+        self._followed: Final[dict[Key, _Followed]] = {}
 
     def report(self, key: Key) -> BotReport | None:
         followed = self._followed.get(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Final
 
 from scheduledbot.adapters.kube import Kube
 from scheduledbot.api.models import ScheduledBotStatus
@@ -20,9 +21,9 @@ log = logging.getLogger(__name__)
 
 class Publisher:
     def __init__(self, *, kube: Kube, metrics: Metrics) -> None:
-        self._kube = kube
-        self._metrics = metrics
-        self._events = EventSink(kube)
+        self._kube: Final = kube
+        self._metrics: Final = metrics
+        self._events: Final = EventSink(kube)
 
     async def publish(self, key: Key, seen: Seen, status: ScheduledBotStatus) -> None:
         assert seen.body is not None

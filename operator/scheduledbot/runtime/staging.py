@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from scheduledbot.api.models import BotState
 from scheduledbot.core import pacing
@@ -20,9 +20,9 @@ from scheduledbot.timestamps import parse_time
 
 class Staging:
     def __init__(self, *, settings: Settings, metrics: Metrics, clock: Clock, poke: Callable[[Key], None]) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._clock = clock
+        self._settings: Final = settings
+        self._metrics: Final = metrics
+        self._clock: Final = clock
         self.stager: Stager[Key] = Stager(poke=poke, clock=clock)
         metrics.staging_pace.set_function(lambda: self.stager.rate)
 

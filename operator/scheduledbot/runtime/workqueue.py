@@ -63,14 +63,14 @@ class Passes(Generic[K]):
         """`run` is one pass of a key; `label` names a key in the log; `idle` is told when a
         key's passes stop (none is due); `spun` counts the passes `defer_spin` defers."""
         self._run = run
-        self._label = label
-        self._log = log
-        self._clock: Clock = clock or SystemClock()
-        self._idle = idle
-        self._spun = spun
-        self._slots: dict[K, _Slot] = {}
-        self._running = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._label: Final = label
+        self._log: Final = log
+        self._clock: Final[Clock] = clock or SystemClock()
+        self._idle: Final = idle
+        self._spun: Final = spun
+        self._slots: Final[dict[K, _Slot]] = {}
+        self._running: Final = asyncio.Semaphore(concurrency)
+        self._tasks: Final[set[asyncio.Task[None]]] = set()
 
     def poke(self, key: K) -> None:
         """A pass of `key` soon: now, or after the one running."""
