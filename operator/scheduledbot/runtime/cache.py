@@ -76,6 +76,15 @@ class Cache:
                 counts[state] = counts.get(state, 0) + 1
         return counts
 
+    def other_object(self, key: Key, body: dict[str, Any]) -> bool:
+        """Is `body` another ScheduledBot than the one kept under its name (another uid)?"""
+        seen = self._seen.get(key)
+        return (
+            seen is not None
+            and seen.body is not None
+            and seen.body["metadata"].get("uid") != body["metadata"].get("uid")
+        )
+
     def take_bot(self, key: Key, body: dict[str, Any]) -> bool:
         """Keep a watch event's ScheduledBot; False when it is older than what is kept."""
         seen = self.entry(key)
@@ -108,8 +117,8 @@ class Cache:
 
 
 def kept(body: dict[str, Any]) -> dict[str, Any]:
-    """The object as the engine keeps it: without metadata.managedFields, which nothing here
-    reads and which is about half of a ScheduledBot (10,000 waiting bots: 70 MB less).
+    """The object as the controllers keep it: without metadata.managedFields, which nothing
+    here reads and which is about half of a ScheduledBot (10,000 waiting bots: 70 MB less).
     It may be `body` itself: nothing kept is written into."""
     meta = body.get("metadata") or {}
     if "managedFields" not in meta:

@@ -13,10 +13,8 @@ Passes of one bot never overlap: a poke during a pass marks it dirty and one mor
 pass follows (runtime/workqueue.py). Each pass reads `now` once. Its next wake-up
 is a single timer, replaced by every pass; nothing wakes on a fixed interval.
 
-Who keeps what: the picture (runtime/cache.py, mapped by runtime/views.py and
-gathered for a pass by runtime/observe.py), the executor's memory of refusals and
-leaves (runtime/executor.py), the bots' own reports (runtime/follower.py, and the
-join dispatcher's outcomes), the status and Events (runtime/publisher.py).
+The engine wires the parts and runs the pass; who keeps what is in docs/design.md
+("The runtime's parts").
 """
 
 from __future__ import annotations
@@ -123,12 +121,7 @@ class Engine:
         if kind == "DELETED":
             self._forget(key)
             return
-        seen = self._cache.get(key)
-        if (
-            seen is not None
-            and seen.body is not None
-            and seen.body["metadata"].get("uid") != body["metadata"].get("uid")
-        ):
+        if self._cache.other_object(key, body):
             # Deleted and created again under the same name: a new bot.
             self._forget(key)
         if self._cache.take_bot(key, body):
