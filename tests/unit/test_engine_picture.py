@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -137,7 +138,7 @@ async def test_a_deletion_is_an_expectation_until_the_watch_shows_the_pod_again(
     assert cache.take_pod(seen, event)
     before = copy.deepcopy(event)
     api = RecordingApi()
-    passes: Passes[tuple[str, str]] = Passes(run=lambda key: _nothing(), concurrency=1, label=str, log=_log())
+    passes = queue(_nothing)
     view = bot_view(seen.body or {}, extra_hosts=frozenset())
     act = executor(api, RecordingBots(), passes)
     assert await act.act(KEY, seen, act.memory(KEY), view, DeletePod(uid="pod-1"), NOW)
@@ -157,7 +158,7 @@ async def test_a_created_pod_is_seen_pending_until_its_watch_event() -> None:
     cache.take_bot(KEY, bot())
     seen = cache.entry(KEY)
     api = RecordingApi()
-    passes: Passes[tuple[str, str]] = Passes(run=lambda key: _nothing(), concurrency=1, label=str, log=_log())
+    passes = queue(_nothing)
     act = executor(api, RecordingBots(), passes)
     view = bot_view(seen.body or {}, extra_hosts=frozenset())
     assert await act.act(KEY, seen, act.memory(KEY), view, CreatePod(join_at=NOW + timedelta(minutes=1)), NOW)
@@ -182,7 +183,7 @@ async def test_a_failed_leave_is_taken_back_and_asked_again_at_the_next_pass() -
     async def run(key: tuple[str, str]) -> None:
         passes_run.append(key)
 
-    passes: Passes[tuple[str, str]] = Passes(run=run, concurrency=1, label=str, log=_log(), clock=fakes.LoopClock())
+    passes = queue(run, clock=fakes.LoopClock())
     bots = RecordingBots(failing=1)
     act = executor(RecordingApi(), bots, passes)
     memory = act.memory(KEY)
@@ -197,9 +198,12 @@ async def test_a_failed_leave_is_taken_back_and_asked_again_at_the_next_pass() -
     await passes.close()
 
 
-async def _nothing() -> None:
+async def _nothing(key: tuple[str, str]) -> None:
     return None
 
 
-def _log() -> logging.Logger:
-    return logging.getLogger("test_engine_picture")
+def queue(
+    run: Callable[[tuple[str, str]], Awaitable[None]], clock: fakes.LoopClock | None = None
+) -> Passes[tuple[str, str]]:
+    log = logging.getLogger("test_engine_picture")
+    return Passes(run=run, concurrency=1, label=str, known=lambda key: True, log=log, clock=clock)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
@@ -21,7 +21,7 @@ log = logging.getLogger("test_workqueue")
 class Recorder:
     """Passes that record when they ran (seconds of loop time) and may fail, wait or poke."""
 
-    def __init__(self, concurrency: int = 4) -> None:
+    def __init__(self, concurrency: int = 4, known: Callable[[str], bool] = lambda key: True) -> None:
         self.clock = LoopClock()
         self.spins = 0
         self.ran: list[tuple[str, float]] = []
@@ -34,6 +34,7 @@ class Recorder:
             run=self.run,
             concurrency=concurrency,
             label=str,
+            known=known,
             log=log,
             clock=self.clock,
             idle=self.idle.append,
@@ -146,6 +147,15 @@ async def test_a_forgotten_key_keeps_no_timer_and_gets_no_more_passes(rec: Recor
     rec.queue.wake_in("a", 1)
     await asyncio.sleep(5)
     assert rec.times("a") == [0.0]
+
+
+async def test_a_poke_of_a_key_its_owner_does_not_know_is_dropped() -> None:
+    rec = Recorder(known=lambda key: key != "gone")
+    rec.queue.poke("gone")
+    rec.queue.poke_all(["a", "gone", "b"])
+    await asyncio.sleep(1)
+    assert sorted(k for k, _ in rec.ran) == ["a", "b"]
+    await rec.queue.close()
 
 
 async def test_passes_run_in_an_empty_context(rec: Recorder) -> None:

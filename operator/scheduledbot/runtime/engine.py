@@ -87,6 +87,7 @@ class Engine:
             run=self._pass,
             concurrency=_CONCURRENT_PASSES,
             label="/".join,
+            known=self._cache.__contains__,
             log=log,
             clock=self._clock,
             spun=metrics.pass_spins.inc,
@@ -148,14 +149,13 @@ class Engine:
 
     # Passes -------------------------------------------------------------------------------
 
+    def poke(self, key: Key) -> None:
+        """A pass of bot `key` soon (runtime/workqueue.py): after the one running, if one is."""
+        self._passes.poke(key)
+
     def wake_all(self) -> None:
         """A pass of every bot now: this replica has just become the one that writes."""
-        for key in self._cache:
-            self.poke(key)
-
-    def poke(self, key: Key) -> None:
-        if key in self._cache:
-            self._passes.poke(key)
+        self._passes.poke_all(self._cache)
 
     async def _pass(self, key: Key) -> None:
         seen = self._cache.get(key)

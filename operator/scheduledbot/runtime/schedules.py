@@ -124,6 +124,7 @@ class ScheduleController:
             run=self._pass,
             concurrency=_CONCURRENT_PASSES,
             label=lambda key: "BotSchedule " + "/".join(key),
+            known=self._entries.__contains__,
             log=log,
             idle=self._first_done,
         )
@@ -219,12 +220,10 @@ class ScheduleController:
 
     def wake_all(self) -> None:
         """A pass of every schedule now: this replica has just become the one that writes."""
-        for key in list(self._entries):
-            self.poke(key)
+        self._passes.poke_all(self._entries)
 
     def poke(self, key: Key) -> None:
-        if key in self._entries:
-            self._passes.poke(key)
+        self._passes.poke(key)
 
     async def _pass(self, key: Key) -> None:
         entry = self._entries.get(key)

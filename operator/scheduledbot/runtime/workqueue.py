@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
@@ -56,13 +56,16 @@ class Passes(Generic[K]):
         concurrency: int,
         label: Callable[[K], str],
         log: logging.Logger,
+        known: Callable[[K], bool],
         clock: Clock | None = None,
         idle: Callable[[K], None] = lambda key: None,
         spun: Callable[[], None] = lambda: None,
     ) -> None:
-        """`run` is one pass of a key; `label` names a key in the log; `idle` is told when a
-        key's passes stop (none is due); `spun` counts the passes `defer_spin` defers."""
+        """`run` is one pass of a key; `label` names a key in the log; `known` says whether the
+        owner still knows a key (a poke of one it forgot is dropped); `idle` is told when a key's
+        passes stop (none is due); `spun` counts the passes `defer_spin` defers."""
         self._run = run
+        self._known: Final = known
         self._label: Final = label
         self._log: Final = log
         self._clock: Final[Clock] = clock or SystemClock()
@@ -74,12 +77,18 @@ class Passes(Generic[K]):
 
     def poke(self, key: K) -> None:
         """A pass of `key` soon: now, or after the one running."""
+        if not self._known(key):
+            return
         slot = self._slots.setdefault(key, _Slot())
         if slot.running:
             slot.dirty = True
             return
         slot.running = True
         self.spawn(self._passes(key, slot))
+
+    def poke_all(self, keys: Iterable[K]) -> None:
+        for key in list(keys):
+            self.poke(key)
 
     def again(self, key: K) -> None:
         """One more pass of `key` after the one running."""
