@@ -7,7 +7,6 @@ expectations to a new dict, so that nothing kept is ever written into.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from scheduledbot.api.errors import SpecError
@@ -18,7 +17,7 @@ from scheduledbot.core.model import FINALIZER, BotView, Defaults, PodView
 from scheduledbot.core.templates import ClassCatalog
 from scheduledbot.protocol import ENV_MEETING_URL
 from scheduledbot.runtime.cache import Seen
-from scheduledbot.timestamps import parse_time
+from scheduledbot.timestamps import parse_observed, parse_time
 
 
 def bot_view(body: dict[str, Any], *, extra_hosts: frozenset[str]) -> BotView:
@@ -99,21 +98,11 @@ def pod_view(pod: dict[str, Any] | None, owner_uid: str) -> PodView | None:
         waiting_message=(waiting or {}).get("message"),
         exit_code=(terminated or {}).get("exitCode"),
         control_port=children.control_port_of(pod),
-        finished_at=instant(finished),
-        join_at=instant(join_at),
+        finished_at=parse_observed(finished),
+        join_at=parse_observed(join_at),
         meeting_url=meeting_url(pod),
-        gone_by=instant(deleted),
+        gone_by=parse_observed(deleted),
     )
-
-
-def instant(text: Any) -> datetime | None:
-    """A timestamp of an observed object; one that does not parse counts as absent."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None
 
 
 def meeting_url(pod: dict[str, Any]) -> str | None:
