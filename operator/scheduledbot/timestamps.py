@@ -57,6 +57,17 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def parse_observed(text: object) -> datetime | None:
+    """A timestamp of an observed object (a field another writer may leave out or garble):
+    one that is absent, not text, or does not parse counts as absent."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
 def format_epoch(seconds: float) -> str:
     """`format_time` of a POSIX timestamp (the agent keeps its clock as epoch seconds)."""
     return format_time(datetime.fromtimestamp(seconds, tz=UTC))

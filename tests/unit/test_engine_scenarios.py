@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fakes import World
+from fakes import FakeBot, World
 from scheduledbot.core import children
-from scheduledbot.core.model import FINALIZER
+from scheduledbot.core.model import FINALIZER, LEAVE_TIMEOUT_SECONDS
 from scheduledbot.core.plan import plan
 from scheduledbot.timestamps import format_time
 
@@ -37,6 +37,16 @@ async def staged_and_ready(world: World, name: str = "standup", *, join_at: floa
     assert world.cluster.status(name)["state"] == "staged"
     world.cluster.ready(name)
     await world.settle()
+
+
+async def in_meeting(world: World, state: str) -> FakeBot:
+    """A bot signalled at 30 s that reports `state` at 31 s."""
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    await world.until(31)
+    bot.set(state)
+    await world.settle()
+    return bot
 
 
 async def test_a_bot_is_scheduled_staged_signalled_at_join_at_and_followed_into_the_meeting(world: World) -> None:
@@ -118,11 +128,7 @@ async def test_deleting_a_staged_bot_sends_no_join(world: World) -> None:
 
 
 async def test_deleting_a_bot_in_a_meeting_asks_it_to_leave_then_lets_go(world: World) -> None:
-    await staged_and_ready(world)
-    bot = world.cluster.bot_at("standup")
-    await world.until(31)
-    bot.set("recording")
-    await world.settle()
+    bot = await in_meeting(world, "recording")
     world.cluster.delete_bot("standup")
     await world.settle()
     assert bot.leaves == ["ScheduledBot deleted"]
@@ -132,12 +138,37 @@ async def test_deleting_a_bot_in_a_meeting_asks_it_to_leave_then_lets_go(world: 
     assert ("bots", "standup") not in world.cluster.objects
 
 
-async def test_a_leave_that_fails_once_is_sent_again(world: World) -> None:
+async def test_deleting_a_joining_bot_that_never_answers_the_leave_lets_go_after_the_leave_timeout(
+    world: World,
+) -> None:
     await staged_and_ready(world)
     bot = world.cluster.bot_at("standup")
-    await world.until(31)
-    bot.set("joined")
+    await world.until(30.5)
+    assert world.cluster.status("standup")["state"] == "joining"
+    bot.failing_leaves = 1_000
+    world.cluster.delete_bot("standup")
+    await world.until(45)
+    assert ("bots", "standup") in world.cluster.objects  # still asked to leave, again and again
+    # Let go once the leave timeout is over: at the pass after it, which the next leave's
+    # back-off (at most 5 s) may bring rather than the timeout's own wake-up.
+    await world.until(30.5 + LEAVE_TIMEOUT_SECONDS + 6)
+    assert ("bots", "standup") not in world.cluster.objects
+    assert bot.leaves == []
+
+
+async def test_deleting_an_ended_bot_lets_go_at_once(world: World) -> None:
+    bot = await in_meeting(world, "joined")
+    bot.set("ended", reason="MaxDuration")
     await world.settle()
+    assert world.cluster.status("standup")["state"] == "ended"
+    world.cluster.delete_bot("standup")
+    await world.settle()
+    assert ("bots", "standup") not in world.cluster.objects
+    assert bot.leaves == []
+
+
+async def test_a_leave_that_fails_once_is_sent_again(world: World) -> None:
+    bot = await in_meeting(world, "joined")
     bot.failing_leaves = 1
     world.cluster.delete_bot("standup")
     await world.until(40)

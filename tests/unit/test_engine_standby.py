@@ -15,7 +15,7 @@ from typing import Any
 import fakes
 from scheduledbot.core import children, tokens
 from scheduledbot.runtime.config import Settings
-from scheduledbot.runtime.engine import Engine, _Entry
+from scheduledbot.runtime.engine import Engine, Key
 from scheduledbot.runtime.metrics import Metrics
 
 
@@ -81,14 +81,14 @@ def engine_with(kube: RecordingKube, leading: Callable[[], bool]) -> tuple[Engin
     """An engine whose passes are counted; a pass that loops without end fails at the 50th."""
     engine = Engine(settings=settings(), kube=kube, bots=None, metrics=Metrics(), leading=leading)  # type: ignore[arg-type]
     passes = [0]
-    original = engine._pass
+    original = engine._passes._run
 
-    async def counted(entry: _Entry) -> None:
+    async def counted(key: Key) -> None:
         passes[0] += 1
         assert passes[0] < 50, "passes spin"
-        await original(entry)
+        await original(key)
 
-    engine._pass = counted  # type: ignore[method-assign]
+    engine._passes._run = counted
     return engine, passes
 
 

@@ -177,7 +177,7 @@ async def test_the_next_pass_is_timed_by_the_plan_not_a_period(
 ) -> None:
     ctl, kube = controller
     await add_daily_schedule(ctl, kube)
-    entry = ctl._entries[(NS, "standup")]
+    entry = ctl._passes._slots[(NS, "standup")]
     assert entry.timer is not None
     # The next event: today's 08:00 UTC occurrence starts (status.next moves on) in 90 minutes.
     delay = entry.timer.when() - asyncio.get_running_loop().time()
@@ -198,7 +198,7 @@ async def test_a_refused_child_is_said_once_and_the_other_children_are_still_mad
     await settle(ctl)
     assert len(kube.bots) == 2 and refused not in kube.bots
     assert kube.calls.count(("event", "ChildRefused")) == 1
-    assert ctl._entries[(NS, "standup")].failures == 0, "a refusal is not a failed pass retried in a loop"
+    assert ctl._passes._slots[(NS, "standup")].failures == 0, "a refusal is not a failed pass retried in a loop"
 
 
 async def test_a_standby_writes_nothing_until_it_leads() -> None:
@@ -215,7 +215,7 @@ async def test_a_standby_writes_nothing_until_it_leads() -> None:
         )
         await ctl.prime(())
         await settle(ctl)
-        assert kube.calls == [] and ctl._entries[(NS, "standup")].timer is None
+        assert kube.calls == [] and ctl._passes._slots[(NS, "standup")].timer is None
         leads = True
         ctl.wake_all()
         await settle(ctl)

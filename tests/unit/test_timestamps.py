@@ -13,6 +13,7 @@ from scheduledbot.timestamps import (
     format_time,
     parse_epoch,
     parse_join_at,
+    parse_observed,
     parse_time,
 )
 
@@ -108,3 +109,17 @@ def test_the_join_at_parser_is_stricter_than_parse_time() -> None:
     with pytest.raises(JoinAtSyntaxError, match="is not an ISO 8601 date-time"):
         parse_join_at("2025-06-16 16:24:00+00:00")
     assert parse_join_at("2025-06-16T16:24:00+0000") == datetime(2025, 6, 16, 16, 24, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        pytest.param("2025-06-16T16:24:00Z", datetime(2025, 6, 16, 16, 24, tzinfo=UTC), id="a timestamp"),
+        pytest.param(None, None, id="absent"),
+        pytest.param(1750091040, None, id="not text"),
+        pytest.param("2025-06-16T16:24:00", None, id="no offset"),
+        pytest.param("yesterday", None, id="garbled"),
+    ],
+)
+def test_an_observed_timestamp_that_cannot_be_read_counts_as_absent(text: object, read: datetime | None) -> None:
+    assert parse_observed(text) == read

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from scheduledbot.timestamps import parse_time
+from scheduledbot.timestamps import parse_observed
 
 #: The usual values (client-go, controller-runtime), in seconds.
 DEFAULT_LEASE_DURATION: Final = 15.0
@@ -179,8 +179,8 @@ def record_of(spec: dict[str, Any] | None) -> LeaseRecord:
     return LeaseRecord(
         holder=holder if isinstance(holder, str) else "",
         lease_duration_seconds=duration if isinstance(duration, int) and not isinstance(duration, bool) else 0,
-        acquire_time=_parse_micro(spec.get("acquireTime")),
-        renew_time=_parse_micro(spec.get("renewTime")),
+        acquire_time=parse_observed(spec.get("acquireTime")),
+        renew_time=parse_observed(spec.get("renewTime")),
         transitions=transitions if isinstance(transitions, int) and not isinstance(transitions, bool) else 0,
     )
 
@@ -203,12 +203,3 @@ def _format_micro(moment: datetime) -> str:
     # Not `timestamps.format_time`: a MicroTime must carry exactly six fractional digits
     # (the API server parses it with Go's RFC3339Micro layout), never none or three.
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_micro(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None

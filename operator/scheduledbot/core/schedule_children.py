@@ -28,7 +28,7 @@ from scheduledbot.api.models import BotState
 from scheduledbot.api.schedule import MAX_NAME_LENGTH, SourceKind, ValidSchedule
 from scheduledbot.core.children import label_value
 from scheduledbot.core.occurrences import Occurrence
-from scheduledbot.timestamps import format_time, parse_time
+from scheduledbot.timestamps import format_time, parse_observed
 
 #: On every child: the BotSchedule's name (list a schedule's children with `-l`).
 SCHEDULE_LABEL: Final = "meetingbots.dev/botschedule"
@@ -142,25 +142,17 @@ def observe_bot(body: Mapping[str, Any]) -> BotRef:
     )
     state = status.get("state")
     url = spec.get("meetingUrl")
+    annotations = metadata.get("annotations") or {}
     return BotRef(
         name=str(metadata.get("name", "")),
         uid=str(metadata.get("uid", "")),
         deleting=metadata.get("deletionTimestamp") is not None,
         state=BotState(state) if isinstance(state, str) and state in _STATES else None,
-        join_at=_time(spec.get("joinAt")),
+        join_at=parse_observed(spec.get("joinAt")),
         meeting_url=url if isinstance(url, str) else None,
         schedule_name=controller.get("name") if controller else None,
         schedule_uid=controller.get("uid") if controller else None,
-        occurrence=_time((metadata.get("annotations") or {}).get(OCCURRENCE_ANNOTATION)) if controller else None,
-        ended_at=_time(status.get("endedAt")),
+        occurrence=parse_observed(annotations.get(OCCURRENCE_ANNOTATION)) if controller else None,
+        ended_at=parse_observed(status.get("endedAt")),
         spec=spec,
     )
-
-
-def _time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from scheduledbot.adapters.kube import ApiError, Kube
+from scheduledbot.adapters.kube import ApiError
 from scheduledbot.api.botclass import BrokenClass, ValidBotClass, load_bot_class
 
 log = logging.getLogger(__name__)
+
+
+class ClassReader(Protocol):
+    """The part of adapters.kube.Kube that reads a BotClass."""
+
+    async def read_bot_class(self, name: str) -> dict[str, Any] | None: ...
 
 
 class ClassCatalog:
@@ -42,7 +48,7 @@ class ClassCatalog:
     def knows(self, name: str) -> bool:
         return name in self._classes
 
-    async def learn(self, name: str, kube: Kube) -> None:
+    async def learn(self, name: str, kube: ClassReader) -> None:
         """Read class `name` if the catalog lacks it; an answer of the API server's is kept."""
         if self.knows(name):
             return

@@ -6,8 +6,8 @@ the ScheduledBots of its namespace; every pass re-derives what to do from that
 picture and the clock, so a restart or a lost event leaves nothing half-done.
 
 - Passes of one schedule never overlap: a poke during a pass marks it dirty and
-  one more pass follows. Each pass reads `now` once.
-- Its next wake-up is one `loop.call_at` at the earlier of the plan's `wake_at`
+  one more pass follows (runtime/workqueue.py). Each pass reads `now` once.
+- Its next wake-up is one timer at the earlier of the plan's `wake_at`
   (an occurrence entering the horizon or starting, a concurrency decision) and,
   for a feed, its `fetch_at` (the poll interval, or the back-off after a
   failure); nothing wakes on a fixed period.
@@ -24,10 +24,9 @@ picture and the clock, so a restart or a lost event leaves nothing half-done.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -51,7 +50,9 @@ from scheduledbot.core.schedule_model import (
     parse_schedule,
 )
 from scheduledbot.core.schedule_plan import MeetingIndex, meeting_key, plan_schedule
+from scheduledbot.runtime.cache import kept, newer
 from scheduledbot.runtime.schedule_feeds import FeedReader
+from scheduledbot.runtime.workqueue import Passes
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,6 @@ Key = tuple[str, str]
 #: What kopf's watch of BotSchedules needs (the ScheduledBot watch is runtime/handlers.py's).
 SCHEDULE_WATCHES: Final = frozenset(Permission(GROUP, BOT_SCHEDULE.plural, verb) for verb in ("list", "watch"))
 
-#: A failed pass (the API server unreachable, say) is tried again after this, doubling, capped.
-_RETRY_FIRST_SECONDS: Final = 0.5
-_RETRY_CAP_SECONDS: Final = 60.0
 #: Passes at once: 1,000 schedules found at start-up queue politely.
 _CONCURRENT_PASSES: Final = 16
 #: Set or change this annotation on a BotSchedule to have its feed read now (after fixing its Secret, say).
@@ -77,15 +75,11 @@ _SAID_LIMIT: Final = 256
 class _Entry:
     key: Key
     body: dict[str, Any] | None = None
-    timer: asyncio.TimerHandle | None = None
-    running: bool = False
-    dirty: bool = False
     #: When the feed is to be read next (the last plan's `fetch_at`).
     fetch_at: datetime | None = None
     #: The refresh annotation's value at the last read.
     refresh: str | None = None
     said: set[tuple[str, str]] = field(default_factory=set)
-    failures: int = 0
     #: The spec of generation `parsed[0]`, parsed once (a pass for a child's event does not parse it again).
     parsed: tuple[int, ParsedSpec] | None = None
 
@@ -126,8 +120,14 @@ class ScheduleController:
         self._bots: dict[str, dict[str, BotRef]] = {}
         self._owned: dict[Key, dict[str, BotRef]] = {}
         self._meetings: dict[str, dict[tuple[str, int], dict[str, BotRef]]] = {}
-        self._slots = asyncio.Semaphore(_CONCURRENT_PASSES)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._passes: Passes[Key] = Passes(
+            run=self._pass,
+            concurrency=_CONCURRENT_PASSES,
+            label=lambda key: "BotSchedule " + "/".join(key),
+            known=self._entries.__contains__,
+            log=log,
+            idle=self._first_done,
+        )
         self._counts = dict.fromkeys(PassCounts.__slots__, 0)
         #: Schedules known at start-up whose first pass has not finished yet, and when start-up began.
         self._first_pending: set[Key] = set()
@@ -168,8 +168,8 @@ class ScheduleController:
         if entry.body is not None and entry.body["metadata"].get("uid") != body["metadata"].get("uid"):
             self._forget(key)  # deleted and created again under the same name: a new schedule
             entry = self._entries.setdefault(key, _Entry(key=key))
-        if entry.body is None or (_version(body) != _version(entry.body) and _newer(body, entry.body)):
-            entry.body = _kept(body)
+        if entry.body is None or (_version(body) != _version(entry.body) and newer(body, entry.body)):
+            entry.body = kept(body)
             self.poke(key)
 
     def bot_event(self, kind: str | None, body: dict[str, Any]) -> None:
@@ -220,40 +220,14 @@ class ScheduleController:
 
     def wake_all(self) -> None:
         """A pass of every schedule now: this replica has just become the one that writes."""
-        for key in list(self._entries):
-            self.poke(key)
+        self._passes.poke_all(self._entries)
 
     def poke(self, key: Key) -> None:
+        self._passes.poke(key)
+
+    async def _pass(self, key: Key) -> None:
         entry = self._entries.get(key)
-        if entry is None:
-            return
-        if entry.running:
-            entry.dirty = True
-            return
-        entry.running = True
-        self._spawn(self._passes(entry))
-
-    async def _passes(self, entry: _Entry) -> None:
-        try:
-            while True:
-                entry.dirty = False
-                async with self._slots:
-                    try:
-                        await self._pass(entry)
-                        entry.failures = 0
-                    except Exception:  # one schedule's trouble must not stop the others
-                        self._retry_later(entry)
-                if not entry.dirty:
-                    return
-                # Every further pass yields first: watch events and the other schedules run in
-                # between, whatever this schedule's passes ask for.
-                await asyncio.sleep(0)
-        finally:
-            entry.running = False
-            self._first_done(entry.key)
-
-    async def _pass(self, entry: _Entry) -> None:
-        if entry.body is None or self._entries.get(entry.key) is not entry:
+        if entry is None or entry.body is None:
             return
         if not self._leading():
             # A standby neither writes nor reads feeds; `wake_all` passes every schedule when it leads.
@@ -321,24 +295,12 @@ class ScheduleController:
             state = await self._feeds.read(entry.key, schedule.namespace, source, now)
         return state
 
-    def _retry_later(self, entry: _Entry) -> None:
-        delay = min(_RETRY_CAP_SECONDS, _RETRY_FIRST_SECONDS * 2**entry.failures)
-        entry.failures += 1
-        log.exception("pass for BotSchedule %s/%s failed; trying again in %.1f s", *entry.key, delay)
-        if entry.timer is not None:
-            entry.timer.cancel()
-        entry.timer = asyncio.get_running_loop().call_later(delay, self.poke, entry.key)
-
     def _wake(self, entry: _Entry, at: datetime | None, now: datetime) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
         if at is None:
+            self._passes.wake(entry.key, None, now)
             return
-        loop = asyncio.get_running_loop()
         # At least a moment later: a wake-up in the past must not turn into a pass that spins.
-        delay = max((at - now).total_seconds(), 0.05)
-        entry.timer = loop.call_at(loop.time() + delay, self.poke, entry.key)
+        self._passes.wake_in(entry.key, max((at - now).total_seconds(), 0.05))
 
     async def _publish(self, entry: _Entry, decision: SchedulePlan) -> None:
         assert entry.body is not None
@@ -349,8 +311,8 @@ class ScheduleController:
         patch: dict[str, Any] = {k: None for k in old if k not in new} | new
         written = await self._kube.patch_schedule_status(*entry.key, patch)
         self._counts["status_writes"] += 1
-        if written is not None and _newer(written, entry.body):
-            entry.body = _kept(written)
+        if written is not None and newer(written, entry.body):
+            entry.body = kept(written)
 
     # Actions --------------------------------------------------------------------------------
 
@@ -420,25 +382,15 @@ class ScheduleController:
         return len(self._entries)
 
     def _forget(self, key: Key) -> None:
-        entry = self._entries.pop(key, None)
+        self._entries.pop(key, None)
         self._feeds.forget(key)
         self._first_done(key)
-        if entry is not None and entry.timer is not None:
-            entry.timer.cancel()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        # An empty context: a pass spawned from a kopf handler would otherwise keep kopf's
-        # context variables (the event's body, patch and logger) alive in every timer.
-        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._passes.forget(key)
 
     async def close(self) -> None:
         for key in list(self._entries):
             self._forget(key)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._passes.close()
 
 
 def _key(body: dict[str, Any]) -> Key:
@@ -468,24 +420,5 @@ def _matters_to_others(before: BotRef | None, after: BotRef | None) -> bool:
     )
 
 
-def _kept(body: dict[str, Any]) -> dict[str, Any]:
-    """Without metadata.managedFields, which nothing here reads."""
-    meta = body.get("metadata") or {}
-    if "managedFields" not in meta:
-        return body
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-
-
 def _version(body: dict[str, Any]) -> object:
     return body["metadata"].get("resourceVersion")
-
-
-def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
-    """Is `body` at least as new as `than`? resourceVersions are etcd revisions here."""
-    if than is None:
-        return True
-    new, old = body["metadata"].get("resourceVersion"), than["metadata"].get("resourceVersion")
-    try:
-        return int(new) >= int(old)
-    except (TypeError, ValueError):
-        return True
