@@ -9,6 +9,7 @@ pass sees it before its watch event comes.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 from typing import Final
 
@@ -25,13 +26,11 @@ _REFUSALS: Final = frozenset({400, 403, 422})
 
 
 class ChildActions:
-    def __init__(self, *, kube: Kube, index: BotIndex, publisher: SchedulePublisher) -> None:
+    def __init__(self, *, kube: Kube, index: BotIndex, publisher: SchedulePublisher, counts: Counter[str]) -> None:
         self._kube: Final = kube
         self._index: Final = index
         self._publisher: Final = publisher
-        self.creates = 0
-        self.patches = 0
-        self.deletes = 0
+        self._counts: Final = counts
 
     async def act(self, entry: ScheduleEntry, action: ScheduleAction, now: datetime) -> None:
         """One action of `entry`'s pass: a refusal for good is said, not raised."""
@@ -58,7 +57,7 @@ class ChildActions:
                     await self._publisher.say(entry, taken, now)
                     return
                 written = await self._kube.create_bot(namespace, dict(child))
-                self.creates += 1
+                self._counts["creates"] += 1
                 self._index.wrote(namespace, name, written)
                 if written is not None:
                     log.info("BotSchedule %s/%s created ScheduledBot %s", namespace, schedule, name)
@@ -66,11 +65,11 @@ class ChildActions:
                 written = await self._kube.patch_bot_spec(
                     namespace, name, uid=uid, spec=dict(spec), annotations=annotations
                 )
-                self.patches += 1
+                self._counts["patches"] += 1
                 self._index.wrote(namespace, name, written)
             case DeleteChild(name=name, uid=uid, reason=reason):
                 await self._kube.delete_bot(namespace, name, uid=uid)
-                self.deletes += 1
+                self._counts["deletes"] += 1
                 log.info("BotSchedule %s/%s deleted ScheduledBot %s: %s", namespace, schedule, name, reason)
                 self._index.deleting(namespace, name, uid)
             case Emit():

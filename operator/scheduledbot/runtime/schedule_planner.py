@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime
 from typing import Final
 
@@ -26,11 +27,13 @@ REFRESH_ANNOTATION: Final = "meetingbots.dev/refresh"
 
 
 class SchedulePlanner:
-    def __init__(self, *, feeds: FeedReader, bots: BotIndex, extra_meeting_hosts: frozenset[str]) -> None:
+    def __init__(
+        self, *, feeds: FeedReader, bots: BotIndex, extra_meeting_hosts: frozenset[str], counts: Counter[str]
+    ) -> None:
         self._feeds: Final = feeds
         self._bots: Final = bots
         self._extra_hosts: Final = extra_meeting_hosts
-        self.feed_reads = 0
+        self._counts: Final = counts
 
     async def plan(self, entry: ScheduleEntry, now: datetime) -> SchedulePlan:
         """The decision of `entry`'s pass at `now`."""
@@ -76,6 +79,6 @@ class SchedulePlanner:
         refresh = (entry.body["metadata"].get("annotations") or {}).get(REFRESH_ANNOTATION)
         if state is None or entry.fetch_at is None or entry.fetch_at <= now or refresh != entry.refresh:
             entry.refresh = refresh
-            self.feed_reads += 1
+            self._counts["feed_reads"] += 1
             state = await self._feeds.read(entry.key, schedule.namespace, source, now)
         return state

@@ -6,6 +6,7 @@ Beside it, `ScheduleEntry`: one BotSchedule as the controller keeps it between p
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -38,10 +39,9 @@ class ScheduleEntry:
 
 
 class SchedulePublisher:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, *, kube: Kube, counts: Counter[str]) -> None:
         self._kube: Final = kube
-        self.status_writes = 0
-        self.events = 0
+        self._counts: Final = counts
 
     async def publish(self, entry: ScheduleEntry, status: BotScheduleStatus) -> None:
         assert entry.body is not None
@@ -51,7 +51,7 @@ class SchedulePublisher:
             return
         patch: dict[str, Any] = {k: None for k in old if k not in new} | new
         written = await self._kube.patch_schedule_status(*entry.key, patch)
-        self.status_writes += 1
+        self._counts["status_writes"] += 1
         if written is not None and newer(written, entry.body):
             entry.body = kept(written)
 
@@ -64,7 +64,7 @@ class SchedulePublisher:
         entry.said.add(said)
         assert entry.body is not None
         log.info("BotSchedule %s/%s %s: %s", *entry.key, event.reason, event.message)
-        self.events += 1
+        self._counts["events"] += 1
         await self._kube.post_event(
             entry.body,
             type_=event.type.value,

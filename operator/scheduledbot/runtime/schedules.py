@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,10 +85,14 @@ class ScheduleController:
         self._feeds: Final = feeds
         self._clock: Final = clock
         self._entries: Final[dict[Key, ScheduleEntry]] = {}
+        #: What the parts have done (`PassCounts`'s fields), each counting its own requests.
+        self._counts: Final[Counter[str]] = Counter()
         self._bots: Final = BotIndex()
-        self._planner: Final = SchedulePlanner(feeds=feeds, bots=self._bots, extra_meeting_hosts=extra_meeting_hosts)
-        self._publisher: Final = SchedulePublisher(kube)
-        self._actions: Final = ChildActions(kube=kube, index=self._bots, publisher=self._publisher)
+        self._planner: Final = SchedulePlanner(
+            feeds=feeds, bots=self._bots, extra_meeting_hosts=extra_meeting_hosts, counts=self._counts
+        )
+        self._publisher: Final = SchedulePublisher(kube=kube, counts=self._counts)
+        self._actions: Final = ChildActions(kube=kube, index=self._bots, publisher=self._publisher, counts=self._counts)
         self._passes: Final[Passes[Key]] = Passes(
             run=self._pass,
             concurrency=_CONCURRENT_PASSES,
@@ -96,7 +101,6 @@ class ScheduleController:
             log=log,
             idle=self._first_done,
         )
-        self._runs = 0
         #: Schedules known at start-up whose first pass has not finished yet, and when start-up began.
         self._first_pending: set[Key] = set()
         self._started = time.monotonic()
@@ -104,16 +108,7 @@ class ScheduleController:
 
     @property
     def counts(self) -> PassCounts:
-        actions, publisher = self._actions, self._publisher
-        return PassCounts(
-            passes=self._runs,
-            creates=actions.creates,
-            patches=actions.patches,
-            deletes=actions.deletes,
-            status_writes=publisher.status_writes,
-            events=publisher.events,
-            feed_reads=self._planner.feed_reads,
-        )
+        return PassCounts(**{name: self._counts[name] for name in PassCounts.__slots__})
 
     async def prime(self, namespaces: tuple[str, ...]) -> None:
         """List every ScheduledBot, then every BotSchedule, and plan the schedules at once.
@@ -182,7 +177,7 @@ class ScheduleController:
             # A standby neither writes nor reads feeds; `wake_all` passes every schedule when it leads.
             self._wake(entry, None, self._clock())
             return
-        self._runs += 1
+        self._counts["passes"] += 1
         now = self._clock()
         decision = await self._planner.plan(entry, now)
         for action in decision.actions:
