@@ -214,7 +214,7 @@ async def test_a_delivery_due_next_to_a_join_instant_waits_until_just_after_it()
     await settle()
     assert notifier.sent == [], "nothing starts in a join's quiet window"
     assert kube.objects["later"]["status"]["notifications"]["pending"][0]["state"] == "scheduled"
-    timer = notifications._bots[("team", "later")].timer
+    timer = notifications._deliveries._bots[("team", "later")].timer
     assert timer is not None
     loop = asyncio.get_running_loop()
     starts_at = datetime.now(UTC) + timedelta(seconds=timer.when() - loop.time())

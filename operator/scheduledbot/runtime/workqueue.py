@@ -73,7 +73,7 @@ class Passes(Generic[K]):
         self._spun: Final = spun
         self._slots: Final[dict[K, _Slot]] = {}
         self._running: Final = asyncio.Semaphore(concurrency)
-        self._tasks: Final[set[asyncio.Task[None]]] = set()
+        self._tasks: Final = Tasks()
 
     def poke(self, key: K) -> None:
         """A pass of `key` soon: now, or after the one running."""
@@ -170,6 +170,21 @@ class Passes(Generic[K]):
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of the controller's, cancelled at `close`."""
+        return self._tasks.spawn(coro)
+
+    async def close(self) -> None:
+        for key in list(self._slots):
+            self.forget(key)
+        await self._tasks.close()
+
+
+class Tasks:
+    """Background tasks of one owner (the pass queue, the notification deliverer), cancelled at `close`."""
+
+    def __init__(self) -> None:
+        self._tasks: Final[set[asyncio.Task[None]]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # An empty context, not a copy of the caller's: a pass spawned from a kopf handler
         # would otherwise carry kopf's context variables (the event's cause, body, patch and
         # logger), and so would every timer the pass arms, for as long as a bot waits
@@ -180,8 +195,6 @@ class Passes(Generic[K]):
         return task
 
     async def close(self) -> None:
-        for key in list(self._slots):
-            self.forget(key)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
