@@ -101,6 +101,29 @@ async def test_a_wake_up_is_one_timer_replaced_by_the_next(rec: Recorder) -> Non
     assert rec.times("a") == [0.0, 3.1]
 
 
+async def test_a_pass_asked_within_a_delay_neither_replaces_the_wake_up_nor_is_replaced(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    rec.queue.wake_within("a", 1)
+    rec.queue.wake("a", now + timedelta(seconds=3), now)
+    rec.queue.wake_within("a", 2)  # later than the one asked: nothing changes
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 1.1, 3.1]
+
+
+async def test_any_pass_meets_a_pass_asked_within_a_delay(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    rec.queue.wake("a", now + timedelta(seconds=3), now)
+    rec.queue.wake_within("a", 5)
+    await asyncio.sleep(1)
+    rec.queue.poke("a")
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 1.1, 3.1]
+
+
 async def test_a_wake_up_now_is_one_more_pass_at_once(rec: Recorder) -> None:
     asked = [False]
 
@@ -143,8 +166,10 @@ async def test_a_forgotten_key_keeps_no_timer_and_gets_no_more_passes(rec: Recor
     await asyncio.sleep(0.1)
     now = rec.clock.now()
     rec.queue.wake("a", now + timedelta(seconds=1), now)
+    rec.queue.wake_within("a", 2)
     rec.queue.forget("a")
     rec.queue.wake_in("a", 1)
+    rec.queue.wake_within("a", 1)
     await asyncio.sleep(5)
     assert rec.times("a") == [0.0]
 
