@@ -23,6 +23,16 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"SCHEDULEDBOT_{name}", default)
 
 
+def env_int(name: str, default: int) -> int:
+    """The variable as a whole number; `default` when it is unset or empty."""
+    return int(env(name) or default)
+
+
+def env_float(name: str, default: float) -> float:
+    """The variable as a number; `default` when it is unset or empty."""
+    return float(env(name) or default)
+
+
 def csv(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
@@ -50,20 +60,20 @@ def bot_flags(add: Add) -> None:
     add(
         "--default-staging-lead-seconds",
         type=int,
-        default=int(env("DEFAULT_STAGING_LEAD_SECONDS", "300") or 300),
+        default=env_int("DEFAULT_STAGING_LEAD_SECONDS", 300),
         help="staging lead when spec.stagingLeadSeconds is absent [SCHEDULEDBOT_DEFAULT_STAGING_LEAD_SECONDS]",
     )
     add(
         "--default-join-deadline-seconds",
         type=int,
-        default=int(env("DEFAULT_JOIN_DEADLINE_SECONDS", "120") or 120),
+        default=env_int("DEFAULT_JOIN_DEADLINE_SECONDS", 120),
         help="how late a join may still happen when spec.joinDeadlineSeconds is absent "
         "[SCHEDULEDBOT_DEFAULT_JOIN_DEADLINE_SECONDS]",
     )
     add(
         "--default-max-duration-seconds",
         type=int,
-        default=int(env("DEFAULT_MAX_DURATION_SECONDS", "14400") or 14400),
+        default=env_int("DEFAULT_MAX_DURATION_SECONDS", 14400),
         help="longest stay in a meeting when spec.maxDurationSeconds is absent "
         "[SCHEDULEDBOT_DEFAULT_MAX_DURATION_SECONDS]",
     )
@@ -85,7 +95,7 @@ def bot_flags(add: Add) -> None:
     add(
         "--self-join-delay-seconds",
         type=float,
-        default=float(env("SELF_JOIN_DELAY_SECONDS", "2") or 2),
+        default=env_float("SELF_JOIN_DELAY_SECONDS", 2),
         help="delay after joinAt at which a bot joins on its own if no signal came "
         "[SCHEDULEDBOT_SELF_JOIN_DELAY_SECONDS]",
     )
@@ -122,13 +132,13 @@ def process_flags(add: Add) -> None:
     add(
         "--health-port",
         type=int,
-        default=int(env("HEALTH_PORT", "8081") or 8081),
+        default=env_int("HEALTH_PORT", 8081),
         help="port of /healthz (liveness and readiness) [SCHEDULEDBOT_HEALTH_PORT]",
     )
     add(
         "--metrics-port",
         type=int,
-        default=int(env("METRICS_PORT", "8080") or 8080),
+        default=env_int("METRICS_PORT", 8080),
         help="port of the Prometheus /metrics endpoint; 0 disables [SCHEDULEDBOT_METRICS_PORT]",
     )
 
@@ -158,7 +168,7 @@ def leader_flags(add: Add) -> None:
     add(
         "--leader-election-lease-duration",
         type=float,
-        default=float(env("LEADER_ELECTION_LEASE_DURATION", str(DEFAULT_LEASE_DURATION)) or DEFAULT_LEASE_DURATION),
+        default=env_float("LEADER_ELECTION_LEASE_DURATION", DEFAULT_LEASE_DURATION),
         metavar="SECONDS",
         help="how long a standby waits, after it last saw the Lease renewed, before it takes over (whole seconds) "
         "[SCHEDULEDBOT_LEADER_ELECTION_LEASE_DURATION]",
@@ -166,7 +176,7 @@ def leader_flags(add: Add) -> None:
     add(
         "--leader-election-renew-deadline",
         type=float,
-        default=float(env("LEADER_ELECTION_RENEW_DEADLINE", str(DEFAULT_RENEW_DEADLINE)) or DEFAULT_RENEW_DEADLINE),
+        default=env_float("LEADER_ELECTION_RENEW_DEADLINE", DEFAULT_RENEW_DEADLINE),
         metavar="SECONDS",
         help="how long the leader keeps writing without a successful renewal; shorter than the lease duration "
         "[SCHEDULEDBOT_LEADER_ELECTION_RENEW_DEADLINE]",
@@ -174,7 +184,7 @@ def leader_flags(add: Add) -> None:
     add(
         "--leader-election-retry-period",
         type=float,
-        default=float(env("LEADER_ELECTION_RETRY_PERIOD", str(DEFAULT_RETRY_PERIOD)) or DEFAULT_RETRY_PERIOD),
+        default=env_float("LEADER_ELECTION_RETRY_PERIOD", DEFAULT_RETRY_PERIOD),
         metavar="SECONDS",
         help="how often the leader renews and a standby looks at the Lease [SCHEDULEDBOT_LEADER_ELECTION_RETRY_PERIOD]",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduledbot.runtime.flags import Add, env
+from scheduledbot.runtime.flags import Add, env, env_float, env_int
 
 
 def notify_flags(add: Add) -> None:
@@ -37,12 +37,12 @@ def notify_flags(add: Add) -> None:
     add(
         "--notify-concurrency",
         type=int,
-        default=int(env("NOTIFY_CONCURRENCY", "16") or 16),
+        default=env_int("NOTIFY_CONCURRENCY", 16),
         help="notifications in flight at once, all bots together [SCHEDULEDBOT_NOTIFY_CONCURRENCY]",
     )
     add(
         "--notify-max-retry-seconds",
         type=float,
-        default=float(env("NOTIFY_MAX_RETRY_SECONDS", "86400") or 86400),
+        default=env_float("NOTIFY_MAX_RETRY_SECONDS", 86400),
         help="how long a state change is retried before it is given up [SCHEDULEDBOT_NOTIFY_MAX_RETRY_SECONDS]",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduledbot.runtime.flags import Add, env
+from scheduledbot.runtime.flags import Add, env, env_int
 
 
 def webhook_flags(add: Add) -> None:
@@ -20,7 +20,7 @@ def webhook_flags(add: Add) -> None:
     add(
         "--webhook-port",
         type=int,
-        default=int(env("WEBHOOK_PORT", "9443") or 9443),
+        default=env_int("WEBHOOK_PORT", 9443),
         help="port the webhook server binds [SCHEDULEDBOT_WEBHOOK_PORT]",
     )
     add(
