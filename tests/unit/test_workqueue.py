@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -62,6 +62,13 @@ class Recorder:
         return [at for k, at in self.ran if k == key]
 
 
+async def one_pass(rec: Recorder) -> datetime:
+    """A first pass of key "a" (at 0.0), over by the instant returned (0.1)."""
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    return rec.clock.now()
+
+
 @pytest.fixture
 async def rec() -> AsyncIterator[Recorder]:
     r = Recorder()
@@ -92,13 +99,30 @@ async def test_no_more_than_the_concurrency_run_at_once() -> None:
 
 
 async def test_a_wake_up_is_one_timer_replaced_by_the_next(rec: Recorder) -> None:
-    rec.queue.poke("a")
-    await asyncio.sleep(0.1)
-    now = rec.clock.now()
+    now = await one_pass(rec)
     rec.queue.wake("a", now + timedelta(seconds=5), now)
     rec.queue.wake("a", now + timedelta(seconds=3), now)
     await asyncio.sleep(10)
     assert rec.times("a") == [0.0, 3.1]
+
+
+async def test_a_pass_asked_within_a_delay_neither_replaces_the_wake_up_nor_is_replaced(rec: Recorder) -> None:
+    now = await one_pass(rec)
+    rec.queue.wake_within("a", 1)
+    rec.queue.wake("a", now + timedelta(seconds=3), now)
+    rec.queue.wake_within("a", 2)  # later than the one asked: nothing changes
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 1.1, 3.1]
+
+
+async def test_any_pass_meets_a_pass_asked_within_a_delay(rec: Recorder) -> None:
+    now = await one_pass(rec)
+    rec.queue.wake("a", now + timedelta(seconds=3), now)
+    rec.queue.wake_within("a", 5)
+    await asyncio.sleep(1)
+    rec.queue.poke("a")
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 1.1, 3.1]
 
 
 async def test_a_wake_up_now_is_one_more_pass_at_once(rec: Recorder) -> None:
@@ -139,12 +163,12 @@ async def test_a_pass_that_spins_is_counted_logged_once_and_deferred_a_second(
 
 
 async def test_a_forgotten_key_keeps_no_timer_and_gets_no_more_passes(rec: Recorder) -> None:
-    rec.queue.poke("a")
-    await asyncio.sleep(0.1)
-    now = rec.clock.now()
+    now = await one_pass(rec)
     rec.queue.wake("a", now + timedelta(seconds=1), now)
+    rec.queue.wake_within("a", 2)
     rec.queue.forget("a")
     rec.queue.wake_in("a", 1)
+    rec.queue.wake_within("a", 1)
     await asyncio.sleep(5)
     assert rec.times("a") == [0.0]
 

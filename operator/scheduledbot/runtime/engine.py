@@ -11,7 +11,9 @@ Passes
 ======
 Passes of one bot never overlap: a poke during a pass marks it dirty and one more
 pass follows (runtime/workqueue.py). Each pass reads `now` once. Its next wake-up
-is a single timer, replaced by every pass; nothing wakes on a fixed interval.
+is a single timer, replaced by every pass; a failed leave's retry asks for a pass
+no later than its back-off, beside it, so the earlier of the two runs. Nothing
+wakes on a fixed interval.
 
 The engine wires the parts and runs the pass; who keeps what is in docs/design.md
 ("The runtime's parts").

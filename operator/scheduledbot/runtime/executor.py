@@ -228,7 +228,9 @@ class Executor:
             memory.leave_failures += 1
             log.warning("leave of %s/%s failed (%s); asking again in %.1f s", *key, error, delay)
             memory.left.discard(address)
-            self._passes.wake_in(key, delay)
+            # No later than the back-off, and never later than the pass's own wake-up (the
+            # leave timeout's, say): a retry must not push back what the pass computed.
+            self._passes.wake_within(key, delay)
             return
         memory.leave_failures = 0
 

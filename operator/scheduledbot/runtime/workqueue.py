@@ -7,7 +7,9 @@ What it promises, whatever a pass does:
 - At most `concurrency` passes run at once, so that 10,000 keys found at start-up
   queue politely, and every further pass of a key yields first.
 - A key's next wake-up is a single timer, replaced by every pass (`wake`):
-  nothing wakes on a fixed interval.
+  nothing wakes on a fixed interval. A pass asked for from outside a pass (a
+  failed bot call's retry, `wake_within`) has a timer of its own beside it: the
+  earlier of the two brings the next pass, and neither pushes the other back.
 - A pass that raises is tried again after a back-off that doubles, capped.
 - A pass that asks for another at once without having changed anything
   (`defer_spin`) runs again a second later instead: a planning mistake costs a
@@ -42,6 +44,9 @@ class _Slot:
     running: bool = False
     dirty: bool = False
     timer: asyncio.TimerHandle | None = None
+    #: A pass asked for from outside a pass (`wake_within`), at `soon_at`; any pass meets it.
+    soon: asyncio.TimerHandle | None = None
+    soon_at: float | None = None
     #: Passes that failed in a row: the next one waits a growing, capped time.
     failures: int = 0
     #: A pass of this key asked to run again without any change (logged once).
@@ -101,6 +106,8 @@ class Passes(Generic[K]):
             while self._slots.get(key) is slot:  # a forgotten key's passes stop
                 slot.dirty = False
                 async with self._running:
+                    # This pass is the one asked for: what it starts asks again if it must.
+                    self._cancel_soon(slot)
                     try:
                         await self._run(key)
                         slot.failures = 0
@@ -116,6 +123,9 @@ class Passes(Generic[K]):
             self._idle(key)
 
     def _retry_later(self, key: K, slot: _Slot) -> None:
+        # The back-off replaces the key's wake-up, even an earlier one: the pass that failed
+        # never set its own, and while passes fail (the API server away) one at the last
+        # computed instant would only fail too; the retry's pass computes every instant anew.
         delay = min(RETRY_CAP_SECONDS, RETRY_FIRST_SECONDS * 2**slot.failures)
         slot.failures += 1
         self._log.exception("pass for %s failed; trying again in %.1f s", self._label(key), delay)
@@ -141,6 +151,25 @@ class Passes(Generic[K]):
         if slot is not None:
             self._arm(slot, key, self._clock.time() + seconds)
 
+    def wake_within(self, key: K, seconds: float) -> None:
+        """A pass of `key` no later than in `seconds`: beside its wake-up, not replacing it (the
+        earlier of the two runs); the next pass of `key`, whatever brings it, meets it."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        at = self._clock.time() + seconds
+        if slot.soon_at is not None and slot.soon_at <= at:
+            return
+        self._cancel_soon(slot)
+        slot.soon_at = at
+        slot.soon = self._clock.call_at(at, self._due, key)
+
+    @staticmethod
+    def _cancel_soon(slot: _Slot) -> None:
+        if slot.soon is not None:
+            slot.soon.cancel()
+        slot.soon = slot.soon_at = None
+
     def defer_spin(self, key: K, now: datetime) -> None:
         """A pass asked for another at once, having changed nothing: that one would decide the
         same, forever. Counted, logged once per key, and deferred, so nothing can spin."""
@@ -165,8 +194,11 @@ class Passes(Generic[K]):
     def forget(self, key: K) -> None:
         """No more passes of `key` (a pass running ends as it is)."""
         slot = self._slots.pop(key, None)
-        if slot is not None and slot.timer is not None:
+        if slot is None:
+            return
+        if slot.timer is not None:
             slot.timer.cancel()
+        self._cancel_soon(slot)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of the controller's, cancelled at `close`."""
