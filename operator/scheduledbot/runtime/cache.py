@@ -124,9 +124,10 @@ def kept(body: dict[str, Any]) -> dict[str, Any]:
     Its other parts are new dicts whose keys and short strings are interned: a watch event's
     JSON comes with its own copy of every key ("lastTransitionTime" is 67 bytes) and of
     every repeated value (the namespace, "True", a shared joinAt), the same in each of
-    10,000 bots (about 1,000 bytes per waiting bot less). `spec` stays the event's own
-    dict: the BotSchedule controller keeps that same one (core.schedule_children.BotRef).
-    Nothing kept is written into, and the event's dicts are left as they were."""
+    10,000 bots (bench/memory.py, 10,000 waiting bots: the kept bodies 6,300 bytes per
+    bot before, 3,500 after). `spec` stays the event's own dict: the BotSchedule controller
+    keeps that same one (core.schedule_children.BotRef). Nothing kept is written into, and
+    the event's dicts are left as they were."""
     return {
         _intern(key): value if key == "spec" else _metadata(value) if key == "metadata" else _compact(value)
         for key, value in body.items()

@@ -70,8 +70,8 @@ class Memory:
 
     Every bot has one, from its first pass: its Events said and its addresses left are a
     tuple and a frozenset, replaced when they grow (a few per bot's life), not two sets
-    of their own: an empty set is 216 bytes, a one-Event tuple 48 (10,000 waiting bots:
-    about 3.8 MB less)."""
+    of their own: an empty set is 216 bytes, a one-Event tuple 48 (bench/memory.py, 10,000
+    waiting bots: 533 bytes per bot before, 101 after)."""
 
     #: The Events (reason, message) posted for this bot, so that a repeated pass does not post one again.
     said: tuple[tuple[str, str], ...] = ()

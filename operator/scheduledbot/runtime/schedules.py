@@ -184,7 +184,7 @@ class ScheduleController:
             if after == before:
                 if before is not None and after.spec is not before.spec:
                     # The same for every plan, but the newest event's spec is the one the engine keeps:
-                    # that one, not the start-up list's beside it (10,000 bots relisted: about 7 MB less).
+                    # that one, not the start-up list's beside it (a spec dict and its strings: ~600 bytes a bot).
                     self._index(namespace, name, after)
                 return  # nothing a plan reads has changed (the list at start-up, a status detail)
         self._index(namespace, name, after)

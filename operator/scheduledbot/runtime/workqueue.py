@@ -159,7 +159,7 @@ class Passes(Generic[K]):
             # The same wake-up as armed (the pass after a bot's own status write asks for it
             # again): that timer, not a new one beside a cancelled one. The loop keeps cancelled
             # timers until they are due or outnumber the live ones, and one per waiting bot never
-            # does (10,000 waiting bots: about 2 MB less).
+            # does (bench/memory.py, 300 waiting bots: timers 466 bytes per bot before, 257 after).
             return
         if slot.timer is not None:
             slot.timer.cancel()
