@@ -101,6 +101,32 @@ async def test_a_wake_up_is_one_timer_replaced_by_the_next(rec: Recorder) -> Non
     assert rec.times("a") == [0.0, 3.1]
 
 
+async def test_the_same_wake_up_asked_again_keeps_its_timer_and_fires_once(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    at = now + timedelta(seconds=3)
+    rec.queue.wake("a", at, now)
+    timer = rec.queue._slots["a"].timer
+    rec.queue.wake("a", at, now)
+    assert rec.queue._slots["a"].timer is timer and timer is not None and not timer.cancelled()
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 3.1]
+
+
+async def test_a_wake_up_asked_again_after_its_timer_fired_fires_again(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    at = now + timedelta(seconds=3)
+    rec.queue.wake("a", at, now)
+    await asyncio.sleep(3.5)
+    # The same instant asked for again once its timer fired: a new timer, not the spent one.
+    rec.queue.wake("a", at, now)
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 3.1, 3.6]
+
+
 async def test_a_wake_up_now_is_one_more_pass_at_once(rec: Recorder) -> None:
     asked = [False]
 
