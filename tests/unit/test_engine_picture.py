@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -128,6 +129,18 @@ def test_kept_leaves_the_watch_events_dict_as_it_was() -> None:
     before = copy.deepcopy(body)
     assert "managedFields" not in kept(body)["metadata"]
     assert body == before
+
+
+def test_kept_bodies_share_their_keys_and_the_events_spec() -> None:
+    first, second = bot(), bot()
+    for body in (first, second):
+        body["status"] = json.loads(json.dumps({"state": "scheduled", "conditions": [{"type": "Scheduled"}]}))
+    a, b = kept(first), kept(second)
+    assert a == first and b == second
+    assert a["spec"] is first["spec"], "the BotSchedule index keeps the same spec dict"
+    key_a = next(k for k in a["status"]["conditions"][0])
+    key_b = next(k for k in b["status"]["conditions"][0])
+    assert key_a is key_b and a["status"]["state"] is b["status"]["state"]
 
 
 async def test_a_deletion_is_an_expectation_until_the_watch_shows_the_pod_again() -> None:

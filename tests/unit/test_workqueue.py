@@ -115,6 +115,18 @@ async def test_a_pass_asked_within_a_delay_neither_replaces_the_wake_up_nor_is_r
     assert rec.times("a") == [0.0, 1.1, 3.1]
 
 
+async def test_a_pass_asked_within_a_delay_leaves_the_wake_up_to_be_moved(rec: Recorder) -> None:
+    now = await one_pass(rec)
+    rec.queue.wake("a", now + timedelta(seconds=3), now)
+    rec.queue.wake_within("a", 1)
+    await asyncio.sleep(1.5)
+    # The pass it brought moves the wake-up: the one at 3 s is gone, not left armed.
+    later = rec.clock.now()
+    rec.queue.wake("a", later + timedelta(seconds=4), later)
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 1.1, 5.6]
+
+
 async def test_any_pass_meets_a_pass_asked_within_a_delay(rec: Recorder) -> None:
     now = await one_pass(rec)
     rec.queue.wake("a", now + timedelta(seconds=3), now)
@@ -123,6 +135,32 @@ async def test_any_pass_meets_a_pass_asked_within_a_delay(rec: Recorder) -> None
     rec.queue.poke("a")
     await asyncio.sleep(10)
     assert rec.times("a") == [0.0, 1.1, 3.1]
+
+
+async def test_the_same_wake_up_asked_again_keeps_its_timer_and_fires_once(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    at = now + timedelta(seconds=3)
+    rec.queue.wake("a", at, now)
+    timer = rec.queue._slots["a"].timer
+    rec.queue.wake("a", at, now)
+    assert rec.queue._slots["a"].timer is timer and timer is not None and not timer.cancelled()
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 3.1]
+
+
+async def test_a_wake_up_asked_again_after_its_timer_fired_fires_again(rec: Recorder) -> None:
+    rec.queue.poke("a")
+    await asyncio.sleep(0.1)
+    now = rec.clock.now()
+    at = now + timedelta(seconds=3)
+    rec.queue.wake("a", at, now)
+    await asyncio.sleep(3.5)
+    # The same instant asked for again once its timer fired: a new timer, not the spent one.
+    rec.queue.wake("a", at, now)
+    await asyncio.sleep(10)
+    assert rec.times("a") == [0.0, 3.1, 3.6]
 
 
 async def test_a_wake_up_now_is_one_more_pass_at_once(rec: Recorder) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -66,11 +66,17 @@ class BotsPort(Protocol):
 
 @dataclass(slots=True)
 class Memory:
-    """What the executor remembers of one bot between passes."""
+    """What the executor remembers of one bot between passes.
 
-    said: set[tuple[str, str]] = field(default_factory=set)
+    Every bot has one, from its first pass: its Events said and its addresses left are a
+    tuple and a frozenset, replaced when they grow (a few per bot's life), not two sets
+    of their own: an empty set is 216 bytes, a one-Event tuple 48 (bench/memory.py, 10,000
+    waiting bots: 533 bytes per bot before, 101 after)."""
+
+    #: The Events (reason, message) posted for this bot, so that a repeated pass does not post one again.
+    said: tuple[tuple[str, str], ...] = ()
     #: Addresses asked to leave (the request in flight or answered).
-    left: set[str] = field(default_factory=set)
+    left: frozenset[str] = frozenset()
     #: Leave requests that failed in a row: the next one waits a growing, capped time.
     leave_failures: int = 0
     rejection: str | None = None
@@ -142,7 +148,7 @@ class Executor:
             case Leave(address=address, reason=reason):
                 if address not in memory.left:
                     # In flight or done; a failure takes it back (`_leave`), so it is asked again.
-                    memory.left.add(address)
+                    memory.left |= {address}
                     self._spawn(self._leave(key, memory, address, self.token(bot), reason))
             case AddFinalizer() | RemoveFinalizer():
                 assert seen.body is not None
@@ -227,7 +233,7 @@ class Executor:
             delay = BACKOFF[min(memory.leave_failures, len(BACKOFF) - 1)]
             memory.leave_failures += 1
             log.warning("leave of %s/%s failed (%s); asking again in %.1f s", *key, error, delay)
-            memory.left.discard(address)
+            memory.left -= {address}
             # No later than the back-off, and never later than the pass's own wake-up (the
             # leave timeout's, say): a retry must not push back what the pass computed.
             self._passes.wake_within(key, delay)

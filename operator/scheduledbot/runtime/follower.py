@@ -78,6 +78,10 @@ class Follower:
 
     def follow(self, key: Key, address: str | None) -> None:
         """Follow the bot at `address` (None: none), unless it is followed there already."""
+        if address is None and key not in self._followed:
+            # Every pass says whom to follow; a bot waiting in `scheduled` has no one to follow
+            # and no report yet: no record for it (bench/memory.py: about 90 bytes per waiting bot).
+            return
         followed = self._followed.setdefault(key, _Followed())
         if address == followed.address:
             return

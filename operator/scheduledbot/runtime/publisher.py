@@ -41,7 +41,7 @@ class Publisher:
         """An Event leaves after the pass's status, in the background (runtime/events.py)."""
         if (emit.reason, emit.message) in memory.said or seen.body is None:
             return
-        memory.said.add((emit.reason, emit.message))
+        memory.said += ((emit.reason, emit.message),)
         if emit.reason == LATE_STAGING:
             self._metrics.late_staging.inc()
         log.info("%s/%s %s: %s", *key, emit.reason, emit.message)

@@ -52,6 +52,10 @@ class BotIndex:
         else:
             after = observe_bot(body)
             if after == before:
+                if before is not None and after.spec is not before.spec:
+                    # The same for every plan, but the newest event's spec is the one the engine keeps:
+                    # that one, not the start-up list's beside it (a spec dict and its strings: ~600 bytes a bot).
+                    self.put(namespace, name, after)
                 return None  # nothing a plan reads has changed (the list at start-up, a status detail)
         self.put(namespace, name, after)
         return before, after
