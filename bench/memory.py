@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import itertools
 import json
@@ -39,7 +40,7 @@ from typing import Any, cast
 
 import scheduledbot
 from scheduledbot.adapters.egress import EgressClient, EgressPolicy
-from scheduledbot.core.model import Defaults
+from scheduledbot.runtime import config
 from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.engine import Engine
@@ -61,27 +62,8 @@ Body = dict[str, Any]
 
 
 def _settings() -> Settings:
-    base = Settings(
-        namespaces=(),
-        defaults=Defaults(),
-        template={"spec": {"containers": [{"name": "bot", "image": "bot:1"}]}},
-        extra_meeting_hosts=frozenset(),
-        self_join_delay_seconds=2,
-        log_level="INFO",
-        log_format="text",
-        health_port=0,
-        metrics_port=0,
-        webhook=False,
-        webhook_listen="",
-        webhook_port=0,
-        webhook_host="",
-        webhook_service=None,
-        webhook_config_name="",
-        webhook_cert_dir=None,
-    )
-    from dataclasses import replace
-
-    return replace(base, token_key=b"k" * 32)
+    """The operator's own defaults (as `scheduledbot-operator --no-webhook` reads them), with a token key."""
+    return dataclasses.replace(config.load(["--no-webhook"]), token_key=b"k" * 32)
 
 
 def _stamp(at: datetime) -> str:
