@@ -8,6 +8,7 @@ export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 CLUSTER     := $(PY) -m localcluster
+IMAGE_VENV  := .venv-image
 
 .PHONY: demo test unit venv cluster cluster-down run install deploy bench crds help \
         real-deps cluster-real cluster-real-down image test-real fmt lint chaos
@@ -28,6 +29,17 @@ $(VENV)/.tools-path: $(VENV)/.installed
 	touch $@
 
 venv: $(VENV)/.installed $(VENV)/.tools-path ## create the virtual environment with the pinned dependencies
+
+# The image's packages alone (the wheel's dependencies at their pins, no test tools),
+# which `make bench` runs the operator under, the source on PYTHONPATH: kopf imports
+# the synchronous `kubernetes` client too when it is installed (a test tool here, not
+# in the image), 37 MB that the image's operator does not carry.
+$(IMAGE_VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/.installed
+	rm -rf $(IMAGE_VENV)
+	python3 -m venv --without-pip $(IMAGE_VENV)
+	$(PY) -m pip --python $(IMAGE_VENV)/bin/python install --quiet --only-binary=:all: -c constraints.txt \
+	  $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+	touch $@
 
 cluster: venv ## start the local control plane (kubeconfig at .cluster/kubeconfig)
 	$(CLUSTER) up
@@ -72,8 +84,8 @@ deploy: ## apply all manifests (server-side: the CRD is too large for client-sid
 	  kubectl -n $(OPERATOR_NAMESPACE) create secret generic scheduledbot-token-key \
 	    --from-literal=key="$$(head -c 32 /dev/urandom | base64)"
 
-bench: cluster ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
-	$(PY) -m bench $(if $(FULL),--full,)
+bench: cluster $(IMAGE_VENV)/.installed ## join-precision and scale benchmark (quick mode; FULL=1 for the full run)
+	$(PY) -m bench $(if $(FULL),--full,) --operator-python $(IMAGE_VENV)/bin/python
 
 chaos: cluster ## fault-injection suite: every scenario, its table (bounded: --budget; ARGS="--scenarios ... --json F")
 	$(PY) -m chaos $(ARGS)

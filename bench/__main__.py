@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure the operator of this git commit (before ours, same sizes, same run): side by side",
     )
     p.add_argument("--ours", metavar="REF", help="measure our operator as of this commit (default: the working tree)")
+    p.add_argument(
+        "--operator-python",
+        default=sys.executable,
+        metavar="PATH",
+        help="the interpreter the operators run under, with its packages (`make bench`: the image's alone, "
+        ".venv-image; default: this one, whose test tools kopf would import too); the source goes on PYTHONPATH",
+    )
     p.add_argument("--skip-precision", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--kubeconfig", default=str(ROOT / ".cluster" / "kubeconfig"))
@@ -179,8 +186,9 @@ async def amain(args: argparse.Namespace) -> int:
     if args.ours:
         results["machine"]["commit"] = args.ours  # type: ignore[index]
     # Ours from a commit, too: the working tree may change while a long run goes on.
-    ours = {"PYTHONPATH": str(baseline_source(args.ours, out))} if args.ours else {}
+    ours = {"PYTHONPATH": str(baseline_source(args.ours, out) if args.ours else ROOT / "operator")}
     operators.append(("join", ours))
+    results["operator_python"] = args.operator_python
     try:
         for name, env in operators if not args.skip_precision else []:
             # Each operator gets the same budget, whatever the one before it took.
@@ -196,6 +204,7 @@ async def amain(args: argparse.Namespace) -> int:
                 operator_args=args.operator_arg,
                 name=name,
                 operator_env=env,
+                operator_python=args.operator_python,
                 ahead=ahead,
                 ahead_min_size=args.ahead_min_size,
             )
@@ -219,6 +228,8 @@ async def amain(args: argparse.Namespace) -> int:
                 deadline=deadline,
                 template=args.scale_template,
                 operator_args=args.operator_arg,
+                operator_env=ours,
+                operator_python=args.operator_python,
                 without_webhook=args.without_webhook,
             )
             results["scale"] = await scale_phase.run()

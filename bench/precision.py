@@ -144,6 +144,7 @@ class PrecisionPhase:
         floor_samples: int = 30,
         name: str = "join",
         operator_env: dict[str, str] | None = None,
+        operator_python: str = sys.executable,
         ahead: float | None = None,
         ahead_min_size: int = 0,
     ) -> None:
@@ -176,6 +177,7 @@ class PrecisionPhase:
             namespaces=[self.namespace],
             log_path=out / f"operator-{name}.log",
             env=dict(operator_env or {}),
+            python=operator_python,
             webhook_config=f"scheduledbot-bench-{self.namespace}",
             args=list(operator_args or []),
             admin_kubeconfig=kubeconfig,

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,8 @@ class ScalePhase:
         deadline: float,
         template: bool = False,
         operator_args: list[str] | None = None,
+        operator_env: dict[str, str] | None = None,
+        operator_python: str = sys.executable,
         without_webhook: bool = False,
     ) -> None:
         self.kube = kube
@@ -69,6 +72,8 @@ class ScalePhase:
             log_path=out / "operator-scale.log",
             webhook_config=f"scheduledbot-bench-{self.namespace}",
             args=list(operator_args or []),
+            env=dict(operator_env or {}),
+            python=operator_python,
         )
         self.bots = BotTracker()
         self.watch = Watcher(kube, kube.bots_path(self.namespace), on_event=self.bots.on_event)

@@ -90,6 +90,8 @@ class OperatorProcess:
     log_level: str = "INFO"
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The interpreter, and with it the installed packages (the image's alone, say: bench/).
+    python: str = sys.executable
     #: For what the harness itself reads and deletes (the webhook configuration); default
     #: `kubeconfig`, which may lack the rights (a ServiceAccount's, say).
     admin_kubeconfig: Path | None = None
@@ -115,7 +117,7 @@ class OperatorProcess:
     def command(self) -> list[str]:
         hosts = ",".join(self.extra_meeting_hosts)
         return [
-            sys.executable,
+            self.python,
             *self.python_options(),
             "-m",
             "scheduledbot.runtime.main",
