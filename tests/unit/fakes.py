@@ -128,6 +128,8 @@ class FakeBot:
     reachable: bool = True
     #: Leave calls to fail (unreachable) before one succeeds.
     failing_leaves: int = 0
+    #: Takes a join without a word: its state stays, and its answer waits for its next change.
+    mute: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -143,7 +145,7 @@ class FakeBot:
 
     def join(self, request_id: str | None, *, by: str = "signal") -> None:
         self.requests.append(request_id or "")
-        if self.doc["state"] == "ready":
+        if self.doc["state"] == "ready" and not self.mute:
             self.joins.append(request_id)
             self.set("joining", joinedBy=by, requestId=request_id, joinStartedAt=self._stamp())
 
@@ -174,9 +176,12 @@ class FakeLine:
         self._bots.by_address[self.address].join(self._request_id)
 
     async def answer(self) -> BotReport:
+        bot = self._bots.by_address[self.address]
+        if bot.mute:
+            await bot.changed.wait()
         await asyncio.sleep(0)
         self.close()
-        return self._bots.by_address[self.address].report()
+        return bot.report()
 
     def close(self) -> None:
         self._open = False

@@ -66,6 +66,25 @@ async def test_a_bot_is_scheduled_staged_signalled_at_join_at_and_followed_into_
     assert FINALIZER in world.cluster.bot("standup")["metadata"]["finalizers"]
 
 
+async def test_the_signal_written_runs_no_pass_of_its_own_the_bots_word_does(world: World) -> None:
+    # At an instant of 1,000 bots a pass per written signal queued ahead of every answer's pass.
+    await staged_and_ready(world)
+    bot = world.cluster.bot_at("standup")
+    bot.mute = True
+    await world.until(29.9)
+    passes = world.passes()
+    await world.until(30.5)
+    assert bot.requests == [f"uid-standup@{format_time(world.at(30))}"]
+    assert world.passes() == passes
+    assert world.cluster.status("standup")["state"] == "staged"
+    bot.set("joining", joinedBy="signal", joinStartedAt=format_time(world.at(30.5)))
+    await world.settle()
+    status = world.cluster.status("standup")
+    assert status["state"] == "joining"
+    # The written signal was kept for this pass: only a signal sent says when.
+    assert "joinSignaledAt" in status
+
+
 async def test_a_reschedule_of_a_scheduled_bot_moves_its_staging(world: World) -> None:
     world.add("standup", join_at=100)
     await world.until(10)
