@@ -24,7 +24,7 @@ from scheduledbot.runtime.classes import ClassCatalog
 from scheduledbot.runtime.dispatcher import JoinDispatcher
 from scheduledbot.runtime.executor import Executor
 from scheduledbot.runtime.stager import Stager
-from scheduledbot.runtime.views import bot_view, pod_seen, pod_view
+from scheduledbot.runtime.views import bot_view, parsed_spec, pod_seen, pod_view
 from scheduledbot.runtime.workqueue import Passes
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -141,6 +141,33 @@ def test_kept_bodies_share_their_keys_and_the_events_spec() -> None:
     key_a = next(k for k in a["status"]["conditions"][0])
     key_b = next(k for k in b["status"]["conditions"][0])
     assert key_a is key_b and a["status"]["state"] is b["status"]["state"]
+
+
+def _edited(body: dict[str, Any], *, metadata: dict[str, Any] | None = None, **parts: Any) -> dict[str, Any]:
+    return {**body, **parts, "metadata": {**body["metadata"], **(metadata or {})}}
+
+
+def test_a_spec_is_parsed_once_per_generation_of_its_bot() -> None:
+    body = fakes.bot_body("standup", join_at=NOW + timedelta(minutes=5), created_at=NOW)
+    first = bot_view(body, extra_hosts=frozenset())
+    kept_spec = parsed_spec(first)
+    assert first.spec is not None
+    # A status write (or a finalizer's) leaves the generation: the parsed spec is reused.
+    written = _edited(body, status={"state": "joining"}, metadata={"resourceVersion": "9", "finalizers": ["x"]})
+    again = bot_view(written, extra_hosts=frozenset(), parsed=kept_spec)
+    assert again.spec is first.spec and again.status.state == "joining"
+    # A spec change counts a generation: parsed anew.
+    edited = _edited(
+        body, spec={**body["spec"], "meetingUrl": "https://zoom.us/j/987654321"}, metadata={"generation": 2}
+    )
+    moved = bot_view(edited, extra_hosts=frozenset(), parsed=kept_spec)
+    assert moved.spec is not None and moved.spec.meeting_url == "https://zoom.us/j/987654321"
+    # Another object under the same name (another uid), even at the same generation: parsed anew.
+    other = _edited(body, spec={"meetingUrl": "not a url"}, metadata={"uid": "uid-other"})
+    broken = bot_view(other, extra_hosts=frozenset(), parsed=kept_spec)
+    assert broken.spec is None and broken.spec_error is not None and "spec.meetingUrl" in broken.spec_error
+    # A spec that did not parse is kept as its error.
+    assert bot_view(other, extra_hosts=frozenset(), parsed=parsed_spec(broken)).spec_error == broken.spec_error
 
 
 async def test_a_deletion_is_an_expectation_until_the_watch_shows_the_pod_again() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from scheduledbot.api.models import ValidSpec
 from scheduledbot.api.resource import API_VERSION, KIND
 from scheduledbot.core.model import SignalOutcome
 
@@ -29,6 +30,17 @@ class Deleting:
 
     uid: str
     since: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSpec:
+    """A bot's spec as parsed for one `generation` of it (the API server counts every spec change there)."""
+
+    uid: str
+    generation: int
+    spec: ValidSpec | None
+    #: Set instead of `spec` when it does not parse.
+    error: str | None
 
 
 @dataclass(slots=True)
@@ -45,6 +57,8 @@ class Seen:
     staged_seen: bool = False
     #: The join dispatcher's last outcome for this bot.
     signal: SignalOutcome | None = None
+    #: The spec as the last pass parsed it: a status or finalizer write leaves it as it was.
+    spec: ParsedSpec | None = None
 
 
 class Cache:

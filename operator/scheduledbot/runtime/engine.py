@@ -166,7 +166,7 @@ class Engine:
         memory = self._executor.memory(key)
         self._metrics.passes.inc()
         now = self._clock.now()
-        bot = self._observer.bot(seen.body)
+        bot = self._observer.bot(seen)
         observed = self._observer.observe(key, seen, memory, bot, now)
         decision = plan(bot=bot, observed=observed, defaults=self._observer.defaults(bot), now=now)
         # The status is what `kubectl get sbot` shows: at a join instant a thousand passes

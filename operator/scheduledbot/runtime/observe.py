@@ -8,7 +8,7 @@ refusals, the bot's own reports (runtime/follower.py), its creation slot
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from scheduledbot.core.model import BotView, Defaults, Observed
 from scheduledbot.runtime.cache import Key, Seen
@@ -17,7 +17,7 @@ from scheduledbot.runtime.config import Settings
 from scheduledbot.runtime.executor import Memory
 from scheduledbot.runtime.follower import Follower
 from scheduledbot.runtime.staging import Staging
-from scheduledbot.runtime.views import bot_view, class_limited, pod_seen, pod_view
+from scheduledbot.runtime.views import bot_view, class_limited, parsed_spec, pod_seen, pod_view
 
 Staged = tuple[datetime | None, datetime | None]
 
@@ -29,8 +29,13 @@ class Observer:
         self._follower: Final = follower
         self._staging: Final = staging
 
-    def bot(self, body: dict[str, Any]) -> BotView:
-        return bot_view(body, extra_hosts=self._settings.extra_meeting_hosts)
+    def bot(self, seen: Seen) -> BotView:
+        """The bot of a kept entry (its body must be known); its parsed spec kept beside it."""
+        assert seen.body is not None
+        view = bot_view(seen.body, extra_hosts=self._settings.extra_meeting_hosts, parsed=seen.spec)
+        if seen.spec is None or (seen.spec.uid, seen.spec.generation) != (view.uid, view.generation):
+            seen.spec = parsed_spec(view)
+        return view
 
     def defaults(self, bot: BotView) -> Defaults:
         """The operator's defaults, cut to the limits of the bot's class."""
@@ -43,7 +48,7 @@ class Observer:
         """Would the next pass see anything this one did not? (Only asked when a pass wants "now".)"""
         if seen.body is None:
             return True
-        after = self.bot(seen.body)
+        after = self.bot(seen)
         staging = (observed.stage_by, observed.ready_expected_at)
         return after != bot or self._observed(key, seen, memory, after, staging) != observed
 

@@ -16,24 +16,32 @@ from scheduledbot.core.botpod import Refusal, chosen_class, class_defaults
 from scheduledbot.core.model import FINALIZER, BotView, Defaults, PodView
 from scheduledbot.core.templates import ClassCatalog
 from scheduledbot.protocol import ENV_MEETING_URL
-from scheduledbot.runtime.cache import Seen
+from scheduledbot.runtime.cache import ParsedSpec, Seen
 from scheduledbot.timestamps import parse_observed, parse_time
 
 
-def bot_view(body: dict[str, Any], *, extra_hosts: frozenset[str]) -> BotView:
+def bot_view(body: dict[str, Any], *, extra_hosts: frozenset[str], parsed: ParsedSpec | None = None) -> BotView:
+    """The bot as `core.plan` sees it; its spec taken from `parsed` while uid and generation match.
+
+    Parsing the spec is most of a pass's own work, and a join instant passes each bot
+    two or three times (its status, its finalizer) with the spec unchanged.
+    """
     meta = body["metadata"]
-    spec: Any = None
-    error: str | None = None
-    try:
-        spec = parse_spec(body.get("spec") or {}, extra_hosts=extra_hosts)
-    except SpecError as bad:
-        error = "; ".join(bad.messages)
+    uid, generation = meta["uid"], int(meta.get("generation") or 1)
+    if parsed is not None and parsed.uid == uid and parsed.generation == generation:
+        spec, error = parsed.spec, parsed.error
+    else:
+        spec, error = None, None
+        try:
+            spec = parse_spec(body.get("spec") or {}, extra_hosts=extra_hosts)
+        except SpecError as bad:
+            error = "; ".join(bad.messages)
     deleted = meta.get("deletionTimestamp")
     return BotView(
         name=meta["name"],
         namespace=meta["namespace"],
-        uid=meta["uid"],
-        generation=int(meta.get("generation") or 1),
+        uid=uid,
+        generation=generation,
         created_at=parse_time(meta["creationTimestamp"]),
         deleted_at=parse_time(deleted) if deleted else None,
         has_finalizer=FINALIZER in (meta.get("finalizers") or []),
@@ -41,6 +49,11 @@ def bot_view(body: dict[str, Any], *, extra_hosts: frozenset[str]) -> BotView:
         spec_error=error,
         status=ScheduledBotStatus.model_validate(body.get("status") or {}),
     )
+
+
+def parsed_spec(view: BotView) -> ParsedSpec:
+    """What `bot_view` may reuse of `view` at the next pass."""
+    return ParsedSpec(uid=view.uid, generation=view.generation, spec=view.spec, error=view.spec_error)
 
 
 def class_limited(defaults: Defaults, bot: BotView, classes: ClassCatalog) -> Defaults:
