@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 from aiohttp import web
@@ -21,7 +23,7 @@ from aiohttp import web
 from scheduledbot.adapters.bots import JoinLine
 from scheduledbot.core.model import SignalOutcome
 from scheduledbot.runtime.dispatch_thread import DispatcherThread
-from scheduledbot.runtime.dispatcher import JoinDispatcher
+from scheduledbot.runtime.dispatcher import SHARE_MIN, JoinDispatcher
 
 TOKEN = "secret-token"
 
@@ -242,3 +244,80 @@ async def test_close_stops_the_thread_and_ends_an_open_window(receivers: list[Re
     assert not any(t.name == "join-dispatcher" and t.is_alive() for t in threading.enumerate())
     assert gc.isenabled() and sys.getswitchinterval() == switch
     assert receivers[0].joins == []
+
+
+class _Recorded(JoinLine):
+    """A join line that notes which thread wrote it."""
+
+    writers: ClassVar[list[str]] = []
+
+    def write(self) -> None:
+        self.writers.append(threading.current_thread().name)
+        super().write()
+
+
+async def test_a_batch_dealt_out_to_writer_threads_gives_every_bot_exactly_one_join(
+    receivers: list[Receiver],
+) -> None:
+    outcomes: list[tuple[int, SignalOutcome]] = []
+    dispatcher: JoinDispatcher[int] = JoinDispatcher(
+        report=lambda key, outcome: outcomes.append((key, outcome)), writers=2
+    )
+    join_at = datetime.now(UTC) + timedelta(milliseconds=400)
+    count = 2 * SHARE_MIN + 1
+    _Recorded.writers = []
+    for i in range(count):
+        receiver = receivers[i % len(receivers)]
+        recorded = _Recorded(
+            address=receiver.address,
+            token=TOKEN,
+            request_id=f"r{i}",
+            meeting_url="https://zoom.us/j/1",
+            bot_name="Bot",
+            join_at=join_at.isoformat(),
+        )
+        dispatcher.arm(i, join_at=join_at, not_before=None, line=recorded, request_id=f"r{i}")
+    await settle(outcomes, 2 * count)
+    received = sorted(j["requestId"] for r in receivers for j in r.joins)
+    assert received == sorted(f"r{i}" for i in range(count)), "each bot once, none twice"
+    assert sorted(k for k, o in outcomes if o.sent_at is not None) == list(range(count))
+    assert all(o.sent_at is None or o.sent_at >= join_at for _, o in outcomes), "never before joinAt"
+    # This thread wrote a share and the helper the other.
+    assert set(_Recorded.writers) == {threading.current_thread().name, "join-writer"}
+    await dispatcher.close()
+    assert not any(t.name == "join-writer" and t.is_alive() for t in threading.enumerate())
+
+
+class _BreaksOnce(JoinLine):
+    """A line whose connection breaks just before its first write (the bot reset it)."""
+
+    def write(self) -> None:
+        if not getattr(self, "broke", False):
+            self.broke = True
+            assert self._sock is not None
+            self._sock.shutdown(socket.SHUT_WR)
+        super().write()
+
+
+async def test_a_line_found_broken_at_the_instant_is_reopened_and_the_bot_joins_once(
+    receivers: list[Receiver],
+) -> None:
+    outcomes: list[tuple[str, SignalOutcome]] = []
+    dispatcher: JoinDispatcher[str] = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
+    join_at = datetime.now(UTC) + timedelta(milliseconds=150)
+    broken = _BreaksOnce(
+        address=receivers[0].address,
+        token=TOKEN,
+        request_id="a",
+        meeting_url="https://zoom.us/j/1",
+        bot_name="Bot",
+        join_at=join_at.isoformat(),
+    )
+    dispatcher.arm("a", join_at=join_at, not_before=None, line=broken, request_id="a")
+    await settle(outcomes, 2)
+    assert [j["requestId"] for j in receivers[0].joins] == ["a"]
+    assert [(o.sent_at is not None, o.report is not None, o.error) for _, o in outcomes] == [
+        (True, False, None),
+        (False, True, None),
+    ]
+    await dispatcher.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -50,6 +51,10 @@ HOLD_AHEAD: Final = 0.005
 HOLD_MAX: Final = 0.25
 #: The switch interval inside a quiet window (CPython's default is 5 ms).
 QUIET_SWITCH_INTERVAL: Final = 0.0005
+#: Threads writing a batch (runtime/dispatcher.py, "Writers"): one per CPU the process may
+#: use, at most this many. Two were measured (on 2 cores); more would mostly contend for
+#: the interpreter lock, which each write takes for its bookkeeping.
+MAX_WRITERS: Final = 2
 
 K = TypeVar("K", bound=Hashable)
 
@@ -112,7 +117,8 @@ class DispatcherThread(Generic[K]):
         #: Instants with a quiet window planned (dispatcher thread only), to their release event.
         self._windows: dict[float, threading.Event] = {}
         self._loop = asyncio.new_event_loop()
-        self._inner: JoinDispatcher[K] = JoinDispatcher(report=self._outcome, instant=self._instant)
+        writers = min(MAX_WRITERS, len(os.sched_getaffinity(0)))
+        self._inner: JoinDispatcher[K] = JoinDispatcher(report=self._outcome, instant=self._instant, writers=writers)
         self._thread = threading.Thread(target=self._run, name="join-dispatcher", daemon=True)
         self._thread.start()
 
