@@ -1,8 +1,9 @@
-"""The fan-out alone: `python -m bench.fanout --sizes 1000,5000 --runs 3`.
+"""The fan-out alone: `python -m bench.fanout --sizes 1000,5000 --runs 3 [--writers 1,2]`.
 
 The join instant's writes without the operator around them: N bots share one
 `joinAt`, each a `JoinLine` armed on a real `DispatcherThread`, which writes the
-batch at the instant as the operator does (the loop's thread, one line after another).
+batch at the instant as the operator does. `--writers 1,2` runs each round once per
+writer-thread count, one after the other: side by side in one run.
 
 The bots are one receiver in a separate process: one loopback listener, N accepted
 connections with SO_TIMESTAMPNS on, each one's first bytes read with `recvmsg` and
@@ -85,7 +86,7 @@ async def _message(conn: multiprocessing.connection.Connection, timeout: float) 
     return conn.recv()
 
 
-async def one_round(count: int, seconds: float) -> dict[str, Any]:
+async def one_round(count: int, seconds: float, writers: int | None) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     conn, child = ctx.Pipe()
     process = ctx.Process(target=receive, args=(child, count, seconds), daemon=True)
@@ -97,6 +98,7 @@ async def one_round(count: int, seconds: float) -> dict[str, Any]:
         dispatcher = DispatcherThread(
             report=lambda key, outcome: None,
             lag=lambda loop, late: lags.append(late) if loop == "dispatcher" else None,
+            writers=writers,
         )
         # Room to open every connection before the quiet window: ~0.3 ms each on this machine,
         # several times that under load.
@@ -129,18 +131,20 @@ async def one_round(count: int, seconds: float) -> dict[str, Any]:
     }
 
 
-async def main_async(sizes: list[int], runs: int, seconds: float) -> None:
+async def main_async(sizes: list[int], runs: int, seconds: float, writers: list[int | None]) -> None:
     print("# lateness at the receiver (kernel stamp - joinAt), ms", flush=True)
-    print("size  run  n     p50     p99     max     dispatcher-lag  all-ready", flush=True)
+    print("size  run  writers  n     p50     p99     max     dispatcher-lag  all-ready", flush=True)
     for size in sizes:
         for run in range(runs):
-            result = await one_round(size, seconds)
-            late = result["late"]
-            print(
-                f"{size:<5} {run + 1:<4} {result['n']:<5} {fmt_ms(late['p50']):>7} {fmt_ms(late['p99']):>7} "
-                f"{fmt_ms(late['max']):>7} {fmt_ms(result['lag'], 2):>15}  {'yes' if result['ready'] else 'NO'}",
-                flush=True,
-            )
+            for count in writers:
+                result = await one_round(size, seconds, count)
+                late = result["late"]
+                print(
+                    f"{size:<5} {run + 1:<4} {count or 'default':<8} {result['n']:<5} {fmt_ms(late['p50']):>7} "
+                    f"{fmt_ms(late['p99']):>7} {fmt_ms(late['max']):>7} {fmt_ms(result['lag'], 2):>15}  "
+                    f"{'yes' if result['ready'] else 'NO'}",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,10 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1000,5000", help="bots on one joinAt, comma-separated")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--round-seconds", type=float, default=30.0, help="bound of one round")
+    parser.add_argument(
+        "--writers", help="threads writing the batch, comma-separated, each in turn (default: the operator's)"
+    )
     args = parser.parse_args(argv)
     _more_files()
     sizes = [int(size) for size in args.sizes.split(",")]
-    asyncio.run(main_async(sizes, args.runs, args.round_seconds))
+    writers: list[int | None] = [int(w) for w in args.writers.split(",")] if args.writers else [None]
+    asyncio.run(main_async(sizes, args.runs, args.round_seconds, writers))
     sys.stdout.flush()
 
 

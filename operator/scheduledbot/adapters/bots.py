@@ -4,8 +4,9 @@ Two kinds of connection
 =======================
 - `JoinLine`: one raw TCP connection per staged bot, opened while the bot waits, with
   its join request pre-built. At the join instant the dispatcher only writes bytes
-  that are ready, for a thousand bots in one go: no HTTP client machinery (pools,
-  header building, one task per request) stands between `joinAt` and the socket.
+  that are ready, for thousands of bots in one go, straight to each line's socket:
+  no HTTP client machinery (pools, header building, one task per request) stands
+  between `joinAt` and the socket.
   Measured on this machine before any code: a naive asyncio fan-out of 1,000 HTTP
   requests over open connections arrived at p99 about 190 ms; pre-built writes on
   pre-opened sockets at p99 about 23 ms.
@@ -169,13 +170,13 @@ class JoinLine:
     def write(self) -> None:
         """Hand the request to the kernel now, from any thread; synchronous so a batch has no await in it.
 
-        Straight on the socket, not through the stream's transport: at 5,000 bots the
-        transport's write path and its checks cost about a third of the batch (docs/design.md,
-        "The batch"), and it belongs to one thread. Nothing else ever writes on a join line,
-        so no bytes can interleave. What the kernel does not take at once (not seen for a
-        request of a few hundred bytes on an idle connection) is queued on the transport by
-        its own loop. A broken connection (the bot closed or reset it) raises `OSError` and
-        leaves the line not ready, so that it is reopened.
+        Straight on the socket, not through the stream's transport, which belongs to its
+        loop's thread: the batch is dealt out to writer threads (docs/design.md, "The
+        batch"). Nothing else ever writes on a join line, so no bytes can interleave. What
+        the kernel does not take at once (not seen for a request of a few hundred bytes on
+        an idle connection) is queued on the transport by its own loop. A broken connection
+        (the bot closed or reset it) raises `OSError` and leaves the line not ready, so
+        that it is reopened.
         """
         assert self._sock is not None and self._loop is not None and self._writer is not None
         try:

@@ -96,7 +96,8 @@ class DispatcherThread(Generic[K]):
 
     `report(key, outcome)` runs on the caller's loop. `lag(loop, seconds)` is told, for
     each instant, how late the dispatcher's timer ("dispatcher") and the operator's
-    hold ("operator") ran; it may be called from either thread.
+    hold ("operator") ran; it may be called from either thread. `writers`: the threads
+    writing a batch (default: one per CPU, at most `MAX_WRITERS`).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class DispatcherThread(Generic[K]):
         *,
         report: Callable[[K, SignalOutcome], None],
         lag: Callable[[str, float], None] = lambda loop, seconds: None,
+        writers: int | None = None,
     ) -> None:
         self._report = report
         self._lag = lag
@@ -117,7 +119,8 @@ class DispatcherThread(Generic[K]):
         #: Instants with a quiet window planned (dispatcher thread only), to their release event.
         self._windows: dict[float, threading.Event] = {}
         self._loop = asyncio.new_event_loop()
-        writers = min(MAX_WRITERS, len(os.sched_getaffinity(0)))
+        if writers is None:
+            writers = min(MAX_WRITERS, len(os.sched_getaffinity(0)))
         self._inner: JoinDispatcher[K] = JoinDispatcher(report=self._outcome, instant=self._instant, writers=writers)
         self._thread = threading.Thread(target=self._run, name="join-dispatcher", daemon=True)
         self._thread.start()

@@ -26,10 +26,10 @@ A write is mostly the kernel's loopback or network work, done with the interpret
 released. With `writers=N` the batch is dealt out to N threads, this one and N - 1
 helpers that sleep on a queue between instants, so the kernel work of one share runs
 while another thread holds the lock for its own bookkeeping. Measured on the 2-core
-machine (5,000 writes to one stub process, p99 of the kernel's arrival stamps): about
-48 ms from two threads against 57 ms from one, and 58 against 68 ms with a busy process
-beside them. Batches smaller than two `SHARE_MIN` are written by this thread alone: a
-helper takes longer to wake than they take to write.
+machine (`python -m bench.fanout --sizes 5000 --writers 2,1`, p99 of the kernel's
+arrival stamps over 10 rounds): median 59 ms from two threads against 80 ms from one.
+Batches smaller than two `SHARE_MIN` are written by this thread alone: a helper takes
+longer to wake than they take to write.
 """
 
 from __future__ import annotations
