@@ -79,8 +79,8 @@ async def receivers() -> AsyncIterator[list[Receiver]]:
         await r.stop()
 
 
-def line(receiver: Receiver, request_id: str, join_at: datetime) -> JoinLine:
-    return JoinLine(
+def line(receiver: Receiver, request_id: str, join_at: datetime, kind: type[JoinLine] = JoinLine) -> JoinLine:
+    return kind(
         address=receiver.address,
         token=TOKEN,
         request_id=request_id,
@@ -267,15 +267,7 @@ async def test_a_batch_dealt_out_to_writer_threads_gives_every_bot_exactly_one_j
     count = 2 * SHARE_MIN + 1
     _Recorded.writers = []
     for i in range(count):
-        receiver = receivers[i % len(receivers)]
-        recorded = _Recorded(
-            address=receiver.address,
-            token=TOKEN,
-            request_id=f"r{i}",
-            meeting_url="https://zoom.us/j/1",
-            bot_name="Bot",
-            join_at=join_at.isoformat(),
-        )
+        recorded = line(receivers[i % len(receivers)], f"r{i}", join_at, _Recorded)
         dispatcher.arm(i, join_at=join_at, not_before=None, line=recorded, request_id=f"r{i}")
     await settle(outcomes, 2 * count)
     received = sorted(j["requestId"] for r in receivers for j in r.joins)
@@ -305,14 +297,7 @@ async def test_a_line_found_broken_at_the_instant_is_reopened_and_the_bot_joins_
     outcomes: list[tuple[str, SignalOutcome]] = []
     dispatcher: JoinDispatcher[str] = JoinDispatcher(report=lambda key, outcome: outcomes.append((key, outcome)))
     join_at = datetime.now(UTC) + timedelta(milliseconds=150)
-    broken = _BreaksOnce(
-        address=receivers[0].address,
-        token=TOKEN,
-        request_id="a",
-        meeting_url="https://zoom.us/j/1",
-        bot_name="Bot",
-        join_at=join_at.isoformat(),
-    )
+    broken = line(receivers[0], "a", join_at, _BreaksOnce)
     dispatcher.arm("a", join_at=join_at, not_before=None, line=broken, request_id="a")
     await settle(outcomes, 2)
     assert [j["requestId"] for j in receivers[0].joins] == ["a"]
