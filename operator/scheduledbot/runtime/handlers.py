@@ -144,7 +144,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if memo.elector is not None:
         # After the picture is complete: this replica passes every bot and schedule when it first leads.
         memo.elector.start(on_leading=lambda: _on_leading(memo))
-    # Last: /healthz answers once the operator is ready, and from then on whatever its loop does.
+
+
+async def serve_health(memo: kopf.Memo, **_: Any) -> None:
+    """The last start-up handler (main.py registers it after all others): /healthz answers once
+    the operator is ready, and from then on whatever its loop does.
+
+    Not sooner: kopf runs no clean-up handler after a start-up it cancelled, so a SIGTERM
+    that came while a later start-up handler still ran, to an operator whose /healthz already
+    answered, left its webhook registration behind (an e2e test caught it).
+    """
+    config: Settings = memo.settings
     memo.health = HealthServer(
         LoopHealth(asyncio.get_running_loop()), host=config.health_listen, port=config.health_port
     )

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     # (the engine's first: the schedules' start-up handler uses the metrics registry it builds).
     from scheduledbot.runtime import handlers, schedule_handlers  # noqa: F401, PLC0415
 
+    # After every other start-up handler: /healthz says the whole start-up is done.
+    kopf.on.startup()(handlers.serve_health)
+
     kopf.run(
         standalone=True,  # no kopf peering: replicas coordinate through a Lease (runtime/leader.py)
         clusterwide=not settings.namespaces,
