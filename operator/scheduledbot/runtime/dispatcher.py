@@ -23,26 +23,25 @@ it waited (idle time-outs), so none has to be opened at the instant.
 Writers
 =======
 A write is mostly the kernel's loopback or network work, done with the interpreter lock
-released. With `writers=N` the batch is dealt out to N threads, this one and N - 1
-helpers that sleep on a queue between instants, so the kernel work of one share runs
-while another thread holds the lock for its own bookkeeping. Measured on the 2-core
+released. With `writers=N` the batch is dealt out to N threads, this one and a pool of
+N - 1 that sleep between instants, so the kernel work of one share runs while another
+thread holds the lock for its own bookkeeping. Measured on the 2-core
 machine (`python -m bench.fanout --sizes 5000 --writers 2,1`, p99 of the kernel's
 arrival stamps over 10 rounds): median 59 ms from two threads against 80 ms from one.
-Batches smaller than two `SHARE_MIN` are written by this thread alone: a helper takes
-longer to wake than they take to write.
+Batches smaller than two `SHARE_MIN` are written by this thread alone: a pool thread
+takes longer to wake than they take to write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Coroutine, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from scheduledbot.adapters.bots import BotUnreachable, JoinLine
 from scheduledbot.core.model import SignalOutcome
@@ -54,7 +53,7 @@ SPIN_AHEAD: Final = 0.002
 REFRESH_AHEAD: Final = 1.0
 #: The longest the callback spins: a guard against a clock step, not a tuning knob.
 _MAX_SPIN: Final = 0.05
-#: The smallest share of a batch handed to a helper writer.
+#: The smallest share of a batch handed to a pool writer.
 SHARE_MIN: Final = 100
 
 K = TypeVar("K", bound=Hashable)
@@ -107,7 +106,15 @@ class JoinDispatcher(Generic[K]):
         self._armed: dict[K, _Armed[K]] = {}
         self._batches: dict[float, _Batch[K]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._helpers = [_Helper[K]() for _ in range(writers - 1)]
+        self._pool_size = writers - 1
+        self._pool: ThreadPoolExecutor | None = None
+        if self._pool_size:
+            self._pool = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="join-writer")
+            # Started now, not at the first instant: a thread's start is a few hundred
+            # microseconds the batch would wait for. (The pool starts a thread per
+            # submit while none is idle, so this starts one at least.)
+            for _ in range(self._pool_size):
+                self._pool.submit(_warm)
 
     def arm(self, key: K, *, join_at: datetime, not_before: datetime | None, line: JoinLine, request_id: str) -> None:
         """Arm (or re-arm) the join of `key`. Re-arming the same join changes nothing."""
@@ -151,8 +158,8 @@ class JoinDispatcher(Generic[K]):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for helper in self._helpers:
-            helper.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def _drop_batch(self, fire: float) -> None:
         batch = self._batches.pop(fire)
@@ -177,7 +184,7 @@ class JoinDispatcher(Generic[K]):
         batched = [self._armed[key] for key in batch.keys]
         for armed in batched:
             armed.fired = True
-        shares = min(len(self._helpers) + 1, max(1, len(batched) // SHARE_MIN))
+        shares = min(self._pool_size + 1, max(1, len(batched) // SHARE_MIN))
         # Spin on the monotonic counter for what remains: the clock's own time may be a
         # fake that stands still while nothing awaits.
         ahead = fire - self._clock.time()
@@ -185,11 +192,14 @@ class JoinDispatcher(Generic[K]):
             until = time.perf_counter() + ahead
             while time.perf_counter() < until:
                 pass
-        for i, helper in enumerate(self._helpers[: shares - 1], start=1):
-            helper.write(batched[i::shares], self._clock.time)
+        pooled: list[tuple[list[_Armed[K]], Future[_Written[K]]]] = []
+        if self._pool is not None:
+            for i in range(1, shares):
+                share = batched[i::shares]
+                pooled.append((share, self._pool.submit(_write, share, self._clock.time)))
         sent, late = _write(batched[::shares], self._clock.time)
-        for helper in self._helpers[: shares - 1]:
-            more_sent, more_late = helper.done()
+        for share, written in pooled:
+            more_sent, more_late = _result(written, share)
             sent += more_sent
             late += more_late
         if self._instant is not None:
@@ -243,15 +253,19 @@ class JoinDispatcher(Generic[K]):
         return task
 
 
-def _write(share: list[_Armed[K]], now: Callable[[], float]) -> tuple[list[tuple[_Armed[K], float]], list[_Armed[K]]]:
-    """Write each ready line of `share`: (written, with when), and those left for the slow way."""
+#: A share's outcome: the bots written, each with when, and those left for the slow way.
+_Written: TypeAlias = tuple[list[tuple[_Armed[K], float]], list[_Armed[K]]]
+
+
+def _write(share: list[_Armed[K]], now: Callable[[], float]) -> _Written[K]:
+    """Write each ready line of `share` (run by the dispatcher's thread and the pool's)."""
     sent: list[tuple[_Armed[K], float]] = []
     late: list[_Armed[K]] = []
     for armed in share:
+        if not armed.line.ready:
+            late.append(armed)
+            continue
         try:
-            if not armed.line.ready:
-                late.append(armed)
-                continue
             armed.line.write()
         except OSError:
             # Broken since it was opened (the bot closed or reset it): reopened and written late.
@@ -261,33 +275,15 @@ def _write(share: list[_Armed[K]], now: Callable[[], float]) -> tuple[list[tuple
     return sent, late
 
 
-class _Helper(Generic[K]):
-    """A thread that writes one share of each batch it is handed, then hands the result back."""
+def _result(written: Future[_Written[K]], share: list[_Armed[K]]) -> _Written[K]:
+    """A pool share's outcome; the wait releases the interpreter lock to the pool's thread."""
+    try:
+        return written.result()
+    except Exception:
+        # A bug, not a bot: its bots still go, the slow way, rather than the batch failing.
+        log.exception("a join writer failed; its share goes the slow way")
+        return [], share
 
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[list[_Armed[K]], Callable[[], float]] | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[list[tuple[_Armed[K], float]], list[_Armed[K]]]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="join-writer", daemon=True)
-        self._thread.start()
 
-    def write(self, share: list[_Armed[K]], now: Callable[[], float]) -> None:
-        self._jobs.put((share, now))
-
-    def done(self) -> tuple[list[tuple[_Armed[K], float]], list[_Armed[K]]]:
-        """Waits for the share handed over last (a blocking wait: it releases the lock to the helper)."""
-        return self._results.get()
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            share, now = job
-            try:
-                result = _write(share, now)
-            except Exception:
-                # A bug, not a bot: the caller must still get an answer, or the batch would hang.
-                log.exception("a join writer failed; its share goes the slow way")
-                result = ([], share)
-            self._results.put(result)
+def _warm() -> None:
+    """Nothing: submitted at construction, so that the pool's threads are started."""
