@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ from typing import Any
 from bench.identity import CATEGORIES, OperatorIdentity
 from bench.kube import GROUP, Kube, Watcher
 from bench.pods import sleeping_bot
-from bench.processes import ROOT, BenchOperator, StubProcess, run_naive
+from bench.processes import ROOT, BenchOperator, CpuMeter, StubProcess, cluster_pids, run_naive
 from bench.stats import summary
 from bench.trackers import BotTracker, PodTracker
 from localcluster.operator import Metrics
@@ -121,6 +122,8 @@ class RunResult:
     ahead_s: float = math.nan  # first create -> joinAt
     default_lead: bool = False  # created ahead with the default lead: the operator chose when to stage
     loop_lag: dict[str, float] = field(default_factory=dict)  # event-loop lag at the instant, s (metric)
+    #: CPU seconds of each process from joinAt until every status shows `joining` (or the wait's end).
+    cpu_publishing: dict[str, float] = field(default_factory=dict)
 
     def brief(self) -> dict[str, Any]:
         return {"bot": summary(self.bot), "operator": summary(self.operator), "naive": summary(self.naive)}
@@ -321,14 +324,26 @@ class PrecisionPhase:
         if not_ready == 0 and size >= 500:  # smaller runs are mostly fixed costs
             self.per_bot = max(0.01, (staged - started) / size)
         # The joins are out within milliseconds; publishing `joining` takes the operator a few
-        # API writes per bot, at the API server's pace.
+        # API writes per bot, at the API server's pace. Who used the CPU meanwhile is measured
+        # from joinAt (the 2 cores are shared by the API server, etcd, the operator, this
+        # harness and the stub).
         # (A bot that failed instead, Missed say, is counted apart: the wait is for every bot to settle,
         # and a Missed bot fails at its join deadline, 120 s after joinAt by default.)
+        await asyncio.sleep(max(0.0, join_at - time.time()))
+        meter = CpuMeter(
+            {
+                "operator": self.operator.pid,
+                "stub": self.stub.pid,
+                "bench": os.getpid(),
+                **cluster_pids(self.kubeconfig.parent),
+            }
+        )
         ok = await self.bot_watch.wait(
             lambda: self.bots.count(*JOINED_OR_LATER, "failed") >= size,
             timeout=join_at + 130 + size / 25 - time.time(),
         )
         result_published = time.time() - join_at
+        cpu_publishing = meter.used()
         if not ok:
             log.warning(
                 "only %d of %d bots joining %.0f s after joinAt",
@@ -348,6 +363,7 @@ class PrecisionPhase:
             published_s=result_published if ok else math.nan,
             ahead_s=join_at - started,
             default_lead=default_lead,
+            cpu_publishing=cpu_publishing,
         )
 
         # Ours: at the bot (the stub's stamps) and at the operator (status; histogram).

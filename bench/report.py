@@ -60,6 +60,10 @@ def precision_rows(results: dict[str, Any], phase: str = "precision") -> list[di
         row["ahead_s"] = median([r.get("ahead_s", math.nan) for r in runs])
         for loop in ("dispatcher", "operator"):
             row[f"lag_{loop}"] = median([r.get("loop_lag", {}).get(loop, math.nan) for r in runs])
+        names = {name for r in runs for name in r.get("cpu_publishing", {})}
+        row["cpu_publishing"] = {
+            name: median([r.get("cpu_publishing", {}).get(name, math.nan) for r in runs]) for name in names
+        }
         for part in ("status", "other", "events"):
             row[f"api_{part}"] = median([r["api"].get(part, math.nan) for r in runs])
         for part in ("status", "bot-writes", "events", "pod-create", "pod-delete", "secret-writes", "reads", "rest"):
@@ -164,6 +168,14 @@ def instant_table(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_text(cpu: dict[str, float]) -> str:
+    """CPU seconds by process, the largest first: where the cores went meanwhile."""
+    if not cpu:
+        return ""
+    parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    return f" (CPU s meanwhile: {parts})"
+
+
 def summary(results: dict[str, Any], *, plot: Path | None) -> str:
     m = results["machine"]
     lines = [
@@ -253,6 +265,7 @@ def summary(results: dict[str, Any], *, plot: Path | None) -> str:
         notes += [
             f"{bots(r)}: all Ready {r['staged_s']:.1f} s after the first create (smallest idle margin "
             f"before joinAt {r['idle_margin']:.1f} s); all shown `joining` {_f(r['published_s'])} s after joinAt"
+            f"{_cpu_text(r['cpu_publishing'])}"
             for r in rows
         ]
         lines += [f"- {n}" for n in notes] + [""]
